@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,22 @@ class Scheduler:
         """Ask the scheduler to kill the job; returns at once (poll :meth:`status` to see it go)."""
         raise NotImplementedError
 
+    def end_time(self, job_id: str) -> float | None:
+        """When the scheduler will kill the (running) job, as a unix time; None if it has no limit.
+
+        Raises SchedulerError when the scheduler does not answer.
+        """
+        raise NotImplementedError
+
+
+def clock_seconds(text: str) -> int | None:
+    """Seconds in ``[D-]HH:MM:SS`` or a plain number of seconds; None for anything else."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", text.strip())
+    if m:
+        d, h, mi, sec = (int(g or 0) for g in m.groups())
+        return ((d * 24 + h) * 60 + mi) * 60 + sec
+    return int(text) if text.strip().isdigit() else None
+
 
 def key_values(text: str) -> dict[str, str]:
     """``Key=Value`` pairs of one ``scontrol -o`` line (values have no spaces in the keys we read)."""
@@ -149,6 +167,13 @@ class Slurm(Scheduler):
     def cancel(self, job_id: str) -> None:
         run(["scancel", job_id])
 
+    def end_time(self, job_id: str) -> float | None:
+        end = key_values(run(["scontrol", "show", "job", "-o", job_id]).stdout).get("EndTime", "")
+        try:  # local time, as scontrol prints it; "Unknown" without a limit
+            return time.mktime(datetime.strptime(end, "%Y-%m-%dT%H:%M:%S").timetuple())
+        except ValueError:
+            return None
+
 
 class SGE(Scheduler):
     name = "sge"
@@ -197,6 +222,13 @@ class SGE(Scheduler):
     def cancel(self, job_id: str) -> None:
         run(["qdel", job_id])
 
+    def end_time(self, job_id: str) -> float | None:
+        # qstat -j has the limit (h_rt, in seconds) but not the start; the job asks as it starts.
+        text = run(["qstat", "-j", job_id]).stdout
+        m = re.search(r"h_rt=([0-9:-]+)", text)
+        seconds = clock_seconds(m.group(1)) if m else None
+        return None if seconds is None else time.time() + seconds
+
 
 class PBS(Scheduler):
     """PBS Pro, OpenPBS and Torque. No PBS server exists on the test machine: this class is written
@@ -239,6 +271,12 @@ class PBS(Scheduler):
 
     def cancel(self, job_id: str) -> None:
         run(["qdel", job_id])
+
+    def end_time(self, job_id: str) -> float | None:
+        text = run(["qstat", "-f", job_id]).stdout
+        m = re.search(r"Resource_List.walltime = (\S+)", text)
+        seconds = clock_seconds(m.group(1)) if m else None
+        return None if seconds is None else time.time() + seconds
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {"slurm": Slurm, "sge": SGE, "pbs": PBS}

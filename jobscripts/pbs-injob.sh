@@ -1,0 +1,69 @@
+#!/bin/bash
+# -----------------------------------------------------------------------------------------------
+# pympec, IN-JOB mode, PBS Pro / OpenPBS / Torque. The job starts a pympec cluster (one MPI job: rank 0 the controller,
+# the other ranks engines), runs your client script against it on this first node, and stops it.
+#
+#   1. Copy this file, and example_client.py or your own client script, to a shared directory.
+#   2. Edit the lines marked EDIT: resources, the client script, the python of your venv.
+#   3. Submit from that directory:   qsub pbs-injob.sh
+#
+# CLIENT_SCRIPT, PYTHON and MPIEXEC may instead be set in the environment you submit from
+# (#PBS -V passes it on). Output: pympec-injob.out
+# -----------------------------------------------------------------------------------------------
+#PBS -N pympec-injob
+# EDIT: engines + 1 ranks. Torque: #PBS -l nodes=1:ppn=3
+#PBS -l select=1:ncpus=3:mpiprocs=3
+# EDIT: walltime
+#PBS -l walltime=00:30:00
+#PBS -o pympec-injob.out
+#PBS -j oe
+#PBS -V
+# EDIT: remove one '#' to use (queue, account)
+##PBS -q workq
+##PBS -A myproject
+
+CLIENT_SCRIPT=${CLIENT_SCRIPT:-example_client.py}  # EDIT: your script; it gets the connection file as argv[1]
+PYTHON=${PYTHON:-python3}                           # EDIT: the python that has pympec (e.g. ~/venv/bin/python)
+# mpiexec: the one beside that python (the mpich wheel's), else the one on PATH.
+MPIEXEC=${MPIEXEC:-$(dirname "$(command -v "$PYTHON")")/mpiexec}
+[ -x "$MPIEXEC" ] || MPIEXEC=mpiexec
+
+# PBS starts jobs in $HOME: go back to the directory the job was submitted from.
+cd "${PBS_O_WORKDIR:-$PWD}" || exit 1
+# The allocation: one line per rank in $PBS_NODEFILE. (Under Slurm's #PBS emulation, which the
+# pympec tests use, there is no node file and Slurm's own task count applies.)
+if [ -r "${PBS_NODEFILE:-}" ]; then
+    NRANKS=$(wc -l < "$PBS_NODEFILE"); HOSTS="-hostfile $PBS_NODEFILE"
+else
+    NRANKS=${SLURM_NTASKS:?no PBS_NODEFILE: is this a PBS job?}; HOSTS=""
+fi
+JOB=${PBS_JOBID:-${SLURM_JOB_ID:-}}
+
+set -u
+CONN="$PWD/pympec-$JOB.json"     # the cluster's connection file (its key makes it mode 0600)
+# When the scheduler will kill the job: the controller tells clients, which warn before it.
+export PYMPEC_END_TIME=$("$PYTHON" -m pympec.batch.endtime)
+
+# Start the cluster in the background. The client runs on this node, so the controller binds
+# 127.0.0.1 (its default): nothing off the node can reach it.
+"$MPIEXEC" $HOSTS -n "$NRANKS" "$PYTHON" -m pympec.engine --connection-file "$CONN" &
+MPI_PID=$!
+
+# Wait, at most 120 s, for the controller to listen (it writes the connection file then).
+for i in $(seq 240); do
+    [ -s "$CONN" ] && break
+    kill -0 "$MPI_PID" 2>/dev/null || { echo "pympec: the cluster exited before it was up" >&2; wait "$MPI_PID"; exit 1; }
+    sleep 0.5
+done
+[ -s "$CONN" ] || { echo "pympec: no connection file after 120 s" >&2; kill "$MPI_PID"; exit 1; }
+
+"$PYTHON" "$CLIENT_SCRIPT" "$CONN"
+STATUS=$?
+
+# Stop the cluster: ask the controller to shut down, then make sure mpiexec is gone (30 s at most).
+"$PYTHON" -m pympec.cli cluster stop --connection-file "$CONN" || kill -TERM "$MPI_PID"
+for i in $(seq 60); do kill -0 "$MPI_PID" 2>/dev/null || break; sleep 0.5; done
+kill -KILL "$MPI_PID" 2>/dev/null
+wait "$MPI_PID" 2>/dev/null
+rm -f "$CONN"
+exit $STATUS

@@ -1,0 +1,59 @@
+#!/bin/bash
+# -----------------------------------------------------------------------------------------------
+# pympec, LOGIN-NODE mode, PBS Pro / OpenPBS / Torque. The job starts a pympec cluster (one MPI job: rank 0 the
+# controller, the other ranks engines) and writes its connection file; your notebook or script on
+# the login node connects to it:
+#
+#     from pympec import client
+#     mec = client.MultiEngineClient()        # finds ~/.pympec/security/cluster-default.json
+#     mec = client.MultiEngineClient(sshserver="you@login")   # if compute nodes are not reachable
+#
+#   1. Copy this file; edit the lines marked EDIT.
+#   2. Submit:   qsub pbs-login.sh
+#   3. When the connection file appears (`pympec cluster status` answers), connect. Stop with: qdel <job id>
+#
+# The controller binds the compute node's address on the network that reaches the login node (found
+# by `python -m pympec.batch.address`, never 0.0.0.0); the connection file records that address.
+# PYTHON, MPIEXEC, PYMPEC_CONNECTION_FILE and PYMPEC_SSHSERVER may instead be set in the environment
+# you submit from (#PBS -V passes it on). Output: pympec.out
+# -----------------------------------------------------------------------------------------------
+#PBS -N pympec
+# EDIT: engines + 1 ranks. Torque: #PBS -l nodes=1:ppn=3
+#PBS -l select=1:ncpus=3:mpiprocs=3
+# EDIT: walltime
+#PBS -l walltime=01:00:00
+#PBS -o pympec.out
+#PBS -j oe
+#PBS -V
+# EDIT: remove one '#' to use (queue, account)
+##PBS -q workq
+##PBS -A myproject
+
+PYTHON=${PYTHON:-python3}                           # EDIT: the python that has pympec (e.g. ~/venv/bin/python)
+# mpiexec: the one beside that python (the mpich wheel's), else the one on PATH.
+MPIEXEC=${MPIEXEC:-$(dirname "$(command -v "$PYTHON")")/mpiexec}
+[ -x "$MPIEXEC" ] || MPIEXEC=mpiexec
+# EDIT: where the connection file goes; the login node must see it (a shared home is usual). The default
+# is the default profile, which client.MultiEngineClient() opens without arguments.
+CONN=${PYMPEC_CONNECTION_FILE:-${PYMPEC_DIR:-$HOME/.pympec}/security/cluster-default.json}
+SSHSERVER=${PYMPEC_SSHSERVER:-}                     # EDIT (optional): you@login, for clients that must tunnel
+
+# PBS starts jobs in $HOME: go back to the directory the job was submitted from.
+cd "${PBS_O_WORKDIR:-$PWD}" || exit 1
+# The allocation: one line per rank in $PBS_NODEFILE. (Under Slurm's #PBS emulation, which the
+# pympec tests use, there is no node file and Slurm's own task count applies.)
+if [ -r "${PBS_NODEFILE:-}" ]; then
+    NRANKS=$(wc -l < "$PBS_NODEFILE"); HOSTS="-hostfile $PBS_NODEFILE"
+else
+    NRANKS=${SLURM_NTASKS:?no PBS_NODEFILE: is this a PBS job?}; HOSTS=""
+fi
+JOB=${PBS_JOBID:-${SLURM_JOB_ID:-}}
+
+set -u
+IP=$("$PYTHON" -m pympec.batch.address)    # this node's address facing the submit (login) host
+# When the scheduler will kill the job: the controller tells clients, which warn before it.
+export PYMPEC_END_TIME=$("$PYTHON" -m pympec.batch.endtime)
+echo "pympec: job $JOB on $(hostname): controller at $IP, connection file $CONN"
+rm -f "$CONN"    # an old cluster's file must not be mistaken for this one
+exec "$MPIEXEC" $HOSTS -n "$NRANKS" "$PYTHON" -m pympec.engine --ip "$IP" --connection-file "$CONN" \
+    ${SSHSERVER:+--sshserver "$SSHSERVER"}

@@ -1,0 +1,52 @@
+#!/bin/bash
+# -----------------------------------------------------------------------------------------------
+# pympec, LOGIN-NODE mode, Slurm. The job starts a pympec cluster (one MPI job: rank 0 the
+# controller, the other ranks engines) and writes its connection file; your notebook or script on
+# the login node connects to it:
+#
+#     from pympec import client
+#     mec = client.MultiEngineClient()        # finds ~/.pympec/security/cluster-default.json
+#     mec = client.MultiEngineClient(sshserver="you@login")   # if compute nodes are not reachable
+#
+#   1. Copy this file; edit the lines marked EDIT.
+#   2. Submit:   sbatch slurm-login.sh
+#   3. When the connection file appears (`pympec cluster status` answers), connect. Stop with: scancel <job id>
+#
+# The controller binds the compute node's address on the network that reaches the login node (found
+# by `python -m pympec.batch.address`, never 0.0.0.0); the connection file records that address.
+# PYTHON, MPIEXEC, PYMPEC_CONNECTION_FILE and PYMPEC_SSHSERVER may instead be set in the environment
+# you submit from (--export=ALL passes it on). Output: pympec-<job id>.out
+# -----------------------------------------------------------------------------------------------
+#SBATCH --job-name=pympec
+# EDIT: engines + 1 (rank 0 is the controller)
+#SBATCH --ntasks=3
+# EDIT: walltime
+#SBATCH --time=01:00:00
+#SBATCH --output=pympec-%j.out
+#SBATCH --export=ALL
+# EDIT: remove one '#' to use (queue/partition, account)
+##SBATCH --partition=debug
+##SBATCH --account=myproject
+
+PYTHON=${PYTHON:-python3}                           # EDIT: the python that has pympec (e.g. ~/venv/bin/python)
+# mpiexec: the one beside that python (the mpich wheel's), else the one on PATH.
+MPIEXEC=${MPIEXEC:-$(dirname "$(command -v "$PYTHON")")/mpiexec}
+[ -x "$MPIEXEC" ] || MPIEXEC=mpiexec
+# EDIT: where the connection file goes; the login node must see it (a shared home is usual). The default
+# is the default profile, which client.MultiEngineClient() opens without arguments.
+CONN=${PYMPEC_CONNECTION_FILE:-${PYMPEC_DIR:-$HOME/.pympec}/security/cluster-default.json}
+SSHSERVER=${PYMPEC_SSHSERVER:-}                     # EDIT (optional): you@login, for clients that must tunnel
+
+# The allocation: hydra's mpiexec starts ranks through srun on the job's nodes.
+NRANKS=$SLURM_NTASKS
+HOSTS=""
+JOB=$SLURM_JOB_ID
+
+set -u
+IP=$("$PYTHON" -m pympec.batch.address)    # this node's address facing the submit (login) host
+# When the scheduler will kill the job: the controller tells clients, which warn before it.
+export PYMPEC_END_TIME=$("$PYTHON" -m pympec.batch.endtime)
+echo "pympec: job $JOB on $(hostname): controller at $IP, connection file $CONN"
+rm -f "$CONN"    # an old cluster's file must not be mistaken for this one
+exec "$MPIEXEC" $HOSTS -n "$NRANKS" "$PYTHON" -m pympec.engine --ip "$IP" --connection-file "$CONN" \
+    ${SSHSERVER:+--sshserver "$SSHSERVER"}
