@@ -1,0 +1,19 @@
+"""pympec: interactive parallel computing for Python on MPI clusters.
+
+``mpiexec -n N python -m pympec.engine`` is a cluster (rank 0 the controller, ranks
+1..N-1 the engines); ``from pympec import client`` drives it.  ``pympec.Cluster`` starts
+a local one from Python.
+"""
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # keep `import pympec` light: no MPI or NumPy until needed
+    if name == "Cluster":
+        from .cluster import Cluster
+        return Cluster
+    raise AttributeError(f"module 'pympec' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython):
+    from .magics import load_ipython_extension as load
+    load(ipython)

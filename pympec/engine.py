@@ -1,0 +1,242 @@
+"""``python -m pympec.engine``: one rank of a pympec cluster.
+
+Run it under ``mpiexec -n N``: rank 0 becomes the controller (:mod:`pympec.controller`),
+ranks 1..N-1 become engines with ids 0..N-2.  An engine serves the controller::
+
+      controller (rank 0)                          engine (rank id+1)
+    ---------------------------------------------------------------------------------
+      COMMAND header, JSON, point to point  --->  Iprobe, Backoff sleep between polls
+      payload bytes: Send, or Bcast/Scatterv
+        on a communicator of controller+targets --> frames -> decode -> Interpreter.<verb>
+                                             <---  REPLY header, JSON: status, metas
+                                             <---  result frames: Send each, or Gatherv
+
+Runtime traffic runs on a duplicate of COMM_WORLD, so user MPI code cannot collide with
+it; user code gets ``comm``, a communicator of the engines only.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Callable
+
+from . import serialize
+from .backoff import Backoff
+from .interpreter import Interpreter
+from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
+                      group_comm, recv_header)
+
+log = logging.getLogger("pympec.engine")
+
+
+# -- the commands: header args and payload frames in, one value out ----------------
+
+def _namespace(interp: Interpreter, args: dict, frames: list) -> dict:
+    """The pushed names and values; a scatter gives each engine its own metas."""
+    metas = args["metas"] if "metas" in args else args["parts"][str(interp.id)]
+    return dict(zip(args["names"], serialize.decode_many(metas, frames)))
+
+
+def _apply(interp: Interpreter, args: dict, frames: list) -> list:
+    """A map chunk: frames hold (function, chunk), or just chunk when ``name`` names
+    an engine-side function."""
+    if "name" in args:
+        return interp.apply(args["name"], serialize.loads(frames))
+    func, chunk = serialize.loads(frames)
+    return interp.apply(func, chunk)
+
+
+COMMANDS: dict[str, Callable[[Interpreter, dict, list], Any]] = {
+    "execute": lambda i, a, f: i.execute(a["code"]),
+    "push": lambda i, a, f: i.push(_namespace(i, a, f)),
+    "push_function": lambda i, a, f: i.push_function(_namespace(i, a, f)),
+    "pull": lambda i, a, f: i.pull(a["keys"]),
+    "gather": lambda i, a, f: i.pull([a["key"]])[0],
+    "apply": _apply,
+    "keys": lambda i, a, f: i.keys(),
+    "reset": lambda i, a, f: i.reset(),
+    "get_result": lambda i, a, f: i.get_result(a.get("number")),
+    "kill": lambda i, a, f: None,
+    "set_properties": lambda i, a, f: i.set_properties(serialize.loads(f)),
+    "get_properties": lambda i, a, f: i.get_properties(a.get("keys")),
+    "has_properties": lambda i, a, f: i.has_properties(a["keys"]),
+    "del_properties": lambda i, a, f: i.del_properties(a["keys"]),
+    "clear_properties": lambda i, a, f: i.clear_properties(),
+}
+
+
+class Engine:
+    """Receives commands from the controller, runs them, replies."""
+
+    def __init__(self, comm, interp: Interpreter, backoff: Backoff) -> None:
+        self.comm = comm
+        self.interp = interp
+        self.backoff = backoff
+        self.groups: dict[str, Any] = {}   # collective communicators, by key
+
+    def serve(self) -> None:
+        """Serve until the controller says shutdown."""
+        from mpi4py import MPI
+        status = MPI.Status()
+        while True:
+            if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
+                self.backoff.sleep()
+                continue
+            self.backoff.reset()
+            header = recv_header(self.comm, status)
+            verb = header["verb"]
+            if verb == "_shutdown":
+                log.info("shutdown")
+                return
+            if verb == "_group":
+                self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
+                continue
+            frames = self.receive_payload(header)
+            reply, out = self.run(verb, header.get("args") or {}, frames)
+            reply["job"] = header["job"]
+            self.send_reply(header, reply, out)
+
+    def receive_payload(self, header: dict) -> list[memoryview]:
+        deliver = header.get("deliver", "none")
+        if deliver == "none":
+            return []
+        buf = bytearray(header["region"])
+        if deliver == "p2p":
+            self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
+        elif deliver == "bcast":
+            self.wait(self.groups[header["group"]].Ibcast(bytes_spec(buf), root=0))
+        else:
+            self.wait(self.groups[header["group"]].Iscatterv(None, bytes_spec(buf), root=0))
+        view = memoryview(buf)
+        return [view[o:o + n] for o, n in header["frames"]]
+
+    def run(self, verb: str, args: dict, frames: list) -> tuple[dict, list]:
+        """Run one command; returns the reply header and its frames."""
+        try:
+            value = COMMANDS[verb](self.interp, args, frames)
+            if verb == "gather":   # one contiguous buffer, ready for Gatherv
+                meta, buf = serialize.encode_inband(value)
+                return {"status": "ok", "metas": [meta]}, [buf]
+            metas, out = serialize.encode_many([value])
+            return {"status": "ok", "metas": metas}, out
+        except BaseException as e:  # SystemExit too: engines outlive user code
+            if isinstance(e, KeyboardInterrupt) and verb != "execute":
+                raise
+            return error_reply(e, verb)
+
+    def send_reply(self, header: dict, reply: dict, frames: list) -> None:
+        views = [serialize_view(f) for f in frames]
+        if header.get("reply") == "gather":
+            buf = views[0] if views else memoryview(b"")
+            reply["nbytes"] = buf.nbytes
+            self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+            self.wait(self.groups[header["group"]].Igatherv(bytes_spec(buf), None, root=0))
+            return
+        reply["lengths"] = [v.nbytes for v in views]
+        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+        for v in views:
+            self.wait(self.comm.Isend(bytes_spec(v), CONTROLLER, TAG_DATA))
+
+    def wait(self, request) -> None:
+        """Wait for a request by polling with the backoff: MPI's own Wait busy-spins,
+        and the controller's side is non-blocking, which only non-blocking calls match."""
+        while not request.Test():
+            self.backoff.sleep()
+        self.backoff.reset()
+
+
+def serialize_view(frame: Any) -> memoryview:
+    from .wire import as_bytes_view
+    return as_bytes_view(frame)
+
+
+def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:
+    """The reply for a failed command: the exception's name, value and traceback as
+    JSON, and the pickled exception itself when it pickles."""
+    reply = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+             "traceback": remote_traceback(e), "metas": []}
+    record = getattr(e, "record", None)
+    if record:
+        reply["stdout"] = record.get("stdout", "")
+        reply["stderr"] = record.get("stderr", "")
+        reply["number"] = record["number"]
+    try:
+        e.__traceback__ = None  # tracebacks do not pickle; the text travels instead
+        if hasattr(e, "record"):
+            del e.record
+        metas, frames = serialize.encode_many([e])
+        serialize.loads(frames[:serialize.nframes(metas[0])])  # it must also unpickle
+        reply["metas"] = metas
+        return reply, frames
+    except Exception:
+        return reply, []
+
+
+def remote_traceback(e: BaseException) -> str:
+    """The traceback of ``e``, without the engine's own frames."""
+    tb = e.__traceback__
+    here = os.path.dirname(os.path.abspath(__file__))
+    while tb is not None and os.path.dirname(os.path.abspath(
+            tb.tb_frame.f_code.co_filename)) == here:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb))
+
+
+# -- the program ----------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pympec.engine",
+        description="One rank of a pympec cluster: run under mpiexec -n N (rank 0 is the "
+                    "controller, ranks 1..N-1 are engines).")
+    parser.add_argument("--ip", default="127.0.0.1",
+                        help="address or host name the controller binds (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="controller port (default: any)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--profile", default=None, help="profile name (default: default)")
+    where.add_argument("--connection-file", default=None, help="connection file path")
+    parser.add_argument("--sshserver", default=None,
+                        help="ssh server clients should tunnel through (written to the "
+                             "connection file)")
+    return parser.parse_args(argv)
+
+
+def setup_logging(cluster_id: str, rank: int) -> str:
+    from .paths import log_dir
+    path = str(log_dir() / f"pympec-{cluster_id}-rank{rank}.log")
+    logging.basicConfig(filename=path, level=logging.INFO,
+                        format=f"%(asctime)s rank{rank} %(name)s %(levelname)s: %(message)s")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    runtime = world.Dup()          # runtime traffic only: never seen by user code
+    rank, size = runtime.Get_rank(), runtime.Get_size()
+    engines = world.Split(0 if rank else MPI.UNDEFINED, rank)   # user code's `comm`
+    cluster_id = runtime.bcast(os.urandom(6).hex() if rank == CONTROLLER else None, root=0)
+    setup_logging(cluster_id, rank)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if rank else signal.default_int_handler)
+    if size < 2:
+        print("pympec: a cluster needs at least 2 ranks (a controller and one engine); "
+              "run it as mpiexec -n N python -m pympec.engine", file=sys.stderr)
+        sys.exit(2)
+    sys.path.insert(0, os.getcwd())   # as ipengine did: modules of the launch dir import
+    if rank == CONTROLLER:
+        from .controller import run_controller
+        run_controller(runtime, args, cluster_id)
+    else:
+        interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
+        log.info("engine %d up (pid %d)", rank - 1, os.getpid())
+        Engine(runtime, interp, Backoff.from_env()).serve()
+    runtime.Free()
+
+
+if __name__ == "__main__":
+    main()

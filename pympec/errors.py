@@ -1,0 +1,158 @@
+"""Exceptions, after IPython.kernel.error, plus the ones a network adds.
+
+Remote failures reach the client as the original exception instance when it unpickles,
+else as a :class:`RemoteError`; either way it carries ``_ipython_engine_info`` (engine id,
+method) and ``_ipython_traceback_text`` (the formatted remote traceback), and a multi-engine
+call raises them together in a :class:`CompositeError`.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class KernelError(Exception):
+    """Base of pympec's own errors."""
+
+
+class InvalidEngineID(KernelError, ValueError):
+    """A target id names no registered engine."""
+
+
+class NoEnginesRegistered(KernelError):
+    """``targets='all'`` while no engine is registered."""
+
+
+class QueueCleared(KernelError):
+    """A queued command was dropped: an earlier command failed, or clear_queue was called."""
+
+
+class ResultNotCompleted(KernelError):
+    """A result was asked for before it was ready."""
+
+
+class InvalidDeferredID(KernelError):
+    """No stored result has this id."""
+
+
+class NotAPendingResult(KernelError, TypeError):
+    """barrier() was given something other than PendingResults."""
+
+
+class TaskAborted(KernelError):
+    """The task was aborted before it finished."""
+
+
+class TaskTimeout(KernelError):
+    """No engine could take the task in time."""
+
+
+class TaskRejectError(KernelError):
+    """Raised by a task to refuse this engine; with ``retries`` it is retried elsewhere."""
+
+
+class InvalidProperty(KernelError):
+    """An engine property value could not be stored."""
+
+
+class SecurityError(KernelError):
+    """Authentication with the controller failed."""
+
+
+class ProtocolError(KernelError):
+    """The peer sent bytes that are not a valid pympec frame."""
+
+
+class StopLocalExecution(KernelError):
+    """Used by ``with mec: remote()`` to stop the local run of the block."""
+
+
+class ClusterError(KernelError, ConnectionError):
+    """The controller could not be reached, or the connection to it was lost."""
+
+
+class RemoteError(KernelError):
+    """A remote exception whose class could not be rebuilt on the client."""
+
+    def __init__(self, ename: str, evalue: str, traceback: str = "") -> None:
+        super().__init__(f"{ename}: {evalue}")
+        self.ename, self.evalue, self.traceback = ename, evalue, traceback
+
+
+def engine_info(exc: BaseException) -> dict:
+    return getattr(exc, "_ipython_engine_info", None) or {}
+
+
+def traceback_text(exc: BaseException) -> str:
+    return getattr(exc, "_ipython_traceback_text", "") or ""
+
+
+class CompositeError(KernelError):
+    """One or more engines failed during one call.
+
+    ``elist`` holds ``(etype, evalue, traceback_text)`` per failure, in target order.
+    ``str(e)`` is the message plus a line ``[<id>:<method>]: <Type>: <value>`` per failure.
+    """
+
+    def __init__(self, message: str, elist: list[tuple[type, BaseException, str]]) -> None:
+        super().__init__(message, elist)
+        self.message = message
+        self.elist = []
+        for etype, evalue, tb in elist:  # nested CompositeErrors are flattened into one
+            if isinstance(evalue, CompositeError):
+                self.elist.extend(evalue.elist)
+            else:
+                self.elist.append((etype, evalue, tb))
+
+    @classmethod
+    def from_exceptions(cls, method: str, exceptions: list[BaseException]) -> "CompositeError":
+        return cls(f"one or more exceptions from call to method: {method}",
+                   [(type(e), e, traceback_text(e)) for e in exceptions])
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        for etype, evalue, _ in self.elist:
+            info = engine_info(evalue)
+            where = (f"[{info['engineid']}:{info['method']}]" if "engineid" in info
+                     else "[Engine Exception]")
+            value = evalue.evalue if isinstance(evalue, RemoteError) else evalue
+            lines.append(f"{where}: {_type_name(etype, evalue)}: {value}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+        return f"<pre>{html.escape(str(self))}</pre>"
+
+    def print_tracebacks(self, excid: int | None = None, file: Any = None) -> None:
+        """Print every remote traceback, or only the ``excid``-th."""
+        file = file or sys.stdout
+        chosen = self.elist if excid is None else [self._pick(excid)]
+        for i, (etype, evalue, tb) in enumerate(chosen):
+            info = engine_info(evalue)
+            print(f"[{info.get('engineid', '?')}:{info.get('method', '?')}]: "
+                  f"{_type_name(etype, evalue)}", file=file)
+            print(tb or f"{evalue}\n", file=file)
+
+    def raise_exception(self, excid: int = 0) -> None:
+        """Re-raise the ``excid``-th remote exception here (IndexError if out of range)."""
+        raise self._pick(excid)[1]
+
+    def _pick(self, excid: int) -> tuple:
+        try:
+            return self.elist[excid]
+        except IndexError:
+            raise IndexError(f"an exception with index {excid} does not exist "
+                             f"({len(self.elist)} in this CompositeError)") from None
+
+
+def _type_name(etype: type, evalue: BaseException) -> str:
+    return evalue.ename if isinstance(evalue, RemoteError) else etype.__name__
+
+
+# Exceptions the controller names in its JSON replies, rebuilt by name on the client.
+CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
+    InvalidEngineID, NoEnginesRegistered, QueueCleared, InvalidDeferredID, TaskAborted,
+    TaskTimeout, ProtocolError, KernelError, ValueError, TypeError, KeyError, IndexError,
+    MemoryError)}

@@ -1,0 +1,109 @@
+"""Turning Python objects into frames and back.
+
+An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebuild it.
+
+* A NumPy array (not of object dtype) travels raw: ``{"kind": "array", "dtype", "shape"}``
+  and one frame holding its bytes.  Nothing is pickled, and the receiver's array is a view
+  on the buffer the bytes landed in: writable, no copy.
+* Anything else is pickled with cloudpickle (so closures and lambdas travel) at protocol 5,
+  with out-of-band buffers: ``{"kind": "pickle", "n": k}``, then the pickle stream and one
+  frame per buffer, so arrays nested in lists and dicts are not copied either.
+"""
+from __future__ import annotations
+
+import pickle
+from typing import Any, Sequence
+
+import cloudpickle
+import numpy as np
+from numpy.lib import format as npformat
+
+PROTOCOL = 5
+
+
+def dumps(obj: Any) -> list[Any]:
+    """Pickle ``obj``: the pickle stream, then its out-of-band buffers.
+
+    Raises TypeError, naming the object's type, when it cannot be pickled.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        stream = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    except Exception as e:
+        raise TypeError(f"cannot send {type(obj).__name__} object: {e}") from e
+    return [stream, *buffers]
+
+
+def loads(frames: Sequence[Any]) -> Any:
+    return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def is_raw_array(obj: Any) -> bool:
+    return type(obj) is np.ndarray and not obj.dtype.hasobject
+
+
+def encode(obj: Any) -> tuple[dict, list[Any]]:
+    """``(meta, frames)`` for one object (see module doc)."""
+    if is_raw_array(obj):
+        return array_meta(obj), [np.ascontiguousarray(obj)]
+    frames = dumps(obj)
+    return {"kind": "pickle", "n": len(frames)}, frames
+
+
+def decode(meta: dict, frames: Sequence[Any]) -> Any:
+    """Rebuild an object from :func:`encode`'s meta and frames."""
+    if meta["kind"] == "array":
+        return array_from(meta, frames[0])
+    return loads(frames)
+
+
+def nframes(meta: dict) -> int:
+    return 1 if meta["kind"] == "array" else meta["n"]
+
+
+def array_meta(a: np.ndarray) -> dict:
+    return {"kind": "array", "dtype": npformat.dtype_to_descr(a.dtype), "shape": list(a.shape)}
+
+
+def array_dtype(meta: dict) -> np.dtype:
+    descr = meta["dtype"]
+    if isinstance(descr, list):  # JSON turned the structured descr's tuples into lists
+        descr = [tuple(field) for field in descr]
+    return npformat.descr_to_dtype(descr)
+
+
+def array_from(meta: dict, buf: Any) -> np.ndarray:
+    """The array ``meta`` describes, as a view on ``buf`` (writable if ``buf`` is)."""
+    dtype = array_dtype(meta)
+    return np.frombuffer(buf, dtype=dtype).reshape(meta["shape"])
+
+
+def encode_many(values: Sequence[Any]) -> tuple[list[dict], list[Any]]:
+    """Encode several objects: their metas, and all their frames in order."""
+    metas, frames = [], []
+    for value in values:
+        meta, more = encode(value)
+        metas.append(meta)
+        frames.extend(more)
+    return metas, frames
+
+
+def decode_many(metas: Sequence[dict], frames: Sequence[Any]) -> list[Any]:
+    values, i = [], 0
+    for meta in metas:
+        n = nframes(meta)
+        values.append(decode(meta, frames[i:i + n]))
+        i += n
+    return values
+
+
+def encode_inband(obj: Any) -> tuple[dict, Any]:
+    """``(meta, one buffer)``: a raw array's own memory, or one in-band pickle stream.
+    For collectives, which need each rank's part in one contiguous buffer."""
+    if is_raw_array(obj):
+        return array_meta(obj), np.ascontiguousarray(obj)
+    try:
+        stream = cloudpickle.dumps(obj, protocol=PROTOCOL)
+    except Exception as e:
+        raise TypeError(f"cannot send {type(obj).__name__} object: {e}") from e
+    return {"kind": "pickle", "n": 1}, stream

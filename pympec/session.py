@@ -1,0 +1,150 @@
+"""A client's connection to the controller: one authenticated socket.
+
+``Session.send`` signs a request and writes it; replies arrive in any order and are
+kept by request id until ``Session.wait`` asks for them.  The socket is non-blocking
+and every wait goes through ``select`` with a deadline, so nothing blocks forever: a
+dead controller shows up as end-of-stream (or, across a network, as TCP keepalive
+failure within about 20 s) and raises ClusterError.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+import uuid
+from typing import Any
+
+from . import connection, wire
+from .errors import CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError
+
+
+class Session:
+    """One connection to a controller; reconnects once, with the same client id, if the
+    link broke (the controller keeps results for a client that went away)."""
+
+    def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
+                 sshserver: str | None = None) -> None:
+        self.path = connection.resolve(where)
+        self.info = connection.load(where)
+        self.timeout = timeout
+        self.sshserver = sshserver or self.info.sshserver
+        self.client_id = uuid.uuid4().hex
+        self.replies: dict[str, wire.Message] = {}
+        self.tunnel = None
+        self.sock: socket.socket | None = None
+        self.welcome = self.connect()
+
+    # -- connecting ------------------------------------------------------------------
+
+    def endpoint(self) -> tuple[str, int]:
+        if not self.sshserver:
+            return self.info.address, self.info.port
+        if self.tunnel is None or self.tunnel[2].poll() is not None:
+            from .batch.tunnel import open_tunnel
+            self.tunnel = open_tunnel(self.sshserver, self.info.address, self.info.port,
+                                      timeout=self.timeout)
+        return self.tunnel[0], self.tunnel[1]
+
+    def connect(self) -> dict:
+        """Connect, authenticate, say hello; returns the controller's description."""
+        address, port = self.endpoint()
+        try:
+            sock = socket.create_connection((address, port), timeout=self.timeout)
+        except OSError as e:
+            raise ClusterError(
+                f"cannot reach the controller at {address}:{port} named in {self.path}: "
+                f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
+                f"start one with `pympec cluster start -n 4`") from None
+        try:
+            send_key, recv_key = wire.client_handshake(sock, self.info.key_bytes, self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(sock)
+        sock.setblocking(False)
+        self.sock = sock
+        self.reader, self.writer = wire.MessageReader(recv_key), wire.MessageWriter(send_key)
+        return self.call("hello", client=self.client_id)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.tunnel is not None:
+            self.tunnel[2].terminate()
+            self.tunnel = None
+
+    def broken(self, error: Exception) -> ClusterError:
+        self.close()
+        return ClusterError(
+            f"lost the connection to the controller at {self.info.address}:{self.info.port} "
+            f"(cluster {self.info.cluster_id}): {error}. The cluster has stopped or an "
+            f"engine died; its logs are in {connection.paths.log_dir()}")
+
+    # -- requests and replies ------------------------------------------------------------
+
+    def send(self, header: dict, frames: list = ()) -> str:
+        """Sign and write one request; returns its id.  Blocks until written."""
+        if self.sock is None:
+            self.connect()
+        header.setdefault("id", uuid.uuid4().hex)
+        self.writer.queue(header, frames)
+        try:
+            while not self.writer.flush(self.sock):
+                self._select(write=True, timeout=None)
+                self.receive()   # keep reading, so neither side's buffers fill up
+        except ClusterError as e:
+            raise self.broken(e) from None
+        return header["id"]
+
+    def receive(self) -> bool:
+        """Read whatever has arrived; True if any reply came."""
+        try:
+            messages = self.reader.read(self.sock)
+        except (ClusterError, ProtocolError) as e:
+            raise self.broken(e) from None
+        for message in messages:
+            self.replies[message.header.get("id")] = message
+        return bool(messages)
+
+    def wait(self, request_id: str, timeout: float | None = None) -> wire.Message | None:
+        """The reply to ``request_id``; None if it is not there within ``timeout``
+        seconds (None waits as long as the cluster lives)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while request_id not in self.replies:
+            if self.sock is None:
+                raise self.broken(ClusterError("not connected"))
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.receive()
+                break
+            if self._select(write=False, timeout=left):
+                self.receive()
+        message = self.replies.pop(request_id, None)
+        if message is not None and "error" in message.header:
+            error = message.header["error"]
+            raise CONTROLLER_ERRORS.get(error["ename"], KernelError)(error["evalue"])
+        return message
+
+    def _select(self, write: bool, timeout: float | None) -> bool:
+        r, w, _ = select.select([self.sock], [self.sock] if write else [], [],
+                                60.0 if timeout is None else timeout)
+        return bool(r or w)
+
+    def call(self, verb: str, **fields: Any) -> Any:
+        """A controller-level request (no engine involved): its value."""
+        request_id = self.send({"verb": verb, **fields})
+        message = self.wait(request_id, timeout=max(self.timeout, 30.0))
+        if message is None:
+            raise ClusterError(f"the controller did not answer {verb!r} in time")
+        return message.header.get("value")
+
+
+def keepalive(sock: socket.socket) -> None:
+    """Let the kernel notice a vanished peer (a crashed node) within about 20 s."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

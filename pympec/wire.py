@@ -1,0 +1,315 @@
+"""Framed, authenticated messages over one TCP socket.
+
+A connection opens with a challenge and response that proves both sides know the
+cluster key; nothing else is read before it succeeds::
+
+    controller -> client    b"PYMPEC01" + snonce                     (32 random bytes)
+    client -> controller    cnonce + HMAC(key, b"client" + snonce + cnonce)
+    controller -> client    HMAC(key, b"server" + snonce + cnonce)    (or it hangs up)
+
+Each side then derives one key per direction from the cluster key and both nonces, and
+every message after that is::
+
+    +--------+------------+---------+---------------+--------+--------+--------+
+    | b"PMSG"| header len | nframes | frame lengths | header | frames |  tag   |
+    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |  raw   |  32 B  |
+    +--------+------------+---------+---------------+--------+--------+--------+
+
+    tag = HMAC-SHA256(direction key, sequence number || all bytes before the tag)
+
+The sequence number counts messages per direction and is never sent, so a replayed,
+dropped or reordered message fails the check.  Lengths are bounds-checked, the tag is
+checked before the header is parsed, and nothing here unpickles.
+
+Frames are received straight into one preallocated buffer per message, each at a
+64-byte aligned offset, so NumPy arrays built on them are aligned and writable; they
+are sent with ``sendmsg`` (scatter/gather I/O), so nothing is joined in memory.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import struct
+from typing import Any, Iterable, Sequence
+
+from .errors import ClusterError, ProtocolError, SecurityError
+
+GREETING = b"PYMPEC01"
+NONCE = 32
+TAG = 32
+MAGIC = b"PMSG"
+PREFIX = struct.Struct("!4sII")
+LENGTH = struct.Struct("!Q")
+ALIGN = 64
+MAX_HEADER = 64 << 20
+MAX_FRAMES = 1 << 20
+_STAGE = 1 << 16          # reads smaller than this go through one staging buffer
+_IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
+_READ_BUDGET = 64 << 20   # bytes per read() call, so one big sender cannot starve others
+
+
+def aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def as_bytes_view(buf: Any) -> memoryview:
+    """A flat byte view of any contiguous buffer (bytes, NumPy array, PickleBuffer...)."""
+    view = buf.raw() if hasattr(buf, "raw") else memoryview(buf)
+    return view if (view.format == "B" and view.ndim == 1) else view.cast("B")
+
+
+# -- the handshake -----------------------------------------------------------------
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+def session_keys(key: bytes, snonce: bytes, cnonce: bytes) -> tuple[bytes, bytes]:
+    """(client-to-controller key, controller-to-client key) for one connection."""
+    return _mac(key, b"c2s", snonce, cnonce), _mac(key, b"s2c", snonce, cnonce)
+
+
+def client_response(key: bytes, snonce: bytes) -> tuple[bytes, bytes]:
+    """The client's answer to a challenge: (cnonce + proof, cnonce)."""
+    cnonce = secrets.token_bytes(NONCE)
+    return cnonce + _mac(key, b"client", snonce, cnonce), cnonce
+
+
+def check_client(key: bytes, snonce: bytes, answer: bytes) -> tuple[bytes, bytes] | None:
+    """On the controller: the (cnonce, proof of the server) if ``answer`` is right, else None."""
+    cnonce, proof = answer[:NONCE], answer[NONCE:]
+    if len(answer) != NONCE + TAG or not hmac.compare_digest(
+            proof, _mac(key, b"client", snonce, cnonce)):
+        return None
+    return cnonce, _mac(key, b"server", snonce, cnonce)
+
+
+def client_handshake(sock: socket.socket, key: bytes, timeout: float) -> tuple[bytes, bytes]:
+    """Authenticate a freshly connected (blocking) socket; returns (send key, receive key).
+
+    Raises SecurityError when the controller rejects the key or cannot prove it knows it,
+    and ClusterError when the peer is not a pympec controller or does not answer in time.
+    """
+    sock.settimeout(timeout)
+    try:
+        greeting = _recv_exactly(sock, len(GREETING) + NONCE)
+        if not greeting.startswith(GREETING):
+            raise ClusterError("the peer is not a pympec controller (bad greeting)")
+        snonce = greeting[len(GREETING):]
+        answer, cnonce = client_response(key, snonce)
+        sock.sendall(answer)
+        try:
+            proof = _recv_exactly(sock, TAG)
+        except ClusterError:
+            raise SecurityError("the controller rejected this client's key: the connection "
+                                "file does not belong to the running cluster") from None
+        if not hmac.compare_digest(proof, _mac(key, b"server", snonce, cnonce)):
+            raise SecurityError("the controller failed to prove it knows the key")
+    except socket.timeout:
+        raise ClusterError(f"no pympec handshake from the controller within {timeout:g} s") from None
+    c2s, s2c = session_keys(key, snonce, cnonce)
+    return c2s, s2c
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ClusterError("the controller closed the connection during the handshake")
+        data += chunk
+    return bytes(data)
+
+
+# -- messages ----------------------------------------------------------------------
+
+class Message:
+    """A received message: its JSON header and its frames, views into one buffer."""
+
+    __slots__ = ("header", "frames", "payload", "offsets")
+
+    def __init__(self, header: dict, payload: bytearray, offsets: list[int], lengths: list[int]):
+        self.header = header
+        self.payload = payload
+        self.offsets = offsets
+        view = memoryview(payload)
+        self.frames = [view[o:o + n] for o, n in zip(offsets, lengths)]
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """(offset, length) in ``payload`` covering frames first..last inclusive."""
+        if last < first:
+            return 0, 0
+        start = self.offsets[first]
+        return start, self.offsets[last] + len(self.frames[last]) - start
+
+
+class MessageReader:
+    """Parses a stream into Messages, checking each tag before its header is read.
+
+    ``read(sock)`` works on non-blocking sockets and keeps its state between calls, so a
+    message may arrive over many calls (and a KeyboardInterrupt never loses the place).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._seq = 0
+        self._stage = bytearray(_STAGE)
+        self._staged = memoryview(b"")
+        self._begin_message()
+
+    def _begin_message(self) -> None:
+        self._mac = hmac.new(self._key, LENGTH.pack(self._seq), hashlib.sha256)
+        self._step = self._got_prefix
+        self._target = memoryview(bytearray(PREFIX.size))
+        self._pos = 0
+        self._signed = True
+
+    def _expect(self, target: memoryview, step, signed: bool = True) -> None:
+        self._target, self._step, self._pos, self._signed = target, step, 0, signed
+
+    def read(self, sock: socket.socket) -> list[Message]:
+        """Read what the socket has now; returns the messages completed.
+
+        Raises ClusterError on end of stream, ProtocolError on a bad frame or tag.
+        """
+        messages: list[Message] = []
+        budget = _READ_BUDGET
+        while budget > 0:
+            while self._staged and self._target is not None:
+                self._take_staged(messages)
+            need = len(self._target) - self._pos
+            try:
+                if need >= _STAGE:
+                    n = sock.recv_into(self._target[self._pos:])
+                    if n:
+                        self._advance(n, messages)
+                else:
+                    n = sock.recv_into(self._stage)
+                    self._staged = memoryview(self._stage)[:n]
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionError, OSError) as e:
+                raise ClusterError(f"connection lost: {e}") from None
+            if n == 0:
+                raise ClusterError("connection closed by peer")
+            budget -= n
+        return messages
+
+    def _take_staged(self, messages: list[Message]) -> None:
+        n = min(len(self._staged), len(self._target) - self._pos)
+        self._target[self._pos:self._pos + n] = self._staged[:n]
+        self._staged = self._staged[n:]
+        self._advance(n, messages)
+
+    def _advance(self, n: int, messages: list[Message]) -> None:
+        if self._signed:
+            self._mac.update(self._target[self._pos:self._pos + n])
+        self._pos += n
+        while self._pos == len(self._target):
+            done = self._step()
+            if done is not None:
+                messages.append(done)
+
+    def _got_prefix(self) -> None:
+        magic, self._header_len, nframes = PREFIX.unpack(self._target)
+        if magic != MAGIC or self._header_len > MAX_HEADER or nframes > MAX_FRAMES:
+            raise ProtocolError("bad frame prefix: not a pympec message")
+        self._expect(memoryview(bytearray(LENGTH.size * nframes)), self._got_lengths)
+
+    def _got_lengths(self) -> None:
+        raw = self._target
+        self._lengths = [LENGTH.unpack_from(raw, i)[0] for i in range(0, len(raw), LENGTH.size)]
+        self._offsets, total = [], 0
+        for n in self._lengths:
+            self._offsets.append(total)
+            total += aligned(n)
+        self._payload = bytearray(total)
+        self._frame = -1
+        self._expect(memoryview(bytearray(self._header_len)), self._next_frame)
+
+    def _next_frame(self) -> None:
+        if self._frame < 0:
+            self._header_bytes = self._target
+        self._frame += 1
+        if self._frame < len(self._lengths):
+            o = self._offsets[self._frame]
+            self._expect(memoryview(self._payload)[o:o + self._lengths[self._frame]],
+                         self._next_frame)
+        else:
+            self._expect(memoryview(bytearray(TAG)), self._got_tag, signed=False)
+
+    def _got_tag(self) -> Message:
+        if not hmac.compare_digest(self._mac.digest(), self._target):
+            raise ProtocolError("message signature mismatch: corrupted, replayed or forged")
+        try:
+            header = json.loads(bytes(self._header_bytes))
+        except ValueError as e:
+            raise ProtocolError(f"bad message header: {e}") from None
+        message = Message(header, self._payload, self._offsets, self._lengths)
+        self._seq += 1
+        self._begin_message()
+        return message
+
+
+class MessageWriter:
+    """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
+
+    ``queue()`` signs a message and appends it; ``flush(sock)`` writes what the socket
+    takes now and says whether everything is out.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._seq = 0
+        self._pieces: collections.deque[memoryview] = collections.deque()
+        self._keep: collections.deque[Any] = collections.deque()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pieces)
+
+    def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
+        views = [as_bytes_view(f) for f in frames]
+        head = json.dumps(header, separators=(",", ":")).encode()
+        lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
+                         *(LENGTH.pack(len(v)) for v in views), head])
+        mac = hmac.new(self._key, LENGTH.pack(self._seq), hashlib.sha256)
+        mac.update(lead)
+        for v in views:
+            mac.update(v)
+        self._seq += 1
+        self._pieces.append(memoryview(lead))
+        self._pieces.extend(v for v in views if len(v))
+        self._pieces.append(memoryview(mac.digest()))
+
+    def flush(self, sock: socket.socket) -> bool:
+        """Write as much as the socket takes now; True when nothing is left.
+
+        Raises ClusterError when the peer has gone.
+        """
+        pieces = self._pieces
+        while pieces:
+            batch = [pieces[i] for i in range(min(_IOV_MAX, len(pieces)))]
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as e:
+                raise ClusterError(f"connection lost: {e}") from None
+            while sent:
+                head = pieces[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    pieces.popleft()
+                else:
+                    pieces[0] = head[sent:]
+                    sent = 0
+        return True
+
+
+def frame_sizes(frames: Sequence[Any]) -> list[int]:
+    return [as_bytes_view(f).nbytes for f in frames]
