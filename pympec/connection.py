@@ -52,7 +52,7 @@ def resolve(where: str | os.PathLike | None = None) -> Path:
     if where is None or where == "":
         return paths.connection_file()
     text = os.fspath(where)
-    if os.sep in text or text.endswith(".json") or os.path.exists(text):
+    if os.sep in text or text.endswith(".json") or os.path.isfile(text):
         return Path(text).expanduser()
     return paths.connection_file(text)
 

@@ -1,0 +1,361 @@
+"""MultiEngineClient against a real cluster: API-REFERENCE §2, method by method."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pympec import client
+from pympec.errors import (CompositeError, InvalidEngineID, NotAPendingResult, QueueCleared)
+from pympec.results import PendingResult, ResultList
+
+from conftest import ENGINES
+
+
+def test_get_ids_and_len(mec):
+    assert mec.get_ids() == list(range(ENGINES))
+    assert len(mec) == ENGINES
+
+
+def test_seeded_namespace(mec):
+    assert mec.pull("id") == list(range(ENGINES))
+    mec.execute("size = comm.Get_size(); total = comm.allreduce(id); name = mpi.__name__")
+    assert mec.pull("size") == [ENGINES] * ENGINES
+    assert mec.pull("total") == [sum(range(ENGINES))] * ENGINES
+    assert mec.pull("name", targets=0) == ["mpi4py.MPI"]
+
+
+def test_execute_results_list(mec):
+    before = mec.execute("pass", targets=0)[0]["number"]
+    result = mec.execute('print("c =", 5 * id)', targets=[0, 1])
+    assert isinstance(result, ResultList)
+    n = before + 1
+    assert repr(result) == (
+        "<Results List>\n"
+        f'[0] In [{n}]: print("c =", 5 * id)\n'
+        f"[0] Out[{n}]: c = 0\n\n"
+        f'[1] In [{result[1]["number"]}]: print("c =", 5 * id)\n'
+        f'[1] Out[{result[1]["number"]}]: c = 5\n')
+    record = result[0]
+    assert record["id"] == 0 and record["input"]["raw"] == 'print("c =", 5 * id)'
+    assert record["stdout"] == "c = 0\n" and "stderr" not in record
+
+
+def test_execute_stderr_and_display(mec):
+    result = mec.execute("import sys; sys.stderr.write('oops\\n'); 6 * 7", targets=0)
+    assert result[0]["stderr"] == "oops\n"
+    assert result[0]["display"]["repr"] == "42"
+    assert "[0] Err[" in repr(result) and "oops" in repr(result)
+
+
+def test_execute_counter_increments_on_failure(mec):
+    n = mec.execute("pass", targets=1)[0]["number"]
+    with pytest.raises(CompositeError):
+        mec.execute("1/0", targets=1)
+    assert mec.execute("pass", targets=1)[0]["number"] == n + 2
+
+
+def test_targets_and_block_attributes(mec):
+    assert mec.targets == "all" and mec.block is True
+    mec.targets = [1, 2]
+    assert mec.pull("id") == [1, 2]
+    assert mec.pull("id", targets=3) == [3]           # per-call override, one-item list
+    mec.block = False
+    pending = mec.pull("id")
+    assert isinstance(pending, PendingResult)
+    assert pending.r == [1, 2]
+    assert mec.pull("id", block=True) == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [1.5, {"a": 1}, None.__class__, [0, "x"], True])
+def test_targets_validation(mec, bad):
+    with pytest.raises(ValueError):
+        mec.targets = bad
+
+
+def test_block_validation(mec):
+    for bad in ("yes", 1, 0):
+        with pytest.raises(ValueError, match="block"):
+            mec.execute("pass", block=bad)
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError):
+            mec.block = bad
+
+
+def test_invalid_engine_ids_raise_directly(mec):
+    with pytest.raises(InvalidEngineID):
+        mec.execute("pass", targets=ENGINES + 10)
+    with pytest.raises(InvalidEngineID):
+        mec.execute("pass", targets=-1)
+    with pytest.raises(InvalidEngineID):
+        mec.execute("pass", targets="some")
+    assert mec.pull("id", targets=0) == [0]   # the cluster serves on
+
+
+def test_push_pull(mec):
+    mec.push(dict(a=5, b="text", c=[1, 2]))
+    assert mec.pull("a") == [5] * ENGINES
+    assert mec.pull(("a", "b"), targets=[0, 1]) == [[5, "text"], [5, "text"]]
+    assert mec.pull(["c"], targets=0) == [[1, 2]]
+    mec["d"] = 3.5
+    assert mec["d"] == [3.5] * ENGINES
+    with pytest.raises(TypeError):
+        mec[1] = 2
+    with pytest.raises(TypeError):
+        mec[1]
+
+
+def test_zip_pull(mec):
+    mec.execute("a = id; b = 10 * id")
+    assert mec.zip_pull(("a", "b"), targets=[0, 1]) == [(0, 1), (0, 10)]
+    assert mec.zip_pull(("a", "b"), targets=2) == [[2, 20]]
+
+
+def test_push_numpy_is_writable_and_exact(mec):
+    a = np.arange(12.0).reshape(3, 4)
+    mec.push(dict(a=a), targets=[0, 1])
+    mec.execute("a[0, 0] = 100.0; ok = a.flags.writeable", targets=[0, 1])
+    assert mec.pull("ok", targets=[0, 1]) == [True, True]
+    back = mec.pull("a", targets=0)[0]
+    assert back[0, 0] == 100.0 and back.flags.writeable and np.array_equal(back[1:], a[1:])
+
+
+def test_closures_and_lambdas_travel(mec):
+    k = 7
+    mec.push(dict(f=lambda x: x * k))
+    mec.execute("y = f(6)")
+    assert mec.pull("y") == [42] * ENGINES
+
+
+def test_push_function_resolves_names_on_engines(mec):
+    def scaled(x):
+        return x * factor  # noqa: F821 - defined on the engines only
+
+    mec.push_function(dict(scaled=scaled))
+    mec.execute("factor = id + 1; r = scaled(10)")
+    assert mec.pull("r") == [10 * (i + 1) for i in range(ENGINES)]
+    back = mec.pull_function("scaled", targets=0)[0]
+    assert callable(back)
+    with pytest.raises(TypeError):
+        mec.push_function(dict(x=3))
+
+
+def test_scatter_gather_lists_and_tuples(mec):
+    mec.scatter("a", list(range(10)))
+    parts = mec.pull("a")
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]    # first L % q get one more
+    assert mec.gather("a") == list(range(10))
+    mec.scatter("t", tuple(range(6)), targets=[0, 1])
+    assert mec.pull("t", targets=[0, 1]) == [(0, 1, 2), (3, 4, 5)]
+    assert mec.gather("t", targets=[0, 1]) == list(range(6))
+
+
+def test_scatter_flatten_and_empty_parts(mec):
+    mec.scatter("x", [10, 20, 30], flatten=True)
+    assert mec.pull("x") == [10, 20, 30, []]
+    mec.scatter("x", [10, 20, 30, 40], flatten=False)
+    assert mec.pull("x") == [[10], [20], [30], [40]]
+
+
+def test_scatter_gather_numpy(mec):
+    a = np.arange(100).reshape(25, 4)
+    mec.scatter("a", a)
+    shapes = mec.execute("s = a.shape")
+    assert mec.pull("s") == [(7, 4), (6, 4), (6, 4), (6, 4)]
+    mec.execute("b = a * 2")
+    b = mec.gather("b")
+    assert isinstance(b, np.ndarray) and np.array_equal(b, a * 2) and b.flags.writeable
+    assert shapes
+
+
+def test_gather_scalars_and_structured(mec):
+    assert mec.gather("id") == list(range(ENGINES))
+    rec = np.zeros(6, dtype=[("x", "f8"), ("n", "i4")])
+    rec["n"] = np.arange(6)
+    mec.scatter("r", rec)
+    out = mec.gather("r")
+    assert out.dtype == rec.dtype and np.array_equal(out["n"], np.arange(6))
+
+
+def test_gather_noncontiguous_input(mec):
+    a = np.arange(40.0).reshape(10, 4)[:, ::2]     # not contiguous
+    mec.scatter("a", a)
+    assert np.array_equal(mec.gather("a"), a)
+
+
+def test_map_and_raw_map(mec):
+    assert mec.map(lambda x: x * x, range(10)) == [x * x for x in range(10)]
+    assert mec.map(lambda x, y: x + y, [1, 2, 3], [10, 20, 30]) == [11, 22, 33]
+    assert mec.raw_map(pow, [[2, 3], [3, 2]]) == [8, 9]
+    assert mec.map(abs, [-1, -2]) == [1, 2]     # fewer items than engines
+    with pytest.raises(ValueError):
+        mec.map(pow, [1, 2], [1])
+    with pytest.raises(TypeError):
+        mec.raw_map(pow, "notalist")
+
+
+def test_map_string_named_function(mec):
+    mec.execute("def triple(x):\n    return 3 * x")
+    assert mec.map("triple", range(5)) == [0, 3, 6, 9, 12]
+
+
+def test_map_ignores_targets_but_honours_block(mec):
+    mec.targets = 0
+    mec.block = False
+    pending = mec.map(lambda x: x + 1, range(8))
+    assert isinstance(pending, PendingResult)
+    assert pending.get_result() == list(range(1, 9))
+
+
+def test_mapper_and_parallel(mec):
+    mapper = mec.mapper(block=False)
+    assert mapper.map(lambda x: -x, range(4)).r == [0, -1, -2, -3]
+
+    @mec.parallel()
+    def square(x):
+        return x * x
+
+    assert square(range(6)) == [0, 1, 4, 9, 16, 25]
+    mec.execute("def neg(x):\n    return -x")
+    assert mec.parallel()("neg")([1, 2]) == [-1, -2]
+
+
+def test_get_result_history(mec):
+    mec.execute("q = 1", targets=0)
+    n = mec.execute("print('again')", targets=0)[0]["number"]
+    latest = mec.get_result(targets=0)
+    assert latest[0]["number"] == n and latest[0]["stdout"] == "again\n"
+    assert mec.get_result(n - 1, targets=0)[0]["input"]["raw"] == "q = 1"
+    with pytest.raises(CompositeError) as info:
+        mec.get_result(10 ** 6, targets=0)
+    assert isinstance(info.value.elist[0][1], IndexError)
+
+
+def test_reset_and_keys(mec):
+    mec.execute("zz = 1")
+    assert all("zz" in k for k in mec.keys())
+    mec.reset(targets=0)
+    keys = mec.keys()
+    assert "zz" not in keys[0] and "zz" in keys[1]
+    assert set(keys[0]) == {"id", "mpi", "comm"}
+
+
+def test_composite_error(mec):
+    with pytest.raises(CompositeError) as info:
+        mec.execute("1/0", targets=[0, 1])
+    e = info.value
+    assert str(e).splitlines() == [
+        "one or more exceptions from call to method: execute",
+        "[0:execute]: ZeroDivisionError: division by zero",
+        "[1:execute]: ZeroDivisionError: division by zero"]
+    assert len(e.elist) == 2
+    with pytest.raises(ZeroDivisionError):
+        e.raise_exception()
+    with pytest.raises(IndexError):
+        e.raise_exception(5)
+    import io
+    out = io.StringIO()
+    e.print_tracebacks(file=out)
+    assert "ZeroDivisionError" in out.getvalue() and "Traceback" in out.getvalue()
+
+
+def test_pending_result_semantics(mec):
+    mec.block = False
+    slow = mec.execute("import time; time.sleep(0.5); v = 1", targets=0)
+    assert slow.get_result(default="notyet", block=False) == "notyet"
+    slow.add_callback(lambda r: len(r))
+    assert slow.get_result() == 1
+    assert slow.r == 1                       # cached
+    bad = mec.execute("1/0", targets=0)
+    with pytest.raises(CompositeError):
+        bad.r
+    with pytest.raises(CompositeError):      # the same exception, re-raised
+        bad.get_result()
+    assert sorted([bad, slow]) == sorted([slow, bad])
+
+
+def test_barrier_and_flush(mec):
+    mec.block = False
+    pending = [mec.execute(f"x{i} = {i}", targets=i % ENGINES) for i in range(6)]
+    failing = mec.execute("raise ValueError('later')", targets=0)
+    mec.barrier(pending + [failing])       # swallows the failure...
+    assert all(p.called for p in pending)
+    with pytest.raises(CompositeError):   # ...which is raised on fetch
+        failing.r
+    with pytest.raises(NotAPendingResult):
+        mec.barrier([1])
+    mec.flush()
+    mec.clear_pending_results()
+
+
+def test_queue_cleared_after_failure(mec):
+    mec.block = False
+    fail = mec.execute("import time; time.sleep(0.3); 1/0", targets=0)
+    queued = mec.execute("after = 1", targets=0)
+    with pytest.raises(CompositeError):
+        fail.r
+    with pytest.raises(CompositeError) as info:
+        queued.r
+    assert isinstance(info.value.elist[0][1], QueueCleared)
+    assert mec.pull("id", targets=0, block=True) == [0]
+
+
+def test_queue_status_and_clear_queue(mec):
+    mec.block = False
+    running = mec.execute("import time; time.sleep(1.0)", targets=1)
+    queued = [mec.execute(f"w = {i}", targets=1) for i in range(3)]
+    import time
+    time.sleep(0.3)
+    status = dict(mec.queue_status(targets=1))
+    assert status[1]["pending"].startswith("execute(")
+    assert len(status[1]["queue"]) == 3 and status[1]["queue"][0] == "execute('w = 0')"
+    mec.clear_queue(targets=1)
+    for p in queued:
+        with pytest.raises(CompositeError) as info:
+            p.r
+        assert isinstance(info.value.elist[0][1], QueueCleared)
+    assert running.r[0]["number"] >= 1
+
+
+def test_run_file(mec, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("ran = id * 3\nprint('ran', ran)\n")
+    result = mec.run(str(script), targets=[0, 1])
+    assert result[1]["stdout"] == "ran 3\n"
+    bad = tmp_path / "bad.py"
+    bad.write_text("def (:\n")
+    with pytest.raises(SyntaxError):       # compiled locally first
+        mec.run(str(bad))
+
+
+def test_properties(mec):
+    mec.set_properties(dict(kind="gpu"), targets=0)
+    assert mec.get_properties(targets=0) == [{"kind": "gpu"}]
+    assert mec.has_properties(["kind"], targets=[0, 1]) == [[True], [False]]
+    mec.del_properties(["kind"], targets=0)
+    assert mec.get_properties(targets=0) == [{}]
+    mec.set_properties(dict(a=1))
+    mec.clear_properties()
+    assert mec.get_properties() == [{}] * ENGINES
+
+
+def test_benchmark_method(mec):
+    figures = mec.benchmark(push_size=1000)
+    assert figures["single_engine_latency_ms"] > 0 and figures["all_engine_push_MBps"] > 0
+
+
+def test_status(mec):
+    status = mec.status()
+    assert [e["id"] for e in status["engine_status"]] == list(range(ENGINES))
+    assert status["uptime"] > 0
+
+
+def test_launch_directory_on_path(mec):
+    import os
+    paths = mec.execute("import sys, os; cwd_on_path = os.getcwd() in sys.path", targets=0)
+    assert paths and mec.pull("cwd_on_path", targets=0) == [True]
+    assert os.getcwd()
+
+
+def test_seed_client_module_exports():
+    for name in ("MultiEngineClient", "CompositeError", "PendingResult", "ResultList"):
+        assert hasattr(client, name), name
