@@ -29,6 +29,7 @@ from .backoff import Backoff
 from .interpreter import Interpreter
 from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
                       group_comm, recv_header)
+from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 
 log = logging.getLogger("pympec.engine")
 
@@ -116,6 +117,8 @@ class Engine:
 
     def run(self, verb: str, args: dict, frames: list) -> tuple[dict, list]:
         """Run one command; returns the reply header and its frames."""
+        if verb in TASK_COMMANDS:   # task batches build their own per-task reply
+            return TASK_COMMANDS[verb](self.interp, args, frames)
         try:
             value = COMMANDS[verb](self.interp, args, frames)
             if verb == "gather":   # one contiguous buffer, ready for Gatherv
