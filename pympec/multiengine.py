@@ -98,7 +98,8 @@ class MultiEngineClient:
         def complete(message: Any) -> Any:
             return finish(engine_values(message, method))
 
-        pending = PendingResult(self, request_id, complete)
+        pending = PendingResult(self, request_id, complete, targets=targets,
+                                describe=header["describe"])
         return pending.get_result() if block else pending
 
     # -- the API -------------------------------------------------------------------------
@@ -230,7 +231,8 @@ class MultiEngineClient:
         request_id = self._session.send(
             {"verb": "gather", "targets": targets, "args": {"key": key}, "gather": True,
              "describe": f"gather({key!r})"})
-        pending = PendingResult(self, request_id, lambda m: gathered(m, "gather"))
+        pending = PendingResult(self, request_id, lambda m: gathered(m, "gather"),
+                                targets=targets, describe=f"gather({key!r})")
         return pending.get_result() if block else pending
 
     def map(self, func: Callable | str, *sequences: Sequence) -> Any:
