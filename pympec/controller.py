@@ -43,6 +43,7 @@ from .errors import (ClusterError, InvalidEngineID, KernelError, NoEnginesRegist
                      ProtocolError)
 from .runtime import (TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
                       engine_rank, group_comm, recv_header)
+from .taskqueue import TaskQueue
 
 log = logging.getLogger("pympec.controller")
 
@@ -159,6 +160,7 @@ class Controller:
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, None)
         self.running = True
+        self.tasks = TaskQueue(self)               # the load-balanced task farm
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -304,6 +306,9 @@ class Controller:
                 "ename": "ProtocolError", "evalue": "hello must come first"}})
             return
         try:
+            if verb.startswith("task_"):   # the task farm answers its own requests
+                self.tasks.handle(conn, message)
+                return
             handler = getattr(self, f"do_{verb}", None)
             if handler is not None:
                 value = handler(request)
@@ -410,6 +415,7 @@ class Controller:
             if all(m.running is None and m.queue and m.queue[0] is job for m in members):
                 self.start_collective(job, members)
                 started = True
+        started |= self.tasks.dispatch()   # idle engines with nothing queued take tasks
         return started
 
     def take(self, job: Job, engine: Engine) -> None:
@@ -495,6 +501,9 @@ class Controller:
         return engine or next(e for e in self.stopped if e.rank == rank)
 
     def on_reply(self, engine: Engine, reply: dict) -> None:
+        if "tasks" in reply:   # a task batch's reply
+            self.tasks.on_reply(engine, reply)
+            return
         job = self.jobs[reply.pop("job")]
         if "nbytes" in reply:
             job.gathering[engine.id] = reply
