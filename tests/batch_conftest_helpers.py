@@ -65,12 +65,18 @@ class BatchEnv:
         self.root = root
         self.dir = root / "pympec"
         self.names: list[tuple[str, str]] = []
+        self.ids: list[tuple[str, str]] = []
         self.env = dict(os.environ, PYMPEC_DIR=str(self.dir), PYTHONUNBUFFERED="1")
 
     def name(self, scheduler: str) -> str:
         name = job_name()
         self.names.append((scheduler, name))
         return name
+
+    def track(self, scheduler: str, job_id: str) -> str:
+        """Remember a job submitted by id (not through a name of ours), to cancel it at teardown."""
+        self.ids.append((scheduler, job_id))
+        return job_id
 
     def cli(self, *args: str, timeout: float = 120.0, **kw) -> subprocess.CompletedProcess:
         """Run ``python -m pympec.cli ARGS`` with this environment; bounded by ``timeout``."""
@@ -83,10 +89,10 @@ class BatchEnv:
                                 cwd=self.root)
 
     def cleanup(self) -> None:
-        for scheduler, name in self.names:
-            for job_id in queued_ids(scheduler, name):
-                cancel = ["scancel"] if scheduler in ("slurm", "pbs-via-slurm") else ["qdel"]
-                schedulers.run(cancel + [job_id], check=False)
+        leftover = [(s, job_id) for s, name in self.names for job_id in queued_ids(s, name)]
+        for scheduler, job_id in leftover + self.ids:
+            cancel = ["scancel"] if scheduler in ("slurm", "pbs-via-slurm") else ["qdel"]
+            subprocess.run(cancel + [job_id], capture_output=True, timeout=30)
 
 
 @pytest.fixture
