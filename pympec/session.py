@@ -115,7 +115,7 @@ class Session:
         deadline = None if timeout is None else time.monotonic() + timeout
         while request_id not in self.replies:
             if self.sock is None:
-                raise self.broken(ClusterError("not connected"))
+                self.connect()   # the controller kept our results while we were away
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 self.receive()

@@ -1,0 +1,187 @@
+"""Bad input and faults: each gets a clear exception, and the cluster keeps serving."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from pympec import client, wire
+from pympec.connection import load
+from pympec.errors import ClusterError, CompositeError, SecurityError
+
+from conftest import ENGINES
+
+
+def hung_up(sock: socket.socket) -> bool:
+    """True when the peer closed the connection (cleanly, or with a reset)."""
+    sock.settimeout(5)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def serving(mec) -> bool:
+    return mec.execute("pass", block=True) is not None and mec.get_ids() == list(range(ENGINES))
+
+
+def test_wrong_key(cluster, mec, tmp_path):
+    info = load(cluster.connection_file)
+    info.key = "00" * 32
+    bad = info.write(tmp_path / "wrong-key.json")
+    with pytest.raises(SecurityError, match="rejected"):
+        client.MultiEngineClient(bad, timeout=5)
+    assert serving(mec)
+
+
+def test_random_bytes_on_the_port(cluster, mec):
+    info = load(cluster.connection_file)
+    with socket.create_connection((info.address, info.port), timeout=5) as sock:
+        greeting = sock.recv(len(wire.GREETING) + wire.NONCE)
+        assert greeting.startswith(wire.GREETING)
+        sock.sendall(os.urandom(4096))
+        assert hung_up(sock)
+    assert serving(mec)
+
+
+def test_silent_connection_does_not_block_others(cluster, mec):
+    info = load(cluster.connection_file)
+    with socket.create_connection((info.address, info.port), timeout=5):
+        assert serving(mec)                      # while a half-open handshake waits
+
+
+def test_forged_frame_after_handshake(cluster, mec):
+    info = load(cluster.connection_file)
+    sock = socket.create_connection((info.address, info.port), timeout=5)
+    send_key, _ = wire.client_handshake(sock, info.key_bytes, 5)
+    writer = wire.MessageWriter(os.urandom(32))   # signs with the wrong session key
+    writer.queue({"verb": "hello", "client": "x", "id": "1"})
+    sock.setblocking(True)
+    while not writer.flush(sock):
+        pass
+    assert hung_up(sock)
+    sock.close()
+    assert serving(mec)
+
+
+def test_unpicklable_object(mec):
+    with pytest.raises(TypeError, match="cannot send"):
+        mec.push(dict(lock=threading.Lock()))
+    mec.execute("import threading; lock = threading.Lock()", targets=0)
+    with pytest.raises(CompositeError) as info:
+        mec.pull("lock", targets=0)
+    assert "lock" in str(info.value).lower()
+    assert serving(mec)
+
+
+def test_pull_missing_name(mec):
+    with pytest.raises(CompositeError) as info:
+        mec.pull("no_such_name", targets=[0, 1])
+    assert isinstance(info.value.elist[0][1], NameError)
+    assert "[0:pull]: NameError" in str(info.value)
+    assert serving(mec)
+
+
+def test_scatter_non_sequence(mec):
+    with pytest.raises(TypeError, match="sequence"):
+        mec.scatter("a", 12345)
+    with pytest.raises(TypeError):
+        mec.scatter("a", {"a": 1})
+    assert serving(mec)
+
+
+def test_exception_and_sys_exit_in_execute(mec):
+    with pytest.raises(CompositeError) as info:
+        mec.execute("import sys; sys.exit(3)", targets=1)
+    assert isinstance(info.value.elist[0][1], SystemExit)
+    with pytest.raises(CompositeError) as info:
+        mec.execute("raise KeyError('k')", targets=2)
+    assert "[2:execute]: KeyError" in str(info.value)
+    assert serving(mec)
+
+
+def test_unpicklable_exception_becomes_remote_error(mec):
+    code = textwrap.dedent("""
+        class Odd(Exception):
+            def __reduce__(self):
+                raise TypeError("no")
+        raise Odd("strange")
+    """)
+    with pytest.raises(CompositeError) as info:
+        mec.execute(code, targets=0)
+    assert "[0:execute]: Odd: strange" in str(info.value)
+    assert serving(mec)
+
+
+def test_missing_connection_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pympec cluster start"):
+        client.MultiEngineClient(tmp_path / "nope.json")
+
+
+def test_stale_connection_file(cluster, tmp_path):
+    info = load(cluster.connection_file)
+    with socket.socket() as s:       # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        info.port = s.getsockname()[1]
+    stale = info.write(tmp_path / "stale.json")
+    start = time.monotonic()
+    with pytest.raises(ClusterError, match="not running"):
+        client.MultiEngineClient(stale, timeout=5)
+    assert time.monotonic() - start < 5
+
+
+def test_garbage_connection_file(tmp_path):
+    path = tmp_path / "garbage.json"
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="not a pympec connection file"):
+        client.MultiEngineClient(path)
+
+
+def test_client_killed_mid_call(cluster, mec):
+    script = textwrap.dedent(f"""
+        import sys
+        from pympec import client
+        mec = client.MultiEngineClient({str(cluster.connection_file)!r})
+        print("ready", flush=True)
+        mec.execute("import time; time.sleep(2); killed_client_done = 1", targets=3)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            env=dict(os.environ))
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert serving(mec)
+    assert mec.pull("killed_client_done", targets=3) == [1]   # the command finished
+
+
+def test_results_kept_for_a_reconnecting_client(mec):
+    pending = mec.execute("import time; time.sleep(0.5); kept = 1", targets=0, block=False)
+    mec._session.close()                    # the link breaks while the call runs
+    time.sleep(1.0)
+    assert pending.r[0]["number"] >= 1      # reconnects, and the kept result comes back
+
+
+def test_dead_cluster_raises_within_seconds(private_cluster):
+    mec = private_cluster.client()
+    start = time.monotonic()
+    with pytest.raises(ClusterError, match="lost the connection"):
+        mec.execute("import os; os._exit(1)", targets=0)
+    assert time.monotonic() - start < 15
+    private_cluster.process.wait(timeout=30)
+
+
+def test_connection_file_mode(cluster):
+    mode = os.stat(cluster.connection_file).st_mode & 0o777
+    assert mode == 0o600
+    data = json.loads(cluster.connection_file.read_text())
+    assert len(bytes.fromhex(data["key"])) >= 32
+    assert data["address"] == "127.0.0.1" and data["engines"] == ENGINES
