@@ -141,7 +141,7 @@ class TaskQueue:
         elif verb == "task_abort":
             value = self.abort(request["tid"])
         elif verb == "task_clear":
-            value = self.clear(request.get("ids"))
+            value = self.clear(request.get("ids"), request.get("forget") or [])
         elif verb == "task_status":
             value = self.status(bool(request.get("verbose")))
         elif verb == "task_config":
@@ -261,8 +261,15 @@ class TaskQueue:
         if task.state == QUEUED:   # lazily dropped from its queue by dispatch
             self.finish(task, self.failure(task, "TaskAborted", f"task {tid} was aborted"))
 
-    def clear(self, ids: list | None) -> int:
-        """Drop held results (all, or ``ids``); returns how many."""
+    def clear(self, ids: list | None, forget: list = ()) -> int:
+        """Drop held results (all, or ``ids``); returns how many, counting the
+        ``forget`` ids: results a client fetched and now drops."""
+        forgotten = 0
+        for tid in forget:
+            if isinstance(tid, int) and 0 <= tid < self.next_id and \
+                    self.state[tid] in (OK, FAILED) and tid not in self.done:
+                self.state[tid] = CLEARED
+                forgotten += 1
         if ids is None:
             ids = list(self.done)
         else:
@@ -274,7 +281,7 @@ class TaskQueue:
             self.unfetched[info["owner"]].pop(tid, None)
             self.held_bytes -= sum(len(f) for f in more)
             self.state[tid] = CLEARED
-        return len(ids)
+        return len(ids) + forgotten
 
     def status(self, verbose: bool) -> dict:
         groups: dict[str, list[int]] = {"pending": [], "scheduled": [], "succeeded": [],
