@@ -1,0 +1,138 @@
+"""ssh tunnels to a controller (``pympec.batch.tunnel``, ``pympec tunnel``, ``sshserver=``).
+
+Failures are tested for real against ports and names that do not answer. Success needs an ssh
+server: these tests start Debian's ``sshd`` on 127.0.0.1 only, with throwaway keys, and skip when
+it is not installed (``apt-get install openssh-server``). The client side is the system ``ssh``,
+given the test's keys through a wrapper on PATH that adds ``-F <config>``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from batch_conftest_helpers import BatchEnv, roundtrip
+from pympec import connection
+from pympec.batch.tunnel import close_tunnel, free_port, open_tunnel, split_server
+
+pytestmark = pytest.mark.timeout(120)
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+
+def test_split_server():
+    assert split_server("me@login") == ("me@login", [])
+    assert split_server("me@login:2222") == ("me@login", ["-p", "2222"])
+
+
+def test_refused_port_is_a_clear_error():
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"through nobody@127.0.0.1:1 failed .*Connection refused"):
+        open_tunnel("nobody@127.0.0.1:1", "10.0.0.5", 40000, timeout=10)
+    assert time.monotonic() - t0 < 10
+
+
+def test_unknown_host_is_a_clear_error():
+    with pytest.raises(ConnectionError, match="(?i)could not resolve hostname"):
+        open_tunnel("login.invalid", "10.0.0.5", 40000, timeout=10)
+
+
+def test_missing_ssh_is_a_clear_error():
+    with pytest.raises(ConnectionError, match="no `no-such-ssh` command"):
+        open_tunnel("me@login", "10.0.0.5", 40000, ssh="no-such-ssh")
+
+
+def test_tunnel_command_reports_failure(tmp_path):
+    env = BatchEnv(tmp_path)
+    conn = tmp_path / "c.json"
+    connection.ConnectionInfo(address="10.0.0.5", port=40000).write(conn)
+    proc = env.cli("tunnel", "nobody@127.0.0.1:1", "--connection-file", str(conn), "--timeout", "10")
+    assert proc.returncode == 1 and "Connection refused" in proc.stderr
+    proc = env.cli("tunnel", "--connection-file", str(conn))
+    assert proc.returncode == 2 and "say which host to ssh to" in proc.stderr
+
+
+@pytest.fixture
+def sshd(tmp_path, monkeypatch):
+    """An sshd on 127.0.0.1 accepting a fresh key for the current user; yields "user@127.0.0.1:port"."""
+    if SSHD is None:
+        pytest.skip("needs sshd (apt-get install openssh-server) for a loopback ssh server")
+    d = tmp_path / "ssh"
+    d.mkdir(mode=0o700)
+    for key in ("host", "id"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    shutil.copy(d / "id.pub", d / "authorized_keys")
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "AllowTcpForwarding yes\n")
+    os.makedirs("/run/sshd", exist_ok=True)   # sshd's privilege-separation directory
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                              stderr=open(d / "sshd.log", "wb"))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
+            time.sleep(0.1)
+    (d / "config").write_text(f"Host *\n  IdentityFile {d}/id\n  StrictHostKeyChecking no\n"
+                              "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {d}/config \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    yield f"{os.environ.get('USER') or 'root'}@127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def small_cluster(tmp_path):
+    import pympec
+    with pympec.Cluster(n=2, connection_file=tmp_path / "cluster.json", timeout=120) as c:
+        yield c
+
+
+def test_open_tunnel_reaches_controller(sshd, small_cluster):
+    info = connection.load(small_cluster.connection_file)
+    host, port, proc = open_tunnel(sshd, info.address, info.port, timeout=15)
+    try:
+        assert host == "127.0.0.1" and port != info.port
+        socket.create_connection((host, port), timeout=5).close()
+    finally:
+        close_tunnel(proc)
+    assert proc.poll() is not None
+
+
+def test_client_sshserver_tunnels(sshd, small_cluster):
+    roundtrip(small_cluster.connection_file, sshserver=sshd)
+
+
+def test_tunnel_command(sshd, small_cluster, tmp_path):
+    env = BatchEnv(tmp_path)
+    env.env["PATH"] = os.environ["PATH"]     # the ssh wrapper
+    local = tmp_path / "local.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pympec.cli", "tunnel", sshd, "--connection-file",
+                             str(small_cluster.connection_file), "--write", str(local)],
+                            env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "->" in line, line + proc.stderr.read() if proc.poll() is not None else line
+        assert connection.load(local).address == "127.0.0.1"
+        roundtrip(local)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert proc.returncode == 0 and not local.exists()
