@@ -37,7 +37,7 @@ from .errors import (CONTROLLER_ERRORS, ClusterError, RemoteError, TaskAborted, 
 from .session import Session
 
 SUBMIT_BATCH = 10000          # tasks per submit message
-_SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
 # -- tasks ---------------------------------------------------------------------------
@@ -188,14 +188,18 @@ def _dumps(obj: Any) -> bytes:
 
 
 def _simple(obj: Any, depth: int = 0) -> bool:
-    if type(obj) in _SIMPLE:
+    """True for values plain pickle sends exactly as cloudpickle would (no functions or
+    classes that pickle by reference): scalars, str, bytes, and shallow containers."""
+    t = type(obj)
+    if t in _SIMPLE:
         return True
     if depth > 2:
         return False
-    if type(obj) in (tuple, list):
-        return all(_simple(x, depth + 1) for x in obj)
-    if type(obj) is dict:
-        return all(type(k) is str and _simple(v, depth + 1) for k, v in obj.items())
+    if t is tuple or t is list:
+        return all(type(x) in _SIMPLE or _simple(x, depth + 1) for x in obj)
+    if t is dict:
+        return all(type(k) is str and (type(v) in _SIMPLE or _simple(v, depth + 1))
+                   for k, v in obj.items())
     return False
 
 

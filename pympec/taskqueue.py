@@ -195,10 +195,10 @@ class TaskQueue:
         if ids is not None:
             for tid in ids:
                 self.check_known(tid)
-        infos, frames = self.collect(client, ids)
+        infos, frames, owners = self.collect(client, ids)
         wait = float(request.get("wait") or 0)
         if infos or wait <= 0:
-            self.answer(client, request["id"], infos, frames)
+            self.answer(client, request["id"], infos, frames, owners)
         else:
             self.parked.append((client, request["id"], ids, time.monotonic() + wait))
 
@@ -211,23 +211,27 @@ class TaskQueue:
             raise KernelError(f"task {tid}'s result was already fetched by the client "
                               f"that submitted it")
 
-    def collect(self, client: str, ids: list | None) -> tuple[list, list]:
+    def collect(self, client: str, ids: list | None) -> tuple[list, list, list]:
         """Take finished results out of the store (they are the client's now)."""
         wanted = list(self.unfetched.get(client, ())) if ids is None else \
             [t for t in ids if t in self.done]
-        infos, frames = [], []
+        infos, frames, owners = [], [], []
         for tid in wanted[:MAX_FETCH]:
             info, more = self.done.pop(tid)
-            self.unfetched[info["owner"]].pop(tid, None)
+            owner = info.pop("owner")       # not sent: the client knows who it is
+            self.unfetched[owner].pop(tid, None)
             self.held_bytes -= sum(len(f) for f in more)
             infos.append(info)
+            owners.append(owner)
             frames.extend(more)
-        return infos, frames
+        return infos, frames, owners
 
-    def answer(self, client: str, request_id: str, infos: list, frames: list) -> None:
+    def answer(self, client: str, request_id: str, infos: list, frames: list,
+               owners: list) -> None:
         conn = self.c.clients.get(client)
         if conn is None:   # the client went away: put the results back for its return
-            for info in infos:
+            for info, owner in zip(infos, owners):
+                info["owner"] = owner
                 self.store(info, frames[:info["nframes"]])
                 frames = frames[info["nframes"]:]
             return
@@ -238,9 +242,9 @@ class TaskQueue:
         for client, request_id, ids, deadline in parked:
             if client not in self.c.clients:
                 continue
-            infos, frames = self.collect(client, ids)
+            infos, frames, owners = self.collect(client, ids)
             if infos or now >= deadline:
-                self.answer(client, request_id, infos, frames)
+                self.answer(client, request_id, infos, frames, owners)
             else:
                 self.parked.append((client, request_id, ids, deadline))
 

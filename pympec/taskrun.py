@@ -30,20 +30,28 @@ from typing import Any, Callable
 from . import serialize
 from .interpreter import Interpreter, bind
 
-_FUNCTIONS: dict[bytes, Any] = {}   # unpickled task functions, by their pickle
+_FUNCTIONS: dict[bytes, tuple[dict, Any]] = {}   # bound task functions, by their pickle
 _FUNCTIONS_MAX = 64
+_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def _function(frame: Any) -> Any:
-    """The function a frame holds; the same pickle is unpickled once (map() sends the
-    same function with every task)."""
+def _function(frame: Any, namespace: dict) -> Any:
+    """The function a frame holds, its globals resolving in ``namespace``; the same
+    pickle is unpickled once (map() sends the same function with every task)."""
     key = bytes(frame)
-    func = _FUNCTIONS.get(key)
-    if func is None:
+    cached = _FUNCTIONS.get(key)
+    if cached is None or cached[0] is not namespace:
         if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
             _FUNCTIONS.clear()
-        func = _FUNCTIONS[key] = pickle.loads(frame)
-    return func
+        cached = _FUNCTIONS[key] = (namespace, bind(pickle.loads(frame), namespace))
+    return cached[1]
+
+
+def _encode(value: Any) -> tuple[dict, Any]:
+    """A result's meta and one buffer; plain pickle for a scalar (fast)."""
+    if type(value) in _SIMPLE:
+        return {"kind": "pickle", "n": 1}, pickle.dumps(value, serialize.PROTOCOL)
+    return serialize.encode_inband(value)
 
 
 def _reset_namespace(interp: Interpreter) -> None:
@@ -64,11 +72,10 @@ def _depends(interp: Interpreter, frame: Any) -> bool:
 def _run_one(interp: Interpreter, spec: dict, frames: list) -> Any:
     kind = spec["kind"]
     if kind == "map":
-        func = bind(_function(frames[0]), interp.namespace)
         args, kwargs = pickle.loads(frames[1])
-        return func(*args, **kwargs)
+        return _function(frames[0], interp.namespace)(*args, **kwargs)
     if kind == "chunk":
-        func = bind(_function(frames[0]), interp.namespace)
+        func = _function(frames[0], interp.namespace)
         return [func(*args) for args in pickle.loads(frames[1])]
     if kind == "string":
         if spec.get("push"):
@@ -117,7 +124,7 @@ def run_batch(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list
             if spec.get("clear_before"):
                 _reset_namespace(interp)
             value = _run_one(interp, spec, mine)
-            meta, blob = serialize.encode_inband(value)
+            meta, blob = _encode(value)
             info.update(status="ok", meta=meta)
         except BaseException as e:   # SystemExit too: engines outlive user code
             info_, blob = _failure(e)
