@@ -383,12 +383,20 @@ class TaskClient:
                                      timeout=wait + max(self._session.timeout, 60.0))
         if message is None:
             raise ClusterError("the controller did not answer a task fetch in time")
-        infos = message.header["value"]["tasks"]
+        value = message.header["value"]
         frames, i = message.frames, 0
-        for info in infos:
+        if value.get("packed"):   # small results come joined in the first frame
+            packed, i = frames[0], 1
+        for info in value["tasks"]:
             n = info["nframes"]
-            self._results[info["tid"]] = _Outcome(info, frames[i:i + n])
-            i += n
+            if "span" in info:
+                start, length = info["span"]
+                mine = [packed[start:start + length]]
+            else:
+                mine = frames[i:i + n]
+                i += n
+            self._results[info["tid"]] = _Outcome(info, mine)
+        infos = value["tasks"]
         return len(infos)
 
     def _check_id(self, taskid: Any) -> None:

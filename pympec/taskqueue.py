@@ -235,7 +235,8 @@ class TaskQueue:
                 self.store(info, frames[:info["nframes"]])
                 frames = frames[info["nframes"]:]
             return
-        self.c.send(conn, {"id": request_id, "value": {"tasks": infos}}, frames)
+        self.c.send(conn, {"id": request_id, "value": {"tasks": infos, "packed": True}},
+                    pack(infos, frames))
 
     def answer_parked(self, now: float) -> None:
         parked, self.parked = self.parked, []
@@ -477,3 +478,24 @@ class TaskQueue:
         self.done[info["tid"]] = (info, frames)
         self.unfetched[info["owner"]][info["tid"]] = None
         self.held_bytes += sum(len(f) for f in frames)
+
+
+PACK_LIMIT = 1 << 16   # results smaller than this travel packed together in one frame
+
+
+def pack(infos: list, frames: list) -> list:
+    """The frames of a fetch reply: small one-frame results joined into a first frame
+    (their ``span`` in it, ``nframes`` 0), then the other results' frames."""
+    packed, rest, i = [], [], 0
+    at = 0
+    for info in infos:
+        mine = frames[i:i + info["nframes"]]
+        i += info["nframes"]
+        if len(mine) == 1 and len(mine[0]) < PACK_LIMIT:
+            info["span"] = [at, len(mine[0])]
+            info["nframes"] = 0
+            at += len(mine[0])
+            packed.append(mine[0])
+        else:
+            rest.extend(mine)
+    return [b"".join(packed), *rest]
