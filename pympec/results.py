@@ -74,6 +74,7 @@ class PendingResult:
         return self.result_id < other.result_id
 
     def add_callback(self, f: Callable, *args: Any, **kwargs: Any) -> None:
+        """Chain ``f(result, *args, **kwargs)`` onto the result when it is fetched."""
         self.callbacks.append((f, args, kwargs))
 
     def get_result(self, default: Any = None, block: bool = True) -> Any:
@@ -104,6 +105,7 @@ class PendingResult:
 
     @property
     def r(self) -> Any:
+        """The result, waiting for it: ``get_result(block=True)``."""
         return self.get_result(block=True)
 
     # -- live feedback -------------------------------------------------------------------
