@@ -89,6 +89,16 @@ def test_pbs_directives(pympec_dir, style, resources):
     assert cmd[cmd.index("-n") + 1] == "8"
 
 
+def test_engine_options(pympec_dir):
+    cmd = mpiexec_line(render(JobSpec("slurm", 2, port=4567, sshserver="me@login", ip="10.1.2.3")))
+    assert cmd[cmd.index("--port") + 1] == "4567"
+    assert cmd[cmd.index("--sshserver") + 1] == "me@login"   # clients tunnel through it
+    script = render(JobSpec("slurm", 2, ip="10.1.2.3"))
+    assert "PYMPEC_IP=10.1.2.3" in script
+    # Without --ip, the job finds the node's address facing the submit host; never 0.0.0.0.
+    assert "-m pympec.batch.address)" in render(JobSpec("slurm", 2))
+
+
 def test_not_a_job_array(pympec_dir):
     for scheduler in templates.SCHEDULERS:
         script = render(JobSpec(scheduler, 3))
