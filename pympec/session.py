@@ -58,6 +58,11 @@ class Session:
                 f"start one with `pympec cluster start -n 4`") from None
         try:
             send_key, recv_key = wire.client_handshake(sock, self.info.key_bytes, self.timeout)
+        except OSError as e:   # e.g. reset by a controller that is going down
+            sock.close()
+            raise ClusterError(
+                f"the controller at {address}:{port} (cluster {self.info.cluster_id}) "
+                f"dropped the connection during the handshake: {e}") from None
         except BaseException:
             sock.close()
             raise
