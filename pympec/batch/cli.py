@@ -222,6 +222,12 @@ def cancel_on_interrupt(job: BatchJob) -> int:
 def report_cancel(job: BatchJob) -> bool:
     """Cancel ``job`` and say how that went; True when it has left the queue."""
     try:
+        before = job.status()
+        if not before.active and before.phase != "failed":
+            job.forget()
+            print(f"pympec: {job.spec.scheduler} job {job.job_id} had already ended "
+                  f"({before.describe()})", file=sys.stderr)
+            return True
         status = job.cancel()
     except SchedulerError as e:
         print(f"pympec: could not cancel job {job.job_id}: {e}", file=sys.stderr)
