@@ -86,9 +86,21 @@ def test_start_use_stop(batch_env, scheduler):
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_bad_python_is_reported_with_output(batch_env, scheduler):
     proc = batch_env.cli(*start_args(batch_env, scheduler, "--python", "/nonexistent/bin/python"))
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     assert f"{scheduler} job" in proc.stderr and "before the cluster answered" in proc.stderr
     assert "--- last lines of" in proc.stderr and "/nonexistent/bin/python" in proc.stderr.split("---")[-1]
+    assert wait_gone(scheduler, batch_env.names[-1][1], 10) == []
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_impossible_job_fails_at_once(batch_env, scheduler):
+    """More ranks than the machine has: SGE rejects it (qsub -w e); Slurm would keep it pending
+    forever (PartitionConfig), so pympec reports it and cancels it instead of waiting."""
+    t0 = time.monotonic()
+    proc = batch_env.cli(*start_args(batch_env, scheduler, "--daemon"), "-n", "40")
+    assert proc.returncode == 1 and time.monotonic() - t0 < 30
+    assert {"slurm": "can never start as asked", "sge": "no suitable queues"}[scheduler] in proc.stderr, \
+        proc.stderr
     assert wait_gone(scheduler, batch_env.names[-1][1], 10) == []
 
 

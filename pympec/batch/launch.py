@@ -202,7 +202,8 @@ class BatchJob:
             else:
                 # Finished, failed or ending: clean up (an SGE job in Eqw stays queued until deleted).
                 self.cancel(wait=10.0)
-                raise self.failure(f"ended ({status.describe()}) before the cluster answered")
+                verb = "failed" if status.phase == "failed" else "ended"
+                raise self.failure(f"{verb} ({status.describe()}) before the cluster answered")
             time.sleep(POLL)
 
     def cancel(self, wait: float = 30.0) -> JobStatus:

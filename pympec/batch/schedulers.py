@@ -7,7 +7,8 @@ A job's state is reduced to a :class:`JobStatus` phase:
     running   started (RUNNING, r/t, R/E)
     ending    being killed or cleaned up, still holding its nodes (Slurm COMPLETING, SGE dr)
     finished  left the queue; for Slurm and PBS with its exit code, for SGE without (qacct lags ~15 s)
-    failed    a state that will not start or did not end well (FAILED/CANCELLED/TIMEOUT..., SGE E*)
+    failed    a state that will not start or did not end well (FAILED/CANCELLED/TIMEOUT..., SGE E*,
+              Slurm PENDING for a reason that never clears, such as PartitionConfig)
 
 Pitfalls respected (see the schedulers README): SGE's ``Eqw`` never runs, so it is a failure; ``qsub
 -w e`` rejects a job that can never be scheduled; Slurm's ``squeue`` forgets finished jobs, so the
@@ -128,6 +129,11 @@ class Slurm(Scheduler):
               "SUSPENDED", "STOPPED", "SIGNALING"}
     RUNNING = {"RUNNING", "STAGE_OUT"}
     ENDING = {"COMPLETING"}
+    # Pending reasons that never clear by waiting: the job asks for more than the partition, account
+    # or QOS allows. Slurm keeps such jobs pending forever instead of rejecting them.
+    NEVER = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+             "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSMaxCpuPerJobLimit",
+             "QOSMaxNodePerJobLimit", "QOSMaxWallDurationPerJobLimit", "DependencyNeverSatisfied"}
 
     def ping(self) -> str | None:
         proc = run(["scontrol", "ping"], timeout=10, check=False)
@@ -152,7 +158,9 @@ class Slurm(Scheduler):
         exit_code = None
         if "ExitCode" in fields:
             exit_code = int(fields["ExitCode"].split(":")[0] or 0)
-        if state in self.QUEUED:
+        if state == "PENDING" and reason in self.NEVER:
+            phase, reason = "failed", f"{reason}: it can never start as asked"
+        elif state in self.QUEUED:
             phase = "queued"
         elif state in self.RUNNING:
             phase = "running"
