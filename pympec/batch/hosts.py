@@ -13,7 +13,6 @@ import inspect
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from .. import paths
 

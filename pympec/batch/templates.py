@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shlex
 import shutil
 import string
 import sys

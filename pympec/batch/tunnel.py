@@ -11,7 +11,6 @@ frames) is end to end, so ssh only carries bytes.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
