@@ -38,6 +38,7 @@ from mpi4py import MPI
 
 from . import paths, wire
 from .backoff import Backoff
+from .doorbell import Doorbell
 from .connection import ConnectionInfo, load, resolve
 from .errors import (ClusterError, InvalidEngineID, KernelError, NoEnginesRegistered,
                      ProtocolError)
@@ -154,11 +155,16 @@ class Controller:
         self.groups: dict[str, MPI.Comm] = {}
         self.requests: list[tuple[MPI.Request, Callable[[], None] | None, Any]] = []
         self.clients: dict[str, Connection] = {}
-        self.kept: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.kept: dict[str, collections.OrderedDict] = collections.defaultdict(
+            collections.OrderedDict)            # client -> unacknowledged results
         self.kept_bytes = 0
         self.status = MPI.Status()
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, None)
+        # engines ring it when they reply, so select wakes at once (pympec.doorbell)
+        self.doorbell = Doorbell(info.cluster_id, 0)
+        if self.doorbell.sock is not None:
+            self.selector.register(self.doorbell.sock, selectors.EVENT_READ, self.doorbell)
         self.running = True
         self.tasks = TaskQueue(self)               # the load-balanced task farm
 
@@ -175,6 +181,8 @@ class Controller:
             for key, mask in events:
                 if key.data is None:
                     self.accept()
+                elif key.data is self.doorbell:
+                    self.doorbell.drain()
                 elif mask & selectors.EVENT_READ and key.data.sock.fileno() >= 0:
                     self.on_readable(key.data)
                 if mask & selectors.EVENT_WRITE and key.data and key.data.sock.fileno() >= 0:
@@ -190,6 +198,7 @@ class Controller:
         for engine in [*self.engines.values(), *self.stopped]:
             self.comm.Isend(encode_header({"verb": "_shutdown"}), engine.rank,
                             TAG_COMMAND).Wait()
+            self.doorbell.ring(engine.rank)
         for conn in list(self.clients.values()):
             self.flush_before_close(conn)
         for key in list(self.selector.get_map().values()):
@@ -241,7 +250,7 @@ class Controller:
         now = time.monotonic()
         for key in list(self.selector.get_map().values()):
             conn = key.data
-            if conn is not None and conn.reader is None and now > conn.deadline:
+            if isinstance(conn, Connection) and conn.reader is None and now > conn.deadline:
                 self.close(conn, "no handshake in time")
 
     def on_readable(self, conn: Connection) -> None:
@@ -278,20 +287,27 @@ class Controller:
             self.close(conn, str(e))
 
     def deliver(self, client: str, header: dict, frames: list) -> None:
-        """Send a finished result to its client, or keep it for the client's return."""
+        """Send a finished result to its client, and keep it until the client acks it
+        (so a client whose link broke gets it again when it reconnects)."""
+        size = sum(len(f) for f in frames)
+        self.kept[client][header["id"]] = (header, frames, size)
+        self.kept_bytes += size
+        while self.kept_bytes > RESULT_CAP:
+            oldest = max(self.kept.values(), key=lambda kept: sum(e[2] for e in kept.values()))
+            _, (_, _, dropped) = oldest.popitem(last=False)
+            self.kept_bytes -= dropped
+            log.warning("result store over %d bytes (PYMPEC_RESULT_CAP): dropped the "
+                        "oldest unacknowledged result", RESULT_CAP)
         conn = self.clients.get(client)
         if conn is not None:
             self.send(conn, header, frames)
-            return
-        size = sum(len(f) for f in frames)
-        self.kept[client].append((header, frames, size))
-        self.kept_bytes += size
-        while self.kept_bytes > RESULT_CAP:
-            oldest = max(self.kept.values(), key=len)
-            _, _, dropped = oldest.popleft()
-            self.kept_bytes -= dropped
-            log.warning("result store over %d bytes: dropped a result kept for an absent "
-                        "client", RESULT_CAP)
+
+    def ack(self, conn: Connection, request: dict) -> None:
+        kept = self.kept.get(conn.client, {})
+        for result_id in request.get("ids", ()):
+            entry = kept.pop(result_id, None)
+            if entry is not None:
+                self.kept_bytes -= entry[2]
 
     # -- requests ----------------------------------------------------------------------
 
@@ -300,6 +316,9 @@ class Controller:
         verb = request.get("verb")
         if verb == "hello":
             self.hello(conn, request)
+            return
+        if verb == "ack" and conn.client is not None:
+            self.ack(conn, request)
             return
         if conn.client is None:
             self.send(conn, {"id": request.get("id"), "error": {
@@ -326,10 +345,8 @@ class Controller:
             self.close(old, "the same client connected again")
         self.clients[conn.client] = conn
         self.send(conn, {"id": request.get("id"), "value": self.describe()})
-        kept = self.kept.pop(conn.client, ())
-        for header, frames, size in kept:
-            self.kept_bytes -= size
-            self.send(conn, header, frames)
+        for header, frames, _ in list(self.kept.get(conn.client, {}).values()):
+            self.send(conn, header, frames)   # not acknowledged yet: send again
 
     def describe(self) -> dict:
         return {"cluster_id": self.info.cluster_id, "engines": list(self.engines),
@@ -428,6 +445,8 @@ class Controller:
 
     def isend(self, buf: Any, rank: int, tag: int) -> None:
         self.track(self.comm.Isend(bytes_spec(buf), rank, tag), keep=buf)
+        if tag == TAG_COMMAND:
+            self.doorbell.ring(rank)
 
     def track(self, request: MPI.Request, done: Callable[[], None] | None = None,
               keep: Any = None) -> None:
@@ -452,6 +471,7 @@ class Controller:
             for m in members:
                 self.comm.Isend(encode_header({"verb": "_group", "key": key, "ranks": ranks}),
                                 m.rank, TAG_COMMAND).Wait()
+                self.doorbell.ring(m.rank)
             # Blocks until the members join; they are all idle, so within one poll.
             self.groups[key] = group_comm(self.comm, ranks)
         return key, self.groups[key]

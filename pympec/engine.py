@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from . import serialize
 from .backoff import Backoff
+from .doorbell import Doorbell
 from .interpreter import Interpreter
 from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
                       group_comm, recv_header)
@@ -73,10 +74,13 @@ COMMANDS: dict[str, Callable[[Interpreter, dict, list], Any]] = {
 class Engine:
     """Receives commands from the controller, runs them, replies."""
 
-    def __init__(self, comm, interp: Interpreter, backoff: Backoff) -> None:
+    def __init__(self, comm, interp: Interpreter, backoff: Backoff,
+                 doorbell: Doorbell | None = None) -> None:
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
+        # sleeps end early when the controller rings (pympec.doorbell)
+        self.doorbell = doorbell or Doorbell(None)
         self.groups: dict[str, Any] = {}   # collective communicators, by key
 
     def serve(self) -> None:
@@ -85,7 +89,7 @@ class Engine:
         status = MPI.Status()
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
-                self.backoff.sleep()
+                self.doorbell.wait(self.backoff.delay())
                 continue
             self.backoff.reset()
             header = recv_header(self.comm, status)
@@ -137,18 +141,22 @@ class Engine:
             buf = views[0] if views else memoryview(b"")
             reply["nbytes"] = buf.nbytes
             self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-            self.wait(self.groups[header["group"]].Igatherv(bytes_spec(buf), None, root=0))
+            request = self.groups[header["group"]].Igatherv(bytes_spec(buf), None, root=0)
+            self.doorbell.ring(CONTROLLER)
+            self.wait(request)
             return
         reply["lengths"] = [v.nbytes for v in views]
         self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-        for v in views:
-            self.wait(self.comm.Isend(bytes_spec(v), CONTROLLER, TAG_DATA))
+        sends = [self.comm.Isend(bytes_spec(v), CONTROLLER, TAG_DATA) for v in views]
+        self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
+        for request in sends:
+            self.wait(request)
 
     def wait(self, request) -> None:
         """Wait for a request by polling with the backoff: MPI's own Wait busy-spins,
         and the controller's side is non-blocking, which only non-blocking calls match."""
         while not request.Test():
-            self.backoff.sleep()
+            self.doorbell.wait(self.backoff.delay())
         self.backoff.reset()
 
 
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
         log.info("engine %d up (pid %d)", rank - 1, os.getpid())
-        Engine(runtime, interp, Backoff.from_env()).serve()
+        Engine(runtime, interp, Backoff.from_env(), Doorbell(cluster_id, rank)).serve()
     runtime.Free()
 
 

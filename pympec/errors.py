@@ -156,3 +156,7 @@ CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
     InvalidEngineID, NoEnginesRegistered, QueueCleared, InvalidDeferredID, TaskAborted,
     TaskTimeout, ProtocolError, KernelError, ValueError, TypeError, KeyError, IndexError,
     MemoryError)}
+
+
+class WalltimeWarning(UserWarning):
+    """The cluster's batch job is about to reach its walltime."""

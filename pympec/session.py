@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import select
+import warnings
 import socket
 import time
 import uuid
 from typing import Any
 
 from . import connection, wire
-from .errors import CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError
+from .errors import CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError, WalltimeWarning
+
+# Warn this many seconds before a batch job's walltime ends (PYMPEC_WALLTIME_WARNING).
+WALLTIME_WARNING = float(os.environ.get("PYMPEC_WALLTIME_WARNING", 600))
 
 
 class Session:
@@ -33,6 +37,7 @@ class Session:
         self.replies: dict[str, wire.Message] = {}
         self.tunnel = None
         self.sock: socket.socket | None = None
+        self.warned = False
         self.welcome = self.connect()
 
     # -- connecting ------------------------------------------------------------------
@@ -94,6 +99,7 @@ class Session:
         """Sign and write one request; returns its id.  Blocks until written."""
         if self.sock is None:
             self.connect()
+        self.warn_walltime()
         header.setdefault("id", uuid.uuid4().hex)
         self.writer.queue(header, frames)
         try:
@@ -104,15 +110,40 @@ class Session:
             raise self.broken(e) from None
         return header["id"]
 
+    def warn_walltime(self) -> None:
+        """Warn once when the cluster's batch job is about to reach its walltime."""
+        end = self.info.end_time
+        if end is None or self.warned:
+            return
+        left = end - time.time()
+        if left < WALLTIME_WARNING:
+            self.warned = True
+            warnings.warn(f"the cluster's batch job reaches its walltime in {max(left, 0):.0f} s "
+                          f"and will be killed then: pull the results you need now",
+                          WalltimeWarning, stacklevel=4)
+
     def receive(self) -> bool:
         """Read whatever has arrived; True if any reply came."""
         try:
             messages = self.reader.read(self.sock)
         except (ClusterError, ProtocolError) as e:
             raise self.broken(e) from None
+        done = []
         for message in messages:
             self.replies[message.header.get("id")] = message
+            if "results" in message.header:
+                done.append(message.header["id"])
+        if done:  # the controller keeps results until acknowledged
+            self.writer.queue({"verb": "ack", "ids": done})
+            self.flush_quietly()
         return bool(messages)
+
+    def flush_quietly(self) -> None:
+        """Write what the socket takes now; the rest goes with the next write."""
+        try:
+            self.writer.flush(self.sock)
+        except ClusterError as e:
+            raise self.broken(e) from None
 
     def wait(self, request_id: str, timeout: float | None = None) -> wire.Message | None:
         """The reply to ``request_id``; None if it is not there within ``timeout``
@@ -121,10 +152,13 @@ class Session:
         while request_id not in self.replies:
             if self.sock is None:
                 self.connect()   # the controller kept our results while we were away
+                continue
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 self.receive()
                 break
+            if self.writer.pending:
+                self.flush_quietly()
             if self._select(write=False, timeout=left):
                 self.receive()
         message = self.replies.pop(request_id, None)

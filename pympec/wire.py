@@ -193,8 +193,12 @@ class MessageReader:
             except (BlockingIOError, InterruptedError):
                 break
             except (ConnectionError, OSError) as e:
+                if messages:   # hand over what arrived whole; the next read raises
+                    break
                 raise ClusterError(f"connection lost: {e}") from None
             if n == 0:
+                if messages:
+                    break
                 raise ClusterError("connection closed by peer")
             budget -= n
         return messages
