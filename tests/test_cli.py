@@ -1,0 +1,157 @@
+"""The cluster command and the tutorial's first session, as a user types them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pympec import client
+from pympec.cluster import launch_record
+
+PYMPEC = [sys.executable, "-m", "pympec.cli"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A private PYMPEC_DIR, so the default profile is this test's own."""
+    monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
+    return tmp_path / "pympec"
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*PYMPEC, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_tutorial_session(home):
+    """`ipcluster local -n 2`, then get_ids and execute of a print, then Ctrl-C."""
+    foreground = subprocess.Popen([*PYMPEC, "cluster", "local", "-n", "2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = foreground.stdout.readline()
+        assert "cluster of 2 engines is up" in line, line
+        mec = client.MultiEngineClient()
+        assert mec.get_ids() == [0, 1]
+        result = mec.execute('print("Hello world!")')
+        assert repr(result) == (
+            "<Results List>\n"
+            '[0] In [1]: print("Hello world!")\n'
+            "[0] Out[1]: Hello world!\n\n"
+            '[1] In [1]: print("Hello world!")\n'
+            "[1] Out[1]: Hello world!\n")
+        mec.close()
+        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
+    finally:
+        foreground.send_signal(signal.SIGINT)       # Ctrl-C stops everything
+        rest, _ = foreground.communicate(timeout=60)
+    assert foreground.returncode == 0, rest
+    assert "stopping the cluster" in rest
+    assert not alive(record["pid"])
+    assert not (home / "security" / "cluster-default.json").exists()
+
+
+def test_daemon_status_stop(home):
+    start = run("cluster", "start", "-n", "2", "--daemon", "--profile", "cli")
+    assert start.returncode == 0, start.stdout + start.stderr
+    path = home / "security" / "cluster-cli.json"
+    record = json.loads(launch_record(path).read_text())
+    try:
+        again = run("cluster", "start", "-n", "2", "--daemon", "--profile", "cli")
+        assert again.returncode != 0 and "already running" in again.stderr
+        status = run("cluster", "status", "--profile", "cli")
+        assert status.returncode == 0, status.stderr
+        assert "engine 0: idle" in status.stdout and "engine 1: idle" in status.stdout
+        assert "127.0.0.1" in status.stdout and "up " in status.stdout
+        # one log file per rank
+        cluster_id = json.loads(path.read_text())["cluster_id"]
+        logs = sorted(p.name for p in (home / "log").glob(f"pympec-{cluster_id}-rank*.log"))
+        assert logs == [f"pympec-{cluster_id}-rank{r}.log" for r in range(3)]
+        # idle ranks sleep: under 5% of a core each over two seconds
+        ranks = [c for c in children(record["pid"])]
+        ranks = [g for c in ranks for g in children(c)] or ranks
+        before = {p: cpu_seconds(p) for p in ranks}
+        time.sleep(2.0)
+        for p in ranks:
+            assert cpu_seconds(p) - before[p] < 0.1, f"rank process {p} is busy while idle"
+    finally:
+        stop = run("cluster", "stop", "--profile", "cli")
+    assert stop.returncode == 0, stop.stderr
+    assert not path.exists() and not alive(record["pid"])
+    status = run("cluster", "status", "--profile", "cli")
+    assert status.returncode == 1 and "pympec cluster start" in status.stderr
+
+
+def test_stop_without_cluster(home):
+    stop = run("cluster", "stop", "--profile", "nothing")
+    assert stop.returncode == 1 and "no cluster" in stop.stderr
+
+
+def test_mpiexec_directly_with_fixed_port(home, tmp_path):
+    """`mpiexec -n 3 python -m pympec.engine --port P --connection-file F` is a cluster."""
+    import socket
+    from pympec.cluster import find_mpiexec
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "direct.json"
+    proc = subprocess.Popen([find_mpiexec(), "-n", "3", sys.executable, "-m", "pympec.engine",
+                             "--port", str(port), "--connection-file", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        info = json.loads(path.read_text())
+        assert info["port"] == port and info["engines"] == 2
+        mec = client.MultiEngineClient(str(path))
+        assert mec.get_ids() == [0, 1]
+        mec.kill(controller=True)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_engine_needs_two_ranks(tmp_path):
+    from pympec.cluster import find_mpiexec
+    proc = subprocess.run([find_mpiexec(), "-n", "1", sys.executable, "-m", "pympec.engine",
+                           "--connection-file", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "at least 2 ranks" in proc.stderr
+
+
+def test_kill_engines(private_cluster):
+    mec = private_cluster.client()
+    mec.kill(targets=1)
+    assert mec.get_ids() == [0]
+    assert mec.execute("x = 1") is not None          # 'all' is now engine 0 only
+    with pytest.raises(client.InvalidEngineID):
+        mec.execute("x = 1", targets=1)
+    mec.scatter("a", [1, 2, 3])
+    assert mec.gather("a") == [1, 2, 3]
