@@ -9,6 +9,7 @@ profile name.
 from .errors import (CompositeError, InvalidEngineID, NoEnginesRegistered,  # noqa: F401
                      QueueCleared, TaskAborted, TaskRejectError, TaskTimeout)
 from .multiengine import MultiEngineClient  # noqa: F401
+from .remoteblock import remote  # noqa: F401
 from .results import PendingResult, ResultList  # noqa: F401
 
 try:  # the task farm

@@ -58,7 +58,6 @@ class Interpreter:
     def __init__(self, engine_id: int, seed: dict[str, Any]) -> None:
         self.id = engine_id
         self.seed = seed
-        self.number = 0
         self.history: dict[int, dict] = {}
         self.properties: dict[str, Any] = {}
         self.namespace: dict[str, Any] = {}
@@ -124,7 +123,10 @@ class Interpreter:
         return [k for k in self.namespace if k not in HIDDEN]
 
     def reset(self) -> None:
-        """A new namespace holding only the seeded names, and no properties."""
+        """A new interpreter: only the seeded names, no properties, no history, and the
+        execute counter back at 0."""
+        self.number = 0
+        self.history.clear()
         self.namespace.clear()
         self.namespace.update({"__name__": "__main__", "__builtins__": __builtins__,
                                "id": self.id, **self.seed})

@@ -11,20 +11,18 @@ controller then moves the parts with one MPI collective.
 from __future__ import annotations
 
 import os
+import sys
 import time
-import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import serialize
-from .errors import (CONTROLLER_ERRORS, CompositeError, NotAPendingResult, RemoteError)
+from .errors import (CONTROLLER_ERRORS, CompositeError, NotAPendingResult, RemoteError,
+                     StopLocalExecution)
 from .partition import join, partition
 from .results import PendingResult, ResultList
 from .session import Session
-
-Targets = "int | list[int] | tuple[int, ...] | str"
-
 
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
@@ -403,10 +401,26 @@ class MultiEngineClient:
         self._session.close()
 
     def __enter__(self) -> "MultiEngineClient":
+        """``with mec: remote(); <code>`` runs <code> on the engines (IPython 0.10's
+        idiom; the result is kept in ``_with_context_result``).  Otherwise the block
+        is ordinary and the connection closes at its end."""
+        from .remoteblock import remote_body, skip_block
+        frame = sys._getframe(1)
+        code = remote_body(frame)
+        self._remote_block = code is not None
+        if code is not None:
+            self._with_context_result = self.execute(code)
+            self._remote_trace = skip_block(frame)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, etype: Any, value: Any, tb: Any) -> bool:
+        if getattr(self, "_remote_block", False):
+            self._remote_block = False
+            if self._remote_trace:
+                sys.settrace(None)
+            return etype is StopLocalExecution
         self.close()
+        return False
 
 
 class MultiEngineMapper:

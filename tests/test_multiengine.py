@@ -359,3 +359,14 @@ def test_launch_directory_on_path(mec):
 def test_seed_client_module_exports():
     for name in ("MultiEngineClient", "CompositeError", "PendingResult", "ResultList"):
         assert hasattr(client, name), name
+
+
+def test_with_remote_block(mec):
+    from pympec.client import remote
+    with mec:
+        remote()
+        block_value = id * 11
+    assert "block_value" not in locals()     # the block did not run here
+    assert mec.pull("block_value") == [11 * i for i in range(ENGINES)]
+    assert isinstance(mec._with_context_result, ResultList)
+    assert mec.get_ids() == list(range(ENGINES))   # still connected
