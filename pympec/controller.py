@@ -42,7 +42,7 @@ from .doorbell import Doorbell
 from .connection import ConnectionInfo, load, resolve
 from .errors import (ClusterError, InvalidEngineID, KernelError, NoEnginesRegistered,
                      ProtocolError)
-from .runtime import (TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
+from .runtime import (TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec, encode_header,
                       engine_rank, group_comm, recv_header)
 from .taskqueue import TaskQueue
 
@@ -506,6 +506,10 @@ class Controller:
             moved = True
             source = self.status.Get_source()
             self.on_reply(self.engine_at(source), recv_header(self.comm, self.status))
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
+            moved = True
+            source = self.status.Get_source()
+            self.on_output(source - 1, recv_header(self.comm, self.status))
         pending, self.requests = self.requests, []
         for entry in pending:
             if entry[0].Test():
@@ -544,6 +548,15 @@ class Controller:
 
         for buf in frames:  # posted in order, so they match the engine's sends in order
             self.track(self.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA), received, buf)
+
+    def on_output(self, engine_id: int, output: dict) -> None:
+        """Forward output of a running execute to its client, if connected (output is
+        a convenience: the final record holds all of it anyway)."""
+        job = self.jobs.get(output["job"])
+        conn = self.clients.get(job.client) if job else None
+        if conn is not None:
+            self.send(conn, {"id": job.id, "stream": {
+                "engine": engine_id, "name": output["name"], "text": output["text"]}})
 
     def start_gather(self, job: Job) -> None:
         """All gather headers are in: receive every part into one buffer, in place."""

@@ -28,8 +28,8 @@ from . import serialize
 from .backoff import Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
-from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_REPLY, bytes_spec, encode_header,
-                      group_comm, recv_header)
+from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec,
+                      encode_header, group_comm, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 
 log = logging.getLogger("pympec.engine")
@@ -53,7 +53,7 @@ def _apply(interp: Interpreter, args: dict, frames: list) -> list:
 
 
 COMMANDS: dict[str, Callable[[Interpreter, dict, list], Any]] = {
-    "execute": lambda i, a, f: i.execute(a["code"]),
+    "execute": lambda i, a, f: i.execute(a["code"], a.get("_live")),
     "push": lambda i, a, f: i.push(_namespace(i, a, f)),
     "push_function": lambda i, a, f: i.push_function(_namespace(i, a, f)),
     "pull": lambda i, a, f: i.pull(a["keys"]),
@@ -101,7 +101,11 @@ class Engine:
                 self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
                 continue
             frames = self.receive_payload(header)
-            reply, out = self.run(verb, header.get("args") or {}, frames)
+            args = header.get("args") or {}
+            if args.get("stream"):
+                args["_live"] = lambda name, text, job=header["job"]: \
+                    self.send_output(job, name, text)
+            reply, out = self.run(verb, args, frames)
             reply["job"] = header["job"]
             self.send_reply(header, reply, out)
 
@@ -151,6 +155,13 @@ class Engine:
         self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
         for request in sends:
             self.wait(request)
+
+    def send_output(self, job: int, name: str, text: str) -> None:
+        """Pass on output of a running execute (the controller forwards it)."""
+        message = encode_header({"job": job, "name": name, "text": text})
+        request = self.comm.Isend(bytes_spec(message), CONTROLLER, TAG_OUTPUT)
+        self.doorbell.ring(CONTROLLER)
+        self.wait(request)
 
     def wait(self, request) -> None:
         """Wait for a request by polling with the backoff: MPI's own Wait busy-spins,

@@ -10,6 +10,7 @@ import ast
 import contextlib
 import io
 import sys
+import time
 import types
 from typing import Any, Callable
 
@@ -65,17 +66,19 @@ class Interpreter:
 
     # -- the commands ------------------------------------------------------------
 
-    def execute(self, code: str) -> dict:
+    def execute(self, code: str, live: Callable[[str, str], None] | None = None) -> dict:
         """Run ``code`` statement by statement, as an interactive session would.
 
         Returns IPython 0.10's record: id, number, input, and stdout/stderr/display
-        when there were any.  An exception propagates with ``record`` attached.
+        when there were any.  An exception propagates with ``record`` attached.  With
+        ``live``, output is also passed on while the code runs: ``live(name, text)``.
         """
         self.number += 1
         record: dict[str, Any] = {"id": self.id, "number": self.number,
                                   "input": {"raw": code, "translated": code}}
         self.history[self.number] = record
-        out, err = io.StringIO(), io.StringIO()
+        out, err = (LiveOutput("stdout", live), LiveOutput("stderr", live)) if live else \
+            (io.StringIO(), io.StringIO())
         shown: list[Any] = []
         try:
             with redirect(out, err, shown.append):
@@ -85,6 +88,8 @@ class Interpreter:
             e.record = record
             raise
         finally:
+            for stream in (out, err):
+                stream.flush()
             for name, stream in (("stdout", out), ("stderr", err)):
                 if stream.getvalue():
                     record[name] = stream.getvalue()
@@ -159,6 +164,30 @@ class Interpreter:
 
     def clear_properties(self) -> None:
         self.properties.clear()
+
+
+class LiveOutput(io.StringIO):
+    """A captured stream that also passes its text on, a line batch at a time, at most
+    every ``interval`` seconds (and whatever is left on flush)."""
+
+    def __init__(self, name: str, send: Callable[[str, str], None],
+                 interval: float = 0.1) -> None:
+        super().__init__()
+        self.name, self.send, self.interval = name, send, interval
+        self.pending: list[str] = []
+        self.sent_at = 0.0
+
+    def write(self, text: str) -> int:
+        self.pending.append(text)
+        if "\n" in text and time.monotonic() - self.sent_at >= self.interval:
+            self.flush()
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            text, self.pending = "".join(self.pending), []
+            self.sent_at = time.monotonic()
+            self.send(self.name, text)
 
 
 def statements(code: str) -> list[types.CodeType]:

@@ -116,9 +116,11 @@ def split_options(line: str) -> tuple[dict, str]:
             options["block"] = False
         elif word == "--block":
             options["block"] = True
+        elif word in ("--stream", "--nostream"):
+            options["stream"] = word == "--stream"
         else:
             raise ValueError(f"unknown option {word!r}: %px takes --targets T, --noblock, "
-                             f"--block")
+                             f"--block, --stream, --nostream")
     return options, rest
 
 
@@ -135,7 +137,8 @@ def px_execute(code: str, **options: Any) -> Any:
         return None
     targets = options.get("targets", mec.targets)
     print(f"Parallel execution on engines: {targets}")
-    return mec.execute(code, targets=targets, block=options.get("block"))
+    return mec.execute(code, targets=targets, block=options.get("block"),
+                       stream=options.get("stream", False))
 
 
 def autopx_execute(code: str) -> None:
@@ -192,13 +195,17 @@ def _magics_class() -> type:
             """Run code on the engines: ``%px CODE`` or ``%%px [--targets T] [--noblock]``.
 
             Prints ``Parallel execution on engines: <targets>`` and returns the Results
-            List (a PendingResult with --noblock).
+            List (a PendingResult with --noblock).  ``%%px`` prints remote output live,
+            labelled ``[stdout:0] ...``, as it arrives (``--nostream`` turns that off;
+            ``%px --stream`` turns it on).
             """
             try:
                 options, rest = split_options(line)
             except ValueError as e:
                 print(f"UsageError: {e}")
                 return None
+            if cell is not None:   # a cell streams its output live unless --nostream
+                options.setdefault("stream", True)
             code = rest if cell is None else cell
             return px_execute(code, **options)
 

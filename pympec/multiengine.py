@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -80,10 +81,14 @@ class MultiEngineClient:
     def _call(self, verb: str, targets: Any, block: bool, *, args: dict | None = None,
               frames: Sequence[Any] = (), parts: list[int] | None = None,
               gather: bool = False, describe: str | None = None,
-              finish: Callable[[list], Any] = list, method: str | None = None) -> Any:
-        """Send one request; return ``finish(per-engine values)``, or a PendingResult."""
-        header = {"verb": verb, "targets": targets, "args": args or {},
-                  "describe": describe or f"{verb}()"}
+              finish: Callable[[list], Any] = list, method: str | None = None,
+              listener: Callable[[dict], None] | None = None) -> Any:
+        """Send one request; return ``finish(per-engine values)``, or a PendingResult.
+        ``listener`` gets output streamed while the call runs."""
+        header = {"id": uuid.uuid4().hex, "verb": verb, "targets": targets,
+                  "args": args or {}, "describe": describe or f"{verb}()"}
+        if listener is not None:
+            self._session.listeners[header["id"]] = listener
         if frames:
             header["deliver"] = "parts" if parts is not None else "same"
         if parts is not None:
@@ -94,6 +99,7 @@ class MultiEngineClient:
         method = method or verb
 
         def complete(message: Any) -> Any:
+            self._session.listeners.pop(request_id, None)
             return finish(engine_values(message, method))
 
         pending = PendingResult(self, request_id, complete, targets=targets,
@@ -109,12 +115,22 @@ class MultiEngineClient:
     def __len__(self) -> int:
         return len(self.get_ids())
 
-    def execute(self, lines: str, targets: Any = None, block: Any = None) -> Any:
-        """Run ``lines`` in each target's namespace; a ResultList of per-engine records."""
+    def execute(self, lines: str, targets: Any = None, block: Any = None,
+                stream: bool | Callable[[int, str, str], None] = False) -> Any:
+        """Run ``lines`` in each target's namespace; a ResultList of per-engine records.
+
+        With ``stream=True``, output is printed here while the code runs, labelled
+        ``[stdout:0] ...``; a callable ``stream(engine_id, name, text)`` gets it instead.
+        """
         if not isinstance(lines, str):
             raise TypeError(f"execute needs a str of code, not {type(lines).__name__}")
         targets, block = self._resolve(targets, block)
-        return self._call("execute", targets, block, args={"code": lines},
+        args = {"code": lines}
+        listener = None
+        if stream:
+            args["stream"] = True
+            listener = output_listener(stream if callable(stream) else print_output)
+        return self._call("execute", targets, block, args=args, listener=listener,
                           describe=f"execute({_short(lines)})", finish=ResultList)
 
     def run(self, filename: str, targets: Any = None, block: Any = None) -> Any:
@@ -435,6 +451,17 @@ class MultiEngineMapper:
 
 
 # -- helpers ------------------------------------------------------------------------
+
+def print_output(engine_id: int, name: str, text: str) -> None:
+    """Print streamed output, each line labelled with its engine: ``[stdout:0] ...``."""
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    for line in text.splitlines():
+        print(f"[{name}:{engine_id}] {line}", file=stream, flush=True)
+
+
+def output_listener(callback: Callable[[int, str, str], None]) -> Callable[[dict], None]:
+    return lambda output: callback(output["engine"], output["name"], output["text"])
+
 
 def check_targets(targets: Any) -> Any:
     if isinstance(targets, bool) or not isinstance(targets, (str, list, tuple, int)):

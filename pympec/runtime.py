@@ -16,6 +16,7 @@ TAG_COMMAND = 11   # controller -> engine: JSON header
 TAG_REPLY = 12     # engine -> controller: JSON header
 TAG_DATA = 13      # payload bytes, either way, in the order the header lists them
 TAG_GROUP = 14     # Create_group of a collective communicator
+TAG_OUTPUT = 15    # engine -> controller: JSON, stdout/stderr text of a running execute
 
 
 def engine_rank(engine_id: int) -> int:

@@ -35,6 +35,7 @@ class Session:
         self.sshserver = sshserver or self.info.sshserver
         self.client_id = uuid.uuid4().hex
         self.replies: dict[str, wire.Message] = {}
+        self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
         self.tunnel = None
         self.sock: socket.socket | None = None
         self.warned = False
@@ -130,6 +131,11 @@ class Session:
             raise self.broken(e) from None
         done = []
         for message in messages:
+            if "stream" in message.header:   # output of a call still running
+                listener = self.listeners.get(message.header["id"])
+                if listener is not None:
+                    listener(message.header["stream"])
+                continue
             self.replies[message.header.get("id")] = message
             if "results" in message.header:
                 done.append(message.header["id"])

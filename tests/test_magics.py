@@ -177,3 +177,13 @@ def test_option_parsing():
     assert magics.parse_targets("1:3") == [1, 2]
     with pytest.raises(ValueError):
         magics.parse_targets("one")
+
+
+def test_px_cell_streams_output_live(ip, mec, capsys):
+    result, out = run(ip, capsys, "%%px --targets 0,2\nprint('live', id)")
+    assert result.success, out
+    assert "[stdout:0] live 0" in out and "[stdout:2] live 2" in out
+    result, out = run(ip, capsys, "%%px --targets 0 --nostream\nprint('quiet')")
+    assert "[stdout:0]" not in out
+    result, out = run(ip, capsys, "%px --stream --targets 1 print('line', id)")
+    assert "[stdout:1] line 1" in out

@@ -370,3 +370,24 @@ def test_with_remote_block(mec):
     assert mec.pull("block_value") == [11 * i for i in range(ENGINES)]
     assert isinstance(mec._with_context_result, ResultList)
     assert mec.get_ids() == list(range(ENGINES))   # still connected
+
+
+def test_execute_streams_output_while_running(mec):
+    import time
+    seen = []
+    start = time.monotonic()
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)"
+    result = mec.execute(code, targets=[0, 1],
+                         stream=lambda e, name, text: seen.append((e, name, text,
+                                                                   time.monotonic() - start)))
+    total = time.monotonic() - start
+    ticks = [(e, t) for e, name, text, t in seen if name == "stdout" and "tick 0" in text]
+    assert {e for e, _ in ticks} == {0, 1}
+    assert all(t < total - 0.3 for _, t in ticks)      # arrived while the code still ran
+    assert "".join(x[2] for x in seen if x[0] == 0) == result[0]["stdout"]
+
+
+def test_execute_stream_prints_labelled_lines(mec, capsys):
+    mec.execute("print('hello'); print('world')", targets=1, stream=True)
+    out = capsys.readouterr().out
+    assert "[stdout:1] hello\n[stdout:1] world\n" in out
