@@ -65,6 +65,7 @@ class Cluster:
         self._detached = False
 
     def command(self) -> list[str]:
+        """The mpiexec command line that runs this cluster."""
         cmd = [self.mpiexec, *self.mpiexec_args, "-n", str(self.n + 1), self.python, "-m",
                "pympec.engine", "--connection-file", str(self.connection_file)]
         if self.ip:
@@ -99,6 +100,8 @@ class Cluster:
         return self
 
     def wait_ready(self) -> None:
+        """Block until the controller answers with all n engines; raises ClusterError
+        (with mpiexec's output) if mpiexec exits or ``timeout`` passes first."""
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while time.monotonic() < deadline:
@@ -119,6 +122,7 @@ class Cluster:
                            f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last lines mpiexec and the ranks printed."""
         if not self.log_path or not self.log_path.exists():
             return "(no output)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -106,6 +106,7 @@ class CompositeError(KernelError):
 
     @classmethod
     def from_exceptions(cls, method: str, exceptions: list[BaseException]) -> "CompositeError":
+        """The CompositeError of ``method`` for remote exceptions tagged with engine info."""
         return cls(f"one or more exceptions from call to method: {method}",
                    [(type(e), e, traceback_text(e)) for e in exceptions])
 

@@ -48,6 +48,8 @@ class MultiEngineClient:
 
     @property
     def targets(self) -> Any:
+        """Default targets of calls: an engine id, a list of ids, or ``'all'``.
+        Setting anything else raises ValueError."""
         return self._targets
 
     @targets.setter
@@ -56,6 +58,8 @@ class MultiEngineClient:
 
     @property
     def block(self) -> bool:
+        """Whether calls wait for their results (True) or return PendingResults.
+        Setting anything but True or False raises ValueError."""
         return self._block
 
     @block.setter
@@ -113,6 +117,7 @@ class MultiEngineClient:
         return self._session.call("get_ids")
 
     def __len__(self) -> int:
+        """The number of registered engines (ignores ``targets``)."""
         return len(self.get_ids())
 
     def execute(self, lines: str, targets: Any = None, block: Any = None,
@@ -205,11 +210,13 @@ class MultiEngineClient:
         return result
 
     def __setitem__(self, key: str, value: Any) -> None:
+        """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
         if not isinstance(key, str):
             raise TypeError(f"keys must be str, not {type(key).__name__}")
         self.push({key: value})
 
     def __getitem__(self, key: str) -> Any:
+        """``mec['a']`` is ``mec.pull('a')`` (TypeError for a non-str key)."""
         if not isinstance(key, str):
             raise TypeError(f"keys must be str, not {type(key).__name__}")
         return self.pull(key)
@@ -345,24 +352,29 @@ class MultiEngineClient:
     # engine properties, used by task dependencies
 
     def set_properties(self, properties: dict, targets: Any = None, block: Any = None) -> Any:
+        """Update each target's properties (used by task ``depend`` functions)."""
         targets, block = self._resolve(targets, block)
         return self._call("set_properties", targets, block, frames=serialize.dumps(properties))
 
     def get_properties(self, keys: Sequence[str] | None = None, targets: Any = None,
                        block: Any = None) -> Any:
+        """Each target's properties: all of them, or those named by ``keys``."""
         targets, block = self._resolve(targets, block)
         return self._call("get_properties", targets, block,
                           args={"keys": None if keys is None else list(_as_list(keys))})
 
     def has_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """For each target, whether it has each of ``keys``."""
         targets, block = self._resolve(targets, block)
         return self._call("has_properties", targets, block, args={"keys": _as_list(keys)})
 
     def del_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """Delete properties ``keys`` on each target (KeyError if one is missing)."""
         targets, block = self._resolve(targets, block)
         return self._call("del_properties", targets, block, args={"keys": _as_list(keys)})
 
     def clear_properties(self, targets: Any = None, block: Any = None) -> Any:
+        """Remove every property of each target."""
         targets, block = self._resolve(targets, block)
         return self._call("clear_properties", targets, block)
 

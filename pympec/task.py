@@ -257,6 +257,7 @@ class TaskResult:
         return ResultNS(self.results)
 
     def __getitem__(self, name: str) -> Any:
+        """``tr['a']``: a pulled value; re-raises the task's failure if it failed."""
         self.raise_exception()
         return self.results[name]
 
