@@ -6,13 +6,14 @@
 Both find the default profile's connection file with no argument, or take a path or a
 profile name.
 """
-from .errors import (CompositeError, InvalidEngineID, NoEnginesRegistered,  # noqa: F401
-                     QueueCleared, TaskAborted, TaskRejectError, TaskTimeout)
-from .multiengine import MultiEngineClient  # noqa: F401
-from .remoteblock import remote  # noqa: F401
-from .results import PendingResult, ResultList  # noqa: F401
+from .errors import (CompositeError, InvalidEngineID, NoEnginesRegistered, QueueCleared,
+                     TaskAborted, TaskRejectError, TaskTimeout)
+from .multiengine import MultiEngineClient
+from .remoteblock import remote
+from .results import PendingResult, ResultList
+from .task import MapTask, StringTask, TaskClient, TaskResult
 
-try:  # the task farm
-    from .task import MapTask, StringTask, TaskClient, TaskResult  # noqa: F401
-except ImportError:  # pragma: no cover - while the task module is not there yet
-    pass
+__all__ = ["MultiEngineClient", "TaskClient", "MapTask", "StringTask", "TaskResult",
+           "PendingResult", "ResultList", "remote", "CompositeError", "InvalidEngineID",
+           "NoEnginesRegistered", "QueueCleared", "TaskAborted", "TaskRejectError",
+           "TaskTimeout"]

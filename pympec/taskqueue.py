@@ -396,9 +396,9 @@ class TaskQueue:
                 at += len(p)
             payload = b"".join(parts)
             header.update(deliver="p2p", region=len(payload), frames=offsets)
-        self.c.isend(encode_header(header), engine.rank, TAG_COMMAND)
+        self.c.dispatcher.isend(encode_header(header), engine.rank, TAG_COMMAND)
         if parts:
-            self.c.isend(payload, engine.rank, TAG_DATA)
+            self.c.dispatcher.isend(payload, engine.rank, TAG_DATA)
 
     def on_reply(self, engine: Any, reply: dict) -> None:
         """A batch's reply header arrived: receive its packed results, then settle."""
@@ -407,7 +407,7 @@ class TaskQueue:
             self.settle(engine, reply, None)
             return
         buf = bytearray(lengths[0])
-        self.c.track(self.c.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA),
+        self.c.dispatcher.track(self.c.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA),
                      lambda: self.settle(engine, reply, buf), buf)
 
     def settle(self, engine: Any, reply: dict, buf: bytearray | None) -> None:

@@ -1,0 +1,365 @@
+"""The engine side of the controller: per-engine FIFO queues, and their MPI traffic.
+
+    Controller.handle ──submit(request)──> Job, appended to each target's queue
+                                            │
+    Controller loop ──dispatch()──> an idle engine's head job starts:
+                                      one engine:  Isend header (+ payload)      ───> engine
+                                      several:     Isend headers, then
+                                                   Ibcast / Iscatterv            ───> engines
+                     ──poll()─────> Iprobe reply headers; Irecv their frames,
+                                      or Igatherv every part into one buffer    <─── engines
+                                    every target answered: finished(client, reply)
+
+Jobs reach each engine in FIFO order.  A job sent to several engines with a payload, or
+gathered from them, is a collective on a communicator of the controller plus its targets
+(cached per target list), so it starts once every target is idle with it at the head of
+its queue; since a job joins all its queues at once, the queues agree on the order and
+collectives cannot deadlock.  Everything here is non-blocking but the one-time creation
+of a communicator, which only involves idle engines.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any, Callable
+
+from mpi4py import MPI
+
+from . import paths, wire
+from .errors import InvalidEngineID, NoEnginesRegistered
+from .runtime import (TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec, encode_header,
+                      engine_rank, group_comm, recv_header)
+
+log = logging.getLogger("pympec.controller")
+
+
+class Job:
+    """One client request, as it runs on its target engines."""
+
+    def __init__(self, seq: int, request: dict, message: wire.Message, client: str,
+                 targets: list[int]) -> None:
+        self.seq = seq
+        self.id = request["id"]
+        self.client = client
+        self.verb = request["verb"]
+        self.args = request.get("args") or {}
+        self.message = message
+        self.targets = targets
+        self.deliver = request.get("deliver", "none") if message.frames else "none"
+        self.parts = request.get("parts")          # frames per target, for deliver="parts"
+        self.gather = bool(request.get("gather"))
+        self.describe = request.get("describe") or f"{self.verb}()"
+        self.todo = list(targets)                  # targets not dispatched yet
+        self.results: dict[int, tuple[dict, list]] = {}
+        self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
+        self.members: list[int] = []               # engines of the running collective
+        self.joined: bytearray | None = None       # the gathered buffer, after a gather
+
+    def collective(self) -> bool:
+        return len(self.todo) > 1 and (self.deliver != "none" or self.gather)
+
+    def region(self, engine_id: int) -> tuple[int, int, list[list[int]]]:
+        """(offset, length, frames relative to offset) of what ``engine_id`` receives."""
+        message = self.message
+        if self.deliver == "parts":
+            i = self.targets.index(engine_id)
+            first = sum(self.parts[:i])
+            last = first + self.parts[i] - 1
+        else:
+            first, last = 0, len(message.frames) - 1
+        start, length = message.span(first, last)
+        frames = [[message.offsets[k] - start, len(message.frames[k])]
+                  for k in range(first, last + 1)]
+        return start, length, frames
+
+
+class Engine:
+    """The controller's view of one engine."""
+
+    def __init__(self, engine_id: int) -> None:
+        self.id = engine_id
+        self.rank = engine_rank(engine_id)
+        self.queue: collections.deque[Job] = collections.deque()
+        self.running: Job | None = None
+
+
+class Dispatcher:
+    """The engines, their queues, and the MPI traffic of the jobs they run.
+
+    ``finished(client, header, frames)`` receives each job's reply when every target
+    has answered; ``output(client, header)`` receives output streamed while one runs;
+    ``ring(rank)`` wakes a sleeping engine (the doorbell).
+    """
+
+    def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list], None],
+                 output: Callable[[str, dict], None], ring: Callable[[int], None]) -> None:
+        self.comm = comm
+        self.finished, self.output, self.ring = finished, output, ring
+        self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
+        self.stopped: list[Engine] = []            # killed engines: parked until shutdown
+        self.jobs: dict[int, Job] = {}
+        self.seq = 0
+        self.groups: dict[str, MPI.Comm] = {}
+        self.requests: list[tuple[MPI.Request, Callable[[], None] | None, Any]] = []
+        self.status = MPI.Status()
+        self.tasks: Any = None                     # the task farm (pympec.taskqueue)
+
+    def busy(self) -> bool:
+        """True while some engine runs something (a reply may come any moment)."""
+        return any(e.running for e in self.engines.values())
+
+    def shutdown(self) -> None:
+        """Tell every engine, stopped ones too, to exit; free the communicators."""
+        for engine in [*self.engines.values(), *self.stopped]:
+            self.comm.Isend(encode_header({"verb": "_shutdown"}), engine.rank,
+                            TAG_COMMAND).Wait()
+            self.ring(engine.rank)
+        for group in self.groups.values():
+            group.Free()
+
+    def resolve_targets(self, targets: Any) -> list[int]:
+        """The engine ids ``targets`` names; raises InvalidEngineID or NoEnginesRegistered."""
+        ids = list(self.engines)
+        if targets is None or targets == "all":
+            if not ids:
+                raise NoEnginesRegistered(
+                    f"no engines are registered (logs: {paths.log_dir()})")
+            return ids
+        if isinstance(targets, str):
+            raise InvalidEngineID(f"targets must be 'all', an id or a list of ids, "
+                                  f"not {targets!r}")
+        if isinstance(targets, int):
+            targets = [targets]
+        for t in targets:
+            if not isinstance(t, int) or t not in self.engines:
+                raise InvalidEngineID(f"no engine has id {t!r}; the engines are {ids}")
+        if len(set(targets)) != len(targets):
+            raise InvalidEngineID(f"targets name an engine twice: {targets}")
+        return list(targets)
+
+    def submit(self, client: str, request: dict, message: wire.Message) -> None:
+        """Queue a request on each of its targets (ValueError for a malformed one)."""
+        targets = self.resolve_targets(request.get("targets"))
+        if request.get("deliver") == "parts" and (
+                len(request.get("parts") or ()) != len(targets)
+                or sum(request["parts"]) != len(message.frames)):
+            raise ValueError("parts must give a frame count for each target")
+        self.seq += 1
+        job = Job(self.seq, request, message, client, targets)
+        self.jobs[job.seq] = job
+        for t in targets:
+            self.engines[t].queue.append(job)
+
+
+    def engine_status(self) -> list[dict]:
+        return [{"id": e.id, "running": e.running.describe if e.running else None,
+                 "queued": len(e.queue)} for e in self.engines.values()]
+
+    def queue_status(self, targets: Any) -> list:
+        return [[t, {"queue": [job.describe for job in self.engines[t].queue],
+                     "pending": self.engines[t].running.describe
+                     if self.engines[t].running else "None"}]
+                for t in self.resolve_targets(targets)]
+
+    def dispatch(self) -> bool:
+        """Start the head job of every idle engine that can start; True if any did."""
+        started = False
+        for engine in list(self.engines.values()):
+            if engine.running or not engine.queue:
+                continue
+            job = engine.queue[0]
+            if not job.collective():
+                self.start_one(job, engine)
+                started = True
+                continue
+            members = [self.engines[t] for t in job.todo]
+            if all(m.running is None and m.queue and m.queue[0] is job for m in members):
+                self.start_collective(job, members)
+                started = True
+        if self.tasks is not None:   # idle engines with nothing queued take tasks
+            started |= self.tasks.dispatch()
+        return started
+
+    def take(self, job: Job, engine: Engine) -> None:
+        engine.queue.popleft()
+        engine.running = job
+        job.todo.remove(engine.id)
+
+    def command(self, job: Job, **fields: Any) -> dict:
+        return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
+
+    def isend(self, buf: Any, rank: int, tag: int) -> None:
+        self.track(self.comm.Isend(bytes_spec(buf), rank, tag), keep=buf)
+        if tag == TAG_COMMAND:
+            self.ring(rank)
+
+    def track(self, request: MPI.Request, done: Callable[[], None] | None = None,
+              keep: Any = None) -> None:
+        self.requests.append((request, done, keep))
+
+    def start_one(self, job: Job, engine: Engine) -> None:
+        self.take(job, engine)
+        header = self.command(job, reply="p2p")
+        if job.deliver != "none":
+            start, length, frames = job.region(engine.id)
+            header.update(deliver="p2p", region=length, frames=frames)
+        self.isend(encode_header(header), engine.rank, TAG_COMMAND)
+        if job.deliver != "none":
+            payload = memoryview(job.message.payload)[start:start + length]
+            self.isend(payload, engine.rank, TAG_DATA)
+
+    def group(self, members: list[Engine]) -> tuple[str, MPI.Comm]:
+        """The communicator of the controller plus ``members`` (in order), made once."""
+        key = ",".join(str(m.id) for m in members)
+        if key not in self.groups:
+            ranks = [0] + [m.rank for m in members]
+            for m in members:
+                self.comm.Isend(encode_header({"verb": "_group", "key": key, "ranks": ranks}),
+                                m.rank, TAG_COMMAND).Wait()
+                self.ring(m.rank)
+            # Blocks until the members join; they are all idle, so within one poll.
+            self.groups[key] = group_comm(self.comm, ranks)
+        return key, self.groups[key]
+
+    def start_collective(self, job: Job, members: list[Engine]) -> None:
+        key, comm = self.group(members)
+        job.members = [m.id for m in members]
+        regions = {m.id: job.region(m.id) for m in members} if job.deliver != "none" else {}
+        deliver = {"none": "none", "same": "bcast", "parts": "scatter"}[job.deliver]
+        for m in members:
+            self.take(job, m)
+            header = self.command(job, group=key, reply="gather" if job.gather else "p2p",
+                                  deliver=deliver)
+            if m.id in regions:
+                header.update(region=regions[m.id][1], frames=regions[m.id][2])
+            self.isend(encode_header(header), m.rank, TAG_COMMAND)
+        payload = job.message.payload
+        if deliver == "bcast":
+            start, length, _ = regions[members[0].id]
+            view = memoryview(payload)[start:start + length]
+            self.track(comm.Ibcast(bytes_spec(view), root=0), keep=view)
+        elif deliver == "scatter":
+            counts = [0] + [regions[m.id][1] for m in members]
+            displs = [0] + [regions[m.id][0] for m in members]
+            self.track(comm.Iscatterv([payload, counts, displs, MPI.BYTE],
+                                      bytes_spec(bytearray(0)), root=0), keep=payload)
+
+    def poll(self) -> bool:
+        """Receive reply headers and complete finished requests; True if anything moved."""
+        moved = False
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
+            moved = True
+            source = self.status.Get_source()
+            self.on_reply(self.engine_at(source), recv_header(self.comm, self.status))
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
+            moved = True
+            source = self.status.Get_source()
+            self.on_output(source - 1, recv_header(self.comm, self.status))
+        pending, self.requests = self.requests, []
+        for entry in pending:
+            if entry[0].Test():
+                moved = True
+                if entry[1] is not None:
+                    entry[1]()
+            else:
+                self.requests.append(entry)
+        return moved
+
+    def engine_at(self, rank: int) -> Engine:
+        engine = self.engines.get(rank - 1)
+        return engine or next(e for e in self.stopped if e.rank == rank)
+
+    def on_reply(self, engine: Engine, reply: dict) -> None:
+        if "tasks" in reply:   # a task batch's reply
+            self.tasks.on_reply(engine, reply)
+            return
+        job = self.jobs[reply.pop("job")]
+        if "nbytes" in reply:
+            job.gathering[engine.id] = reply
+            if len(job.gathering) == len(job.members):
+                self.start_gather(job)
+            return
+        lengths = reply.pop("lengths")
+        frames = [bytearray(n) for n in lengths]
+        if not frames:
+            self.engine_done(job, engine, reply, [])
+            return
+        left = [len(frames)]
+
+        def received() -> None:
+            left[0] -= 1
+            if not left[0]:
+                self.engine_done(job, engine, reply, frames)
+
+        for buf in frames:  # posted in order, so they match the engine's sends in order
+            self.track(self.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA), received, buf)
+
+    def on_output(self, engine_id: int, output: dict) -> None:
+        """Forward output of a running execute to its client, if connected (output is
+        a convenience: the final record holds all of it anyway)."""
+        job = self.jobs.get(output["job"])
+        if job is not None:
+            self.output(job.client, {"id": job.id, "stream": {
+                "engine": engine_id, "name": output["name"], "text": output["text"]}})
+
+    def start_gather(self, job: Job) -> None:
+        """All gather headers are in: receive every part into one buffer, in place."""
+        members = job.members
+        counts = [0] + [job.gathering[e]["nbytes"] for e in members]
+        displs = [0] + [sum(counts[1:i + 1]) for i in range(len(members))]
+        buf = bytearray(sum(counts))
+        key = ",".join(str(e) for e in members)
+
+        def gathered() -> None:
+            for i, e in enumerate(members):
+                reply = job.gathering.pop(e)
+                reply["span"] = [displs[i + 1], reply.pop("nbytes")]
+                self.engine_done(job, self.engines.get(e) or self.engine_at(e + 1), reply,
+                                 [], joined=buf)
+
+        self.track(self.groups[key].Igatherv(bytes_spec(bytearray(0)),
+                                             [buf, counts, displs, MPI.BYTE], root=0),
+                   gathered, buf)
+
+    def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
+                    joined: bytearray | None = None) -> None:
+        engine.running = None
+        job.results[engine.id] = (reply, frames)
+        if joined is not None:
+            job.joined = joined
+        if reply.get("status") == "error":
+            self.clear_queue(engine, f"an earlier command failed on engine {engine.id}: "
+                                     f"{reply.get('ename')}: {reply.get('evalue')}")
+        elif job.verb == "kill":
+            log.info("engine %d stopped by kill()", engine.id)
+            self.stopped.append(self.engines.pop(engine.id))
+            self.clear_queue(engine, f"engine {engine.id} was killed")
+        if len(job.results) == len(job.targets):
+            self.finish(job)
+
+    def clear_queue(self, engine: Engine, why: str) -> None:
+        """Fail every job still queued on ``engine`` with QueueCleared."""
+        while engine.queue:
+            job = engine.queue.popleft()
+            job.todo.remove(engine.id)
+            job.results[engine.id] = ({"status": "error", "ename": "QueueCleared",
+                                       "evalue": why, "traceback": "", "metas": []}, [])
+            if len(job.results) == len(job.targets):
+                self.finish(job)
+
+    def finish(self, job: Job) -> None:
+        """Every target answered: one reply to the client, results in target order."""
+        del self.jobs[job.seq]
+        results, frames = [], []
+        joined = job.joined
+        for t in job.targets:
+            reply, more = job.results[t]
+            reply["engine"] = t
+            reply["nframes"] = len(more)
+            results.append(reply)
+            frames.extend(more)
+        header = {"id": job.id, "results": results}
+        if joined is not None:
+            header["joined"] = len(frames)   # index of the joined buffer among the frames
+            frames.append(joined)
+        self.finished(job.client, header, frames)
