@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from . import cluster as local
 
@@ -75,21 +74,7 @@ def start_local(args: argparse.Namespace, where: str | None) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
     cluster.start()
-    print(f"pympec: cluster of {args.n} engines is up; connection file {cluster.connection_file}")
-    if args.daemon:
-        cluster.detach()
-        return 0
-    print("pympec: press Ctrl-C to stop it")
-    try:
-        while cluster.poll() is None:
-            time.sleep(0.5)
-        print(f"pympec: the cluster exited with code {cluster.poll()}", file=sys.stderr)
-        return cluster.poll() or 0
-    except KeyboardInterrupt:
-        print("\npympec: stopping the cluster")
-        cluster.stop()
-        return 0
-
+    return local.hold(cluster, args.daemon)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -162,6 +162,26 @@ class Cluster:
             self.stop()
 
 
+def hold(cluster: Cluster, daemon: bool, where: str = "") -> int:
+    """After ``cluster.start()``: leave it running (``daemon``), or keep it in the
+    foreground until it exits or Ctrl-C stops it.  Returns the command's exit code."""
+    print(f"pympec: cluster of {cluster.n} engines is up{where}; "
+          f"connection file {cluster.connection_file}")
+    if daemon:
+        cluster.detach()
+        return 0
+    print("pympec: press Ctrl-C to stop it", flush=True)
+    try:
+        while cluster.poll() is None:
+            time.sleep(0.5)
+        print(f"pympec: the cluster exited with code {cluster.poll()}", file=sys.stderr)
+        return cluster.poll() or 0
+    except KeyboardInterrupt:
+        print("\npympec: stopping the cluster")
+        cluster.stop()
+        return 0
+
+
 def answers(path: Path) -> bool:
     """True when a controller answers on this connection file."""
     if not path.exists():

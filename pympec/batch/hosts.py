@@ -12,7 +12,6 @@ import argparse
 import inspect
 import subprocess
 import sys
-import time
 
 from .. import paths
 
@@ -78,22 +77,7 @@ def start(args: argparse.Namespace) -> int:
                             ip=args.ip or hosts[0][0], port=args.port, mpiexec=mpiexec,
                             timeout=args.timeout, mpiexec_args=extra)
     cluster.start()
-    print(f"pympec: cluster of {args.n} engines is up on {', '.join(h for h, _ in hosts)}; "
-          f"connection file {cluster.connection_file}")
-    if args.daemon:
-        cluster.detach()
-        return 0
-    print("pympec: press Ctrl-C to stop it")
-    try:
-        while cluster.poll() is None:
-            time.sleep(0.5)
-        print(f"pympec: the cluster exited with code {cluster.poll()}", file=sys.stderr)
-        return cluster.poll() or 0
-    except KeyboardInterrupt:
-        print("\npympec: stopping the cluster")
-        cluster.stop()
-        return 0
-
+    return local.hold(cluster, args.daemon, f" on {', '.join(h for h, _ in hosts)}")
 
 def local_mpiexec() -> str:
     """The mpiexec beside this Python (a venv with the mpich wheel), else the one on PATH."""
