@@ -1,0 +1,116 @@
+"""Engine-side units under MPI (pytest-mpi): ``mpiexec -n 3 python -m pytest --with-mpi tests/mpi``.
+
+Rank 0 plays the controller with non-blocking calls, as the real one does; ranks 1 and 2
+are engines.  ``tests/test_engine_mpi_units.py`` runs this file under mpiexec.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pympec import serialize
+from pympec.backoff import Backoff
+from pympec.engine import Engine
+from pympec.interpreter import Interpreter
+from pympec.runtime import TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header, group_comm
+
+
+@pytest.fixture
+def world():
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD.Dup()
+    yield comm
+    comm.Free()
+
+
+def make_engine(comm):
+    return Engine(comm, Interpreter(comm.Get_rank() - 1, {}), Backoff(max=1e-4))
+
+
+@pytest.mark.mpi(min_size=3)
+def test_group_comm_made_by_members_only(world):
+    rank = world.Get_rank()
+    if rank in (0, 2):
+        group = group_comm(world, [0, 2])
+        assert group.Get_size() == 2 and group.Get_rank() == (0 if rank == 0 else 1)
+        group.Free()
+    world.Barrier()
+
+
+@pytest.mark.mpi(min_size=3)
+def test_bcast_payload_reaches_engines_writable(world):
+    rank = world.Get_rank()
+    group = group_comm(world, [0, 1, 2])
+    array = np.arange(10.0)
+    meta, frames = serialize.encode(array)
+    payload = bytearray(frames[0].tobytes())
+    if rank == 0:
+        request = group.Ibcast(bytes_spec(payload), root=0)
+        while not request.Test():
+            pass
+    else:
+        engine = make_engine(world)
+        engine.groups["all"] = group
+        got = engine.receive_payload({"deliver": "bcast", "group": "all",
+                                      "region": len(payload), "frames": [[0, len(payload)]]})
+        value = serialize.decode(meta, got)
+        assert np.array_equal(value, array) and value.flags.writeable
+    group.Free()
+
+
+@pytest.mark.mpi(min_size=3)
+def test_gather_reply_lands_in_one_buffer(world):
+    from mpi4py import MPI
+    rank = world.Get_rank()
+    group = group_comm(world, [0, 1, 2])
+    if rank == 0:
+        status = MPI.Status()
+        headers = {}
+        while len(headers) < 2:
+            if world.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, status):
+                buf = bytearray(status.Get_count(MPI.BYTE))
+                world.Recv(bytes_spec(buf), status.Get_source(), TAG_REPLY)
+                headers[status.Get_source()] = json.loads(buf)
+        counts = [0, headers[1]["nbytes"], headers[2]["nbytes"]]
+        joined = bytearray(sum(counts))
+        request = group.Igatherv(bytes_spec(bytearray(0)),
+                                 [joined, counts, [0, 0, counts[1]], MPI.BYTE], root=0)
+        while not request.Test():
+            pass
+        values = np.frombuffer(joined, dtype=np.int64)
+        assert values.tolist() == [0, 0, 0, 1, 1, 1]
+    else:
+        engine = make_engine(world)
+        engine.groups["all"] = group
+        engine.interp.push({"part": np.full(3, rank - 1, dtype=np.int64)})
+        reply, out = engine.run("gather", {"key": "part"}, [])
+        reply["job"] = 1
+        engine.send_reply({"reply": "gather", "group": "all"}, reply, out)
+    group.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_engine_serves_until_shutdown(world):
+    rank = world.Get_rank()
+    if rank == 0:
+        for r in range(1, world.Get_size()):
+            world.Send(encode_header({"job": 1, "verb": "execute", "args": {"code": "x = 2"}}),
+                       r, TAG_COMMAND)
+        from mpi4py import MPI
+        status = MPI.Status()
+        for _ in range(1, world.Get_size()):
+            world.Probe(MPI.ANY_SOURCE, TAG_REPLY, status)
+            buf = bytearray(status.Get_count(MPI.BYTE))
+            world.Recv(bytes_spec(buf), status.Get_source(), TAG_REPLY)
+            assert b'"status":"ok"' in bytes(buf)
+            lengths = json.loads(buf)["lengths"]
+            for n in lengths:
+                world.Recv(bytes_spec(bytearray(n)), status.Get_source())
+        for r in range(1, world.Get_size()):
+            world.Send(encode_header({"verb": "_shutdown"}), r, TAG_COMMAND)
+    else:
+        engine = make_engine(world)
+        engine.serve()
+        assert engine.interp.namespace["x"] == 2
