@@ -5,14 +5,18 @@ ranks 1..N-1 become engines with ids 0..N-2.  An engine serves the controller::
 
       controller (rank 0)                          engine (rank id+1)
     ---------------------------------------------------------------------------------
-      COMMAND header, JSON, point to point  --->  Iprobe, Backoff sleep between polls
-      payload bytes: Send, or Bcast/Scatterv
+      COMMAND header, JSON, point to point  --->  Iprobe; between polls, sleep on the
+        (and a doorbell byte, pympec.doorbell)      doorbell with the Backoff as timeout
+      payload bytes: Isend, or Ibcast/Iscatterv
         on a communicator of controller+targets --> frames -> decode -> Interpreter.<verb>
+                                             <---  OUTPUT while an execute runs (stream)
                                              <---  REPLY header, JSON: status, metas
-                                             <---  result frames: Send each, or Gatherv
+                                             <---  result frames: Isend each, or Igatherv
 
-Runtime traffic runs on a duplicate of COMM_WORLD, so user MPI code cannot collide with
-it; user code gets ``comm``, a communicator of the engines only.
+Every MPI wait is a Test loop with the backoff (MPI's own Wait spins, and the
+controller's non-blocking collectives only match non-blocking ones).  Runtime traffic
+runs on a duplicate of COMM_WORLD, so user MPI code cannot collide with it; user code
+gets ``comm``, a communicator of the engines only, and ``mpi``, the mpi4py.MPI module.
 """
 from __future__ import annotations
 
