@@ -443,6 +443,13 @@ class TaskClient:
         outcome = self._results.get(taskid)
         return None if outcome is None else dict(outcome.timing)
 
+    def wait_interactive(self, taskids: int | Sequence[int], *, interval: float = 0.2,
+                         timeout: float | None = None, **options: Any) -> bool:
+        """Wait for ``taskids`` showing a progress bar of finished tasks (tqdm when it is
+        installed, else plain text); returns whether all finished within ``timeout``."""
+        from .progress import wait_tasks
+        return wait_tasks(self, taskids, interval=interval, timeout=timeout, **options)
+
     def barrier(self, taskids: int | Sequence[int], timeout: float | None = None) -> None:
         """Block until every listed task has finished, successfully or not.  Raises
         IndexError for unknown ids, TimeoutError after ``timeout`` seconds (if given)."""

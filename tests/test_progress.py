@@ -86,5 +86,8 @@ def test_task_bar(cluster, mec):
         out = io.StringIO()
         assert progress.wait_tasks(tc, ids[0], file=out, use_tqdm=True)
         assert "1/1 done" in out.getvalue()
+        out = io.StringIO()
+        assert tc.wait_interactive(ids[:2], file=out, use_tqdm=False)   # the method form
+        assert "2/2 done" in out.getvalue()
     finally:
         tc.close()
