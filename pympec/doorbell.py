@@ -57,13 +57,17 @@ class Doorbell:
         except OSError:   # not on this host, not up yet, or its queue is full (rung)
             pass
 
-    def wait(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, or until rung; a 0 timeout just yields."""
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, or until rung; a 0 timeout just yields.
+        True if rung: then reset the backoff, since MPICH may need a few dozen polls
+        before the message that came with the ring shows up in ``Iprobe``."""
         if self.sock is None or timeout <= 0:
             time.sleep(timeout)
-            return
+            return False
         if select.select([self.sock], [], [], timeout)[0]:
             self.drain()
+            return True
+        return False
 
     def drain(self) -> None:
         """Discard pending rings."""

@@ -93,7 +93,8 @@ class Engine:
         status = MPI.Status()
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
-                self.doorbell.wait(self.backoff.delay())
+                if self.doorbell.wait(self.backoff.delay()):
+                    self.backoff.reset()
                 continue
             self.backoff.reset()
             header = recv_header(self.comm, status)
