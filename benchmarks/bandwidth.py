@@ -1,0 +1,57 @@
+"""Moving arrays: scatter and gather of 400 MB over 4 engines; push and pull of 100 MB
+to one engine; push of 100 MB to all engines.
+
+Each transfer is the best of a few tries (noise only slows) and is reported as a rate
+beside its same-run baselines: TCP loopback (the ceiling for bytes that cross the
+client's socket), and raw mpi4py doing the same collective under the same mpiexec.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .common import Result, best
+from .context import ENGINES, Context
+
+
+def run(ctx: Context) -> list[Result]:
+    repeat = 2 if ctx.quick else 3
+    big, push = ctx.nbytes(400), ctx.nbytes(100)
+    mec = ctx.cluster().client()
+    tcp = ctx.tcp_rate()
+    mpi = ctx.mpi_bandwidth()
+    out: list[Result] = []
+
+    def add(name, nbytes, seconds, mpi_key, goal="", met=None, note=""):
+        out.append(Result("bandwidth", name, nbytes / seconds, "B/s", tcp, "TCP loopback",
+                          goal, met, note + f"raw mpi4py {mpi_key}: "
+                          f"{nbytes / mpi[mpi_key] / 1e9:.2f} GB/s"))
+
+    try:
+        mec.reset()
+        data = np.ones(big, np.uint8)
+        t = best(lambda: mec.scatter("x", data), repeat)
+        add(f"scatter {big / 1e6:.0f} MB over {ENGINES} engines", big, t, "scatter",
+            ">= 2.0 GB/s", big / t >= 2e9)
+        t = best(lambda: mec.gather("x"), repeat)
+        back = mec.gather("x")
+        assert back.nbytes == big and back.flags.writeable
+        add(f"gather {big / 1e6:.0f} MB from {ENGINES} engines", big, t, "gather",
+            ">= 1.5 GB/s", big / t >= 1.5e9)
+        del back, data
+        mec.reset()
+
+        arr = np.ones(push, np.uint8)
+        t_one = best(lambda: mec.push({"y": arr}, targets=0), repeat)
+        add(f"push {push / 1e6:.0f} MB to 1 engine", push, t_one, "send",
+            ">= 2.0 GB/s", push / t_one >= 2e9)
+        t = best(lambda: mec.pull("y", targets=0), repeat)
+        add(f"pull {push / 1e6:.0f} MB from 1 engine", push, t, "recv",
+            ">= 2.0 GB/s", push / t >= 2e9)
+        t_all = best(lambda: mec.push({"y": arr}, targets="all"), repeat)
+        add(f"push {push / 1e6:.0f} MB to all {ENGINES} engines", push, t_all, "bcast",
+            "<= 1.3x push to one", t_all <= 1.3 * t_one,
+            f"{t_all / t_one:.2f}x the time of a push to one; ")
+        mec.reset()
+    finally:
+        mec.close()
+    return out

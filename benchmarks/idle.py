@@ -1,0 +1,40 @@
+"""Idle cost: CPU used by each engine and by the controller over 5 s of no requests.
+
+The cluster's ranks are the Python descendants of its mpiexec; the controller is the one
+whose pid the controller reports.  Times come from /proc/<pid>/stat.  Baseline: none is
+needed (the goal is absolute), so the row names the goal instead.
+"""
+from __future__ import annotations
+
+import time
+
+from .common import Result, children, cmdline, cpu_seconds
+from .context import Context
+
+WINDOW = 5.0
+
+
+def run(ctx: Context) -> list[Result]:
+    cluster = ctx.cluster()
+    mec = cluster.client()
+    try:
+        controller = mec._session.welcome["pid"]
+        mec.execute("pass")           # then leave it alone
+    finally:
+        mec.close()
+    time.sleep(1.0)                   # let the backoff reach its idle regime
+    ranks = [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
+    before = {p: cpu_seconds(p) for p in ranks}
+    t0 = time.monotonic()
+    time.sleep(WINDOW)
+    elapsed = time.monotonic() - t0
+    share = {p: (cpu_seconds(p) - before[p]) / elapsed for p in ranks}
+    engines = [v for p, v in share.items() if p != controller]
+    out = [Result("idle", f"idle CPU per engine (mean of {len(engines)}, over {WINDOW:g} s)",
+                  sum(engines) / max(1, len(engines)), "core", goal="<= 0.3%",
+                  met=max(engines, default=0) <= 0.003,
+                  note=f"worst engine {max(engines, default=0) * 100:.2f}%"),
+           Result("idle", f"idle CPU of the controller (over {WINDOW:g} s)",
+                  share.get(controller), "core", goal="<= 1%",
+                  met=(share.get(controller) or 0) <= 0.01)]
+    return out

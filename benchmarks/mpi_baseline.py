@@ -1,0 +1,95 @@
+"""Raw mpi4py baselines, run under ``mpiexec -n K`` by the suite (rank 0 plays the
+controller, ranks 1..K-1 the engines), printing one JSON object on rank 0.
+
+    mpi_baseline.py latency REPEAT
+        round trip of a 64-byte Send/Recv 0<->1, and of a 64-byte Bcast + Gather on all
+    mpi_baseline.py bandwidth TOTAL_BYTES PUSH_BYTES REPEAT
+        Scatterv / Gatherv of TOTAL_BYTES between rank 0 and the others (rank 0 has no
+        part, as the controller has none); Send / Recv and Bcast of PUSH_BYTES
+
+Times are per operation, in seconds: medians and p99 for latency, the best of REPEAT
+for bandwidth.  Buffers are allocated and touched before timing.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+
+
+def latency(repeat: int) -> dict:
+    small = np.zeros(64, np.uint8)
+    gathered = np.zeros(64 * size, np.uint8)
+    p2p, coll = [], []
+    for _ in range(repeat):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        if rank == 0:
+            comm.Send(small, 1)
+            comm.Recv(small, 1)
+        elif rank == 1:
+            comm.Recv(small, 0)
+            comm.Send(small, 0)
+        p2p.append(time.perf_counter() - t0)
+    for _ in range(repeat):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        comm.Bcast(small, root=0)
+        comm.Gather(small, gathered, root=0)
+        coll.append(time.perf_counter() - t0)
+    return {"p2p": p2p, "collective": coll}
+
+
+def bandwidth(total: int, push: int, repeat: int) -> dict:
+    k = size - 1
+    counts = [0] + [total // k + (i < total % k) for i in range(k)]
+    displs = [sum(counts[:i]) for i in range(size)]
+    whole = np.ones(total, np.uint8) if rank == 0 else None
+    part = np.ones(counts[rank], np.uint8)
+    pushbuf = np.ones(push, np.uint8)
+    out: dict = {}
+
+    def run(name, f):
+        times = []
+        for _ in range(repeat):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            f()
+            comm.Barrier()
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times)
+
+    run("scatter", lambda: comm.Scatterv([whole, counts, displs, MPI.BYTE] if rank == 0
+                                         else None, part, root=0))
+    run("gather", lambda: comm.Gatherv(part, [whole, counts, displs, MPI.BYTE] if rank == 0
+                                       else None, root=0))
+    run("bcast", lambda: comm.Bcast(pushbuf, root=0))
+
+    def send():
+        if rank == 0:
+            comm.Send(pushbuf, 1)
+        elif rank == 1:
+            comm.Recv(pushbuf, 0)
+    run("send", send)
+
+    def recv():
+        if rank == 1:
+            comm.Send(pushbuf, 0)
+        elif rank == 0:
+            comm.Recv(pushbuf, 1)
+    run("recv", recv)
+    return out
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "latency":
+        result = latency(int(sys.argv[2]))
+    else:
+        result = bandwidth(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    if rank == 0:
+        print(json.dumps(result))
