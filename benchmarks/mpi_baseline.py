@@ -6,6 +6,11 @@ controller, ranks 1..K-1 the engines), printing one JSON object on rank 0.
     mpi_baseline.py bandwidth TOTAL_BYTES PUSH_BYTES REPEAT
         Scatterv / Gatherv of TOTAL_BYTES between rank 0 and the others (rank 0 has no
         part, as the controller has none); Send / Recv and Bcast of PUSH_BYTES
+    mpi_baseline.py taskfarm TASKS CHUNK REPEAT
+        a master/worker task farm: rank 0 hands out TASKS tiny tasks (an identity
+        function of an int), CHUNK per message, with ``comm.send``/``comm.recv``
+        (pickled), one message in flight per worker, the next chunk to whichever
+        worker answers first (dynamic load balancing); results land in input order
 
 Times are per operation, in seconds: medians and p99 for latency, the best of REPEAT
 for bandwidth.  Buffers are allocated and touched before timing.
@@ -85,10 +90,57 @@ def bandwidth(total: int, push: int, repeat: int) -> dict:
     return out
 
 
+def identity(x):
+    return x
+
+
+def taskfarm(ntasks: int, chunk: int, repeat: int) -> dict:
+    """Seconds for the whole farm (first send to last result), each of REPEAT runs."""
+    times = []
+    for _ in range(repeat):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        if rank == 0:
+            results: list = [None] * ntasks
+            status = MPI.Status()
+            starts = iter(range(0, ntasks, chunk))
+            busy = 0
+            for worker in range(1, size):           # one message in flight per worker
+                start = next(starts, None)
+                if start is None:
+                    break
+                comm.send((start, list(range(start, min(start + chunk, ntasks)))), worker)
+                busy += 1
+            while busy:
+                start, values = comm.recv(source=MPI.ANY_SOURCE, status=status)
+                results[start:start + len(values)] = values
+                following = next(starts, None)
+                if following is None:
+                    busy -= 1
+                    continue
+                comm.send((following, list(range(following, min(following + chunk,
+                                                                 ntasks)))),
+                          status.Get_source())
+            for worker in range(1, size):
+                comm.send(None, worker)
+            assert results[-1] == ntasks - 1 and results[ntasks // 2] == ntasks // 2
+        else:
+            while True:
+                task = comm.recv(source=0)
+                if task is None:
+                    break
+                start, args = task
+                comm.send((start, [identity(a) for a in args]), 0)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": times, "tasks": ntasks, "chunk": chunk}
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "latency":
         result = latency(int(sys.argv[2]))
+    elif mode == "taskfarm":
+        result = taskfarm(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     else:
         result = bandwidth(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     if rank == 0:
