@@ -112,7 +112,9 @@ class Controller:
         """Run until a client asks for shutdown (or KeyboardInterrupt)."""
         while self.running:
             delay = self.backoff.delay()
-            if self.dispatcher.busy():
+            if self.dispatcher.requests:
+                delay = 0.0     # MPI transfers advance only while we call into MPI
+            elif self.dispatcher.busy():
                 delay = min(delay, self.backoff.max)    # a reply may come any moment
             events = self.selector.select(delay)
             active = bool(events)

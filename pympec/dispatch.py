@@ -26,6 +26,7 @@ from typing import Any, Callable
 from mpi4py import MPI
 
 from . import paths, wire
+from .wire import allocate
 from .errors import InvalidEngineID, NoEnginesRegistered
 from .runtime import (TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec, encode_header,
                       engine_rank, group_comm, recv_header)
@@ -53,7 +54,7 @@ class Job:
         self.results: dict[int, tuple[dict, list]] = {}
         self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
         self.members: list[int] = []               # engines of the running collective
-        self.joined: bytearray | None = None       # the gathered buffer, after a gather
+        self.joined: memoryview | None = None       # the gathered buffer, after a gather
 
     def collective(self) -> bool:
         return len(self.todo) > 1 and (self.deliver != "none" or self.gather)
@@ -280,7 +281,7 @@ class Dispatcher:
                 self.start_gather(job)
             return
         lengths = reply.pop("lengths")
-        frames = [bytearray(n) for n in lengths]
+        frames = [allocate(n) for n in lengths]
         if not frames:
             self.engine_done(job, engine, reply, [])
             return
@@ -307,7 +308,7 @@ class Dispatcher:
         members = job.members
         counts = [0] + [job.gathering[e]["nbytes"] for e in members]
         displs = [0] + [sum(counts[1:i + 1]) for i in range(len(members))]
-        buf = bytearray(sum(counts))
+        buf = allocate(sum(counts))
         key = ",".join(str(e) for e in members)
 
         def gathered() -> None:
@@ -322,7 +323,7 @@ class Dispatcher:
                    gathered, buf)
 
     def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
-                    joined: bytearray | None = None) -> None:
+                    joined: memoryview | None = None) -> None:
         engine.running = None
         job.results[engine.id] = (reply, frames)
         if joined is not None:

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ from .interpreter import Interpreter
 from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec,
                       encode_header, group_comm, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
+from .wire import allocate, as_bytes_view
 
 log = logging.getLogger("pympec.engine")
 
@@ -118,7 +120,7 @@ class Engine:
         deliver = header.get("deliver", "none")
         if deliver == "none":
             return []
-        buf = bytearray(header["region"])
+        buf = allocate(header["region"])
         if deliver == "p2p":
             self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
         elif deliver == "bcast":
@@ -145,7 +147,7 @@ class Engine:
             return error_reply(e, verb)
 
     def send_reply(self, header: dict, reply: dict, frames: list) -> None:
-        views = [serialize_view(f) for f in frames]
+        views = [as_bytes_view(f) for f in frames]
         if header.get("reply") == "gather":
             buf = views[0] if views else memoryview(b"")
             reply["nbytes"] = buf.nbytes
@@ -172,13 +174,8 @@ class Engine:
         """Wait for a request by polling with the backoff: MPI's own Wait busy-spins,
         and the controller's side is non-blocking, which only non-blocking calls match."""
         while not request.Test():
-            self.doorbell.wait(self.backoff.delay())
+            time.sleep(0)
         self.backoff.reset()
-
-
-def serialize_view(frame: Any) -> memoryview:
-    from .wire import as_bytes_view
-    return as_bytes_view(frame)
 
 
 def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:

@@ -30,11 +30,14 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import itertools
 import json
 import secrets
 import socket
 import struct
 from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 from .errors import ClusterError, ProtocolError, SecurityError
 
@@ -49,7 +52,15 @@ MAX_HEADER = 64 << 20
 MAX_FRAMES = 1 << 20
 _STAGE = 1 << 16          # reads smaller than this go through one staging buffer
 _IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
+_CHUNK = 1 << 20          # bulk frames are signed and sent this much at a time
+_BATCH = 4 << 20          # bytes signed ahead of what the socket has taken
 _READ_BUDGET = 64 << 20   # bytes per read() call, so one big sender cannot starve others
+
+
+def allocate(nbytes: int) -> memoryview:
+    """A writable, uninitialised byte buffer.  Not a bytearray: that zero-fills (a full
+    pass over the memory), while NumPy's large allocations skip it and get huge pages."""
+    return memoryview(np.empty(nbytes, dtype=np.uint8))
 
 
 def aligned(n: int) -> int:
@@ -132,12 +143,12 @@ class Message:
 
     __slots__ = ("header", "frames", "payload", "offsets")
 
-    def __init__(self, header: dict, payload: bytearray, offsets: list[int], lengths: list[int]):
+    def __init__(self, header: dict, payload: memoryview, offsets: list[int],
+                 lengths: list[int]):
         self.header = header
         self.payload = payload
         self.offsets = offsets
-        view = memoryview(payload)
-        self.frames = [view[o:o + n] for o, n in zip(offsets, lengths)]
+        self.frames = [payload[o:o + n] for o, n in zip(offsets, lengths)]
 
     def span(self, first: int, last: int) -> tuple[int, int]:
         """(offset, length) in ``payload`` covering frames first..last inclusive."""
@@ -231,7 +242,7 @@ class MessageReader:
         for n in self._lengths:
             self._offsets.append(total)
             total += aligned(n)
-        self._payload = bytearray(total)
+        self._payload = allocate(total)
         self._frame = -1
         self._expect(memoryview(bytearray(self._header_len)), self._next_frame)
 
@@ -262,15 +273,17 @@ class MessageReader:
 class MessageWriter:
     """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
 
-    ``queue()`` signs a message and appends it; ``flush(sock)`` writes what the socket
-    takes now and says whether everything is out.
+    ``queue()`` appends a message; ``flush(sock)`` writes what the socket takes now and
+    says whether everything is out.  Bytes are signed as they go out, a megabyte at a
+    time, so the peer verifies one chunk while this side signs the next: signing and
+    checking a large message overlap instead of adding up.
     """
 
     def __init__(self, key: bytes) -> None:
         self._key = key
         self._seq = 0
-        self._pieces: collections.deque[memoryview] = collections.deque()
-        self._keep: collections.deque[Any] = collections.deque()
+        # [view, mac, signed]: view None stands for the tag, made once all before it is signed
+        self._pieces: collections.deque[list] = collections.deque()
 
     @property
     def pending(self) -> bool:
@@ -282,13 +295,30 @@ class MessageWriter:
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(len(v)) for v in views), head])
         mac = hmac.new(self._key, LENGTH.pack(self._seq), hashlib.sha256)
-        mac.update(lead)
-        for v in views:
-            mac.update(v)
         self._seq += 1
-        self._pieces.append(memoryview(lead))
-        self._pieces.extend(v for v in views if len(v))
-        self._pieces.append(memoryview(mac.digest()))
+        pieces = self._pieces
+        pieces.append([memoryview(lead), mac, False])
+        for v in views:
+            for start in range(0, len(v), _CHUNK):
+                pieces.append([v[start:start + _CHUNK], mac, False])
+        pieces.append([None, mac, False])
+
+    def _batch(self) -> list[memoryview]:
+        """The next pieces to send (about _BATCH bytes), each signed before it goes."""
+        batch, size = [], 0
+        for piece in itertools.islice(self._pieces, _IOV_MAX):
+            view, mac, signed = piece
+            if not signed:
+                if view is None:
+                    view = piece[0] = memoryview(mac.digest())
+                else:
+                    mac.update(view)
+                piece[2] = True
+            batch.append(view)
+            size += len(view)
+            if size >= _BATCH:
+                break
+        return batch
 
     def flush(self, sock: socket.socket) -> bool:
         """Write as much as the socket takes now; True when nothing is left.
@@ -297,20 +327,19 @@ class MessageWriter:
         """
         pieces = self._pieces
         while pieces:
-            batch = [pieces[i] for i in range(min(_IOV_MAX, len(pieces)))]
             try:
-                sent = sock.sendmsg(batch)
+                sent = sock.sendmsg(self._batch())
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as e:
                 raise ClusterError(f"connection lost: {e}") from None
             while sent:
-                head = pieces[0]
+                head = pieces[0][0]
                 if sent >= len(head):
                     sent -= len(head)
                     pieces.popleft()
                 else:
-                    pieces[0] = head[sent:]
+                    pieces[0][0] = head[sent:]
                     sent = 0
         return True
 
