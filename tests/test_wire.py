@@ -1,0 +1,869 @@
+"""Unit tests of pympec.wire over real sockets (socketpairs and loopback TCP), no mocks.
+
+Covers DESIGN contract 2 (frames travel as raw bytes into aligned, writable buffers)
+and contract 5 (challenge-response handshake; every message signed with a sequence
+number, and the signature checked before anything is parsed).
+
+The tests do not compute tags themselves (the MAC construction may change, see
+docs/security.md); they only rely on the documented layout
+``prefix | lengths | header | frames | tag`` with ``wire.TAG`` bytes of tag.
+"""
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import select
+import socket
+import struct
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from pympec import wire
+from pympec.errors import ClusterError, ProtocolError, SecurityError
+
+KEY = secrets.token_bytes(32)
+LIMIT = 10.0          # every wait in this file is bounded by this many seconds
+
+
+# -- helpers -----------------------------------------------------------------------
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+@pytest.fixture
+def pair():
+    a, b = socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def pump(writer: wire.MessageWriter, wsock, reader: wire.MessageReader, rsock,
+         want: int) -> list[wire.Message]:
+    """Flush ``writer`` into ``wsock`` and read ``rsock`` until ``want`` messages came."""
+    got: list[wire.Message] = []
+    deadline = time.monotonic() + LIMIT
+    while len(got) < want:
+        assert time.monotonic() < deadline, f"only {len(got)} of {want} messages arrived"
+        done = writer.flush(wsock)
+        got += reader.read(rsock)
+        if len(got) < want:
+            select.select([rsock], [] if done else [wsock], [], 0.05)
+    assert not writer.pending
+    return got
+
+
+def encoded(writer: wire.MessageWriter, header: dict, frames=()) -> bytes:
+    """The exact bytes ``writer`` puts on the wire for one message (its next sequence number)."""
+    writer.queue(header, frames)
+    a, b = socketpair()
+    out = bytearray()
+    try:
+        deadline = time.monotonic() + LIMIT
+        while True:
+            assert time.monotonic() < deadline
+            done = writer.flush(a)
+            try:
+                while True:
+                    chunk = b.recv(1 << 20)
+                    if not chunk:
+                        break
+                    out += chunk
+            except BlockingIOError:
+                pass
+            if done:
+                break
+        return bytes(out)
+    finally:
+        a.close()
+        b.close()
+
+
+def feed(reader: wire.MessageReader, data: bytes, chunk: int = 1 << 16) -> list[wire.Message]:
+    """Send ``data`` through a fresh socketpair in ``chunk``-byte writes, reading as it goes.
+
+    Returns the messages read; exceptions from ``reader.read`` propagate.
+    """
+    a, b = socketpair()
+    got: list[wire.Message] = []
+    view = memoryview(data)
+    pos = 0
+    try:
+        deadline = time.monotonic() + LIMIT
+        while pos < len(view):
+            assert time.monotonic() < deadline
+            try:
+                pos += a.send(view[pos:pos + chunk])
+            except BlockingIOError:
+                pass
+            got += reader.read(b)
+        while select.select([b], [], [], 0)[0]:
+            assert time.monotonic() < deadline
+            got += reader.read(b)
+        return got
+    finally:
+        a.close()
+        b.close()
+
+
+def layout(data: bytes) -> dict:
+    """Offsets of the parts of one encoded message, per the documented layout."""
+    magic, hlen, nframes = wire.PREFIX.unpack_from(data, 0)
+    pos = wire.PREFIX.size
+    lengths = [wire.LENGTH.unpack_from(data, pos + i * wire.LENGTH.size)[0]
+               for i in range(nframes)]
+    header = pos + nframes * wire.LENGTH.size
+    frames, at = [], header + hlen
+    for n in lengths:
+        frames.append(at)
+        at += n
+    return dict(magic=magic, hlen=hlen, nframes=nframes, lengths=lengths, lengths_at=pos,
+                header=header, frames=frames, tag=at, end=at + wire.TAG)
+
+
+def flip(data: bytes, index: int, bit: int = 0) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 1 << bit
+    return bytes(out)
+
+
+def frame_array(frame: memoryview, dtype, shape) -> np.ndarray:
+    return np.frombuffer(frame, dtype=dtype).reshape(shape)
+
+
+# -- round trips ---------------------------------------------------------------------
+
+HEADERS = [
+    {},
+    {"verb": "execute", "targets": [0, 1, 2], "block": True, "msg_id": "a" * 32},
+    {"nested": {"list": [1, 2.5, None, True, "x"], "empty": {}}, "unicode": "héllo ∑ 🐍"},
+    {"big": "x" * 200_000},          # a header larger than the reader's staging buffer
+]
+
+
+@pytest.mark.parametrize("header", HEADERS, ids=["empty", "plain", "nested", "large"])
+def test_header_round_trip(pair, header):
+    a, b = pair
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue(header)
+    msg, = pump(writer, a, reader, b, 1)
+    assert msg.header == header
+    assert msg.frames == []
+
+
+def test_frames_round_trip(pair):
+    a, b = pair
+    rng = np.random.default_rng(0)
+    arrays = {
+        "f64": rng.standard_normal((37, 5)),
+        "i8": np.arange(-100, 100, dtype=np.int8),
+        "empty": np.zeros(0, dtype=np.float32),
+        "empty-struct": np.zeros(0, dtype=[("a", "<i4"), ("b", "<f8")]),
+        "c128": (rng.standard_normal(9) + 1j * rng.standard_normal(9)).astype(np.complex128),
+        "struct": np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
+        "big": rng.integers(0, 1 << 62, size=(3 << 20) // 8 * 3, dtype=np.int64),  # 9 MiB
+    }
+    raw = [b"plain bytes", bytearray(b"a bytearray"), memoryview(b"a memoryview"), b""]
+    frames = raw + list(arrays.values())
+    header = {"arrays": {name: [i + len(raw), a.dtype.str if a.dtype.fields is None else "S",
+                                list(a.shape)] for i, (name, a) in enumerate(arrays.items())}}
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue(header, frames)
+    msg, = pump(writer, a, reader, b, 1)
+    assert msg.header == header
+    assert len(msg.frames) == len(frames)
+    for sent, got in zip(raw, msg.frames):
+        assert bytes(got) == bytes(sent)
+    for name, arr in arrays.items():
+        index = header["arrays"][name][0]
+        back = frame_array(msg.frames[index], arr.dtype, arr.shape)
+        assert back.dtype == arr.dtype and back.shape == arr.shape
+        np.testing.assert_array_equal(back, arr)
+        assert back.flags.writeable
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "wire bug: as_bytes_view() does memoryview(a).cast('B'), which raises TypeError "
+    "('cannot cast view with zeros in shape or strides') for a 0-length array with more "
+    "than one dimension, e.g. the (0, 4) parts of scatter(np.zeros((2, 4))) over 4 engines"))
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2, 0, 5)])
+def test_zero_length_multidimensional_array_frame(pair, shape):
+    a, b = pair
+    arr = np.zeros(shape, dtype=np.float64)
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue({"shape": list(shape)}, [arr, b"after"])
+    msg, = pump(writer, a, reader, b, 1)
+    assert frame_array(msg.frames[0], arr.dtype, shape).shape == shape
+    assert bytes(msg.frames[1]) == b"after"
+
+
+def test_frames_at_aligned_offsets_in_one_writable_buffer(pair):
+    a, b = pair
+    sizes = [0, 1, 63, 64, 65, 1000, 0, 200_000, 3]
+    frames = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue({"sizes": sizes}, frames)
+    msg, = pump(writer, a, reader, b, 1)
+    payload = np.frombuffer(msg.payload, np.uint8)
+    assert payload.flags.writeable
+    assert all(o % wire.ALIGN == 0 for o in msg.offsets)
+    for frame, sent, offset in zip(msg.frames, frames, msg.offsets):
+        assert bytes(frame) == sent
+        assert not frame.readonly
+        if len(frame):     # a view at its offset in the one buffer, not a copy
+            assert np.frombuffer(frame, np.uint8).ctypes.data == payload.ctypes.data + offset
+            frame[0] ^= 0xFF                                # writable in place ...
+            assert payload[offset] == sent[0] ^ 0xFF        # ... into the one buffer
+    # span covers frames first..last inclusive
+    start, length = msg.span(1, 3)
+    assert start == msg.offsets[1]
+    assert length == msg.offsets[3] + sizes[3] - msg.offsets[1]
+    assert msg.span(2, 1) == (0, 0)
+
+
+def test_arrays_on_frames_are_numpy_aligned_and_writable(pair):
+    a, b = pair
+    arrays = [np.arange(n, dtype=dt) for n, dt in
+              [(3, np.int8), (5, np.float64), (1 << 18, np.complex128), (7, np.int16)]]
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue({}, arrays)
+    msg, = pump(writer, a, reader, b, 1)
+    for frame, arr in zip(msg.frames, arrays):
+        back = np.frombuffer(frame, dtype=arr.dtype)
+        assert back.flags.aligned and back.flags.writeable
+        back += 1
+        np.testing.assert_array_equal(back, arr + 1)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "wire bug: frames sit at 64-byte aligned *offsets* of the message buffer, but the "
+    "buffer itself (bytearray, or np.empty) comes from malloc and is only 16-byte "
+    "aligned (large payloads land at 16 mod 64), so frame addresses are not 64-aligned"))
+def test_frame_addresses_are_64_byte_aligned(pair):
+    a, b = pair
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    sizes = [1 << 20, 3 << 20, 200_000, 5000, 9 << 20, 70_000, 1 << 22, 300_000]
+    for n in sizes:            # several messages: a chance 0 mod 64 can't pass them all
+        writer.queue({"n": n}, [b"x" * 10, np.ones(n, dtype=np.uint8)])
+    messages = pump(writer, a, reader, b, len(sizes))
+    addresses = [np.frombuffer(f, np.uint8).ctypes.data % wire.ALIGN
+                 for m in messages for f in m.frames]
+    assert addresses == [0] * len(addresses)
+
+
+def test_many_frames_in_order(pair):
+    a, b = pair
+    rng = random.Random(1)
+    # more than one sendmsg batch (wire._IOV_MAX buffers), with 0-length ones among them
+    frames = [secrets.token_bytes(rng.choice([0, 0, 1, 7, 64, 100, 5000]))
+              for _ in range(1500)]
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue({"n": len(frames)}, frames)
+    msg, = pump(writer, a, reader, b, 1)
+    assert [bytes(f) for f in msg.frames] == frames
+
+
+def test_many_messages_in_order(pair):
+    a, b = pair
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    sent = []
+    for i in range(300):
+        frames = [secrets.token_bytes(i * 37 % 3000)] * (i % 3)
+        writer.queue({"i": i}, frames)
+        sent.append(frames)
+    messages = pump(writer, a, reader, b, len(sent))
+    assert [m.header["i"] for m in messages] == list(range(300))
+    for m, frames in zip(messages, sent):
+        assert [bytes(f) for f in m.frames] == frames
+
+
+def test_both_directions_on_one_socketpair(pair):
+    a, b = pair
+    c2s, s2c = wire.session_keys(KEY, b"s" * 32, b"c" * 32)
+    wa, ra = wire.MessageWriter(c2s), wire.MessageReader(s2c)
+    wb, rb = wire.MessageWriter(s2c), wire.MessageReader(c2s)
+    for i in range(5):
+        wa.queue({"ping": i}, [np.full(100_000, i, np.int32)])
+        m, = pump(wa, a, rb, b, 1)
+        wb.queue({"pong": m.header["ping"]}, [m.frames[0]])
+        r, = pump(wb, b, ra, a, 1)
+        assert r.header == {"pong": i}
+        assert (np.frombuffer(r.frames[0], np.int32) == i).all()
+
+
+def test_documented_layout():
+    header = {"verb": "push", "n": 3}
+    frames = [b"abc", b"", np.arange(10, dtype=np.int16)]
+    data = encoded(wire.MessageWriter(KEY), header, frames)
+    parts = layout(data)
+    assert parts["magic"] == wire.MAGIC
+    assert parts["nframes"] == 3
+    assert parts["lengths"] == [3, 0, 20]
+    assert json.loads(data[parts["header"]:parts["header"] + parts["hlen"]]) == header
+    starts = parts["frames"]
+    assert data[starts[0]:starts[0] + 3] == b"abc"
+    assert data[starts[2]:starts[2] + 20] == frames[2].tobytes()
+    assert parts["end"] == len(data)
+
+
+# -- split reads -------------------------------------------------------------------
+
+def test_message_fed_byte_by_byte(pair):
+    a, b = pair
+    frames = [b"", b"hello", np.arange(300, dtype=np.float64), b"", b"z"]
+    header = {"verb": "apply", "unicode": "ünï"}
+    writer = wire.MessageWriter(KEY)
+    data = encoded(writer, header, frames) + encoded(writer, {"second": True}, [b"2" * 100])
+    reader = wire.MessageReader(KEY)
+    got = []
+    first_end = layout(data)["end"]
+    for i in range(len(data)):
+        a.send(data[i:i + 1])
+        new = reader.read(b)
+        if i + 1 == first_end:
+            assert len(new) == 1, "the first message completes with its last byte"
+        elif i + 1 != len(data):
+            assert new == [], f"a message was delivered early, at byte {i}"
+        got += new
+    assert len(got) == 2
+    assert got[0].header == header
+    assert [bytes(f) for f in got[0].frames] == [bytes(wire.as_bytes_view(f)) for f in frames]
+    assert got[1].header == {"second": True} and bytes(got[1].frames[0]) == b"2" * 100
+
+
+def test_large_message_fed_in_random_tiny_pieces(pair):
+    a, b = pair
+    rng = random.Random(2)
+    big = np.random.default_rng(3).integers(0, 255, 300_000, dtype=np.uint8)  # > staging
+    writer = wire.MessageWriter(KEY)
+    data = (encoded(writer, {"k": 1}, [b"head", big, b"tail"])
+            + encoded(writer, {"k": 2}, [big[:70_000]]))
+    reader = wire.MessageReader(KEY)
+    got, pos = [], 0
+    deadline = time.monotonic() + LIMIT
+    while pos < len(data):
+        assert time.monotonic() < deadline
+        n = rng.choice([1, 2, 3, 5, 8, 13, 61, 64, 65, 97, 4000])
+        pos += a.send(data[pos:pos + n])
+        got += reader.read(b)
+    assert [m.header["k"] for m in got] == [1, 2]
+    np.testing.assert_array_equal(np.frombuffer(got[0].frames[1], np.uint8), big)
+    assert bytes(got[0].frames[0]) == b"head" and bytes(got[0].frames[2]) == b"tail"
+    np.testing.assert_array_equal(np.frombuffer(got[1].frames[0], np.uint8), big[:70_000])
+
+
+def test_read_with_nothing_available_returns_nothing(pair):
+    a, b = pair
+    reader = wire.MessageReader(KEY)
+    assert reader.read(b) == []
+    data = encoded(wire.MessageWriter(KEY), {"x": 1}, [b"abc"])
+    a.send(data[:10])
+    assert reader.read(b) == []
+    assert reader.read(b) == []
+    a.send(data[10:])
+    msg, = reader.read(b)
+    assert msg.header == {"x": 1}
+
+
+# -- partial writes ----------------------------------------------------------------
+
+def test_partial_writes_to_a_slow_reader():
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.setblocking(False)
+    b.setblocking(False)
+    rng = np.random.default_rng(4)
+    sent = [(i, [rng.integers(0, 1 << 30, n, dtype=np.int64), secrets.token_bytes(i)])
+            for i, n in enumerate([0, 10, 60_000, 1, 120_000, 5])]
+    received: list[wire.Message] = []
+    failure: list[BaseException] = []
+
+    def slow_reader():
+        reader = wire.MessageReader(KEY)
+        deadline = time.monotonic() + LIMIT
+        try:
+            while len(received) < len(sent) and time.monotonic() < deadline:
+                if select.select([b], [], [], 0.05)[0]:
+                    received.extend(reader.read(b))
+                    time.sleep(0.0005)          # let the writer's buffer fill up again
+        except BaseException as e:   # reported by the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=slow_reader, daemon=True)
+    thread.start()
+    try:
+        writer = wire.MessageWriter(KEY)
+        half = len(sent) // 2
+        for i, frames in sent[:half]:
+            writer.queue({"i": i}, frames)
+        writer.flush(a)
+        for i, frames in sent[half:]:    # queued while the first ones are partly out
+            writer.queue({"i": i}, frames)
+        partial = 0
+        deadline = time.monotonic() + LIMIT
+        while not writer.flush(a):
+            assert time.monotonic() < deadline, "the writer never finished"
+            assert writer.pending
+            partial += 1
+            select.select([], [a], [], 0.05)
+        assert not writer.pending
+        thread.join(LIMIT)
+        assert not thread.is_alive()
+    finally:
+        a.close()
+        b.close()
+    assert not failure, failure
+    assert partial > 0, "the socket took everything at once: no partial write was tested"
+    assert [m.header["i"] for m in received] == [i for i, _ in sent]
+    for m, (_, frames) in zip(received, sent):
+        np.testing.assert_array_equal(np.frombuffer(m.frames[0], np.int64), frames[0])
+        assert bytes(m.frames[1]) == frames[1]
+
+
+def test_flush_to_a_closed_peer_raises_cluster_error(pair):
+    a, b = pair
+    b.close()
+    writer = wire.MessageWriter(KEY)
+    writer.queue({"x": 1}, [b"y" * 1000])
+    with pytest.raises(ClusterError):
+        writer.flush(a)
+
+
+def test_flush_with_nothing_queued_is_done(pair):
+    a, _ = pair
+    assert wire.MessageWriter(KEY).flush(a) is True
+
+
+# -- tampering ---------------------------------------------------------------------
+
+BULK = np.random.default_rng(5).integers(0, 1 << 62, (4 << 20) // 8, dtype=np.int64)  # 4 MiB
+
+
+@pytest.fixture(scope="module")
+def bulk_message() -> bytes:
+    return encoded(wire.MessageWriter(KEY), {"verb": "push", "names": ["a", "b"]},
+                   [b"small frame", BULK])
+
+
+def test_untampered_bulk_message_passes(bulk_message):
+    msg, = feed(wire.MessageReader(KEY), bulk_message)
+    np.testing.assert_array_equal(np.frombuffer(msg.frames[1], np.int64), BULK)
+
+
+@pytest.mark.parametrize("where", ["header-first", "header-middle", "header-last",
+                                   "small-frame", "bulk-first", "bulk-middle", "bulk-last",
+                                   "tag-first", "tag-last"])
+def test_one_flipped_bit_is_rejected(bulk_message, where):
+    parts = layout(bulk_message)
+    bulk_at, bulk_len = parts["frames"][1], parts["lengths"][1]
+    index = {
+        "header-first": parts["header"],            # the '{': parsing first would say so
+        "header-middle": parts["header"] + parts["hlen"] // 2,
+        "header-last": parts["header"] + parts["hlen"] - 1,
+        "small-frame": parts["frames"][0] + 3,
+        "bulk-first": bulk_at,
+        "bulk-middle": bulk_at + bulk_len // 2 + 1,
+        "bulk-last": bulk_at + bulk_len - 1,
+        "tag-first": parts["tag"],
+        "tag-last": parts["end"] - 1,
+    }[where]
+    reader = wire.MessageReader(KEY)
+    with pytest.raises(ProtocolError, match="signature"):
+        feed(reader, flip(bulk_message, index, bit=len(where) % 8))
+
+
+def test_flipped_bit_shrinking_a_frame_length_is_rejected(bulk_message):
+    parts = layout(bulk_message)
+    length = parts["lengths"][1]
+    bit = length.bit_length() - 1                  # clear the top set bit: a shorter frame
+    byte = parts["lengths_at"] + wire.LENGTH.size + (wire.LENGTH.size - 1 - bit // 8)
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), flip(bulk_message, byte, bit % 8))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "wire bug: frame lengths are not bounds-checked; the reader allocates the sum of "
+    "the lengths before the tag is checked, so a flipped high bit in a length field "
+    "raises ValueError/MemoryError (or reserves huge memory) instead of ProtocolError"))
+@pytest.mark.parametrize("bit", [63, 50])
+def test_huge_frame_length_is_a_protocol_error(bulk_message, bit):
+    parts = layout(bulk_message)
+    byte = parts["lengths_at"] + (wire.LENGTH.size - 1 - bit // 8)   # frame 0's length
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), flip(bulk_message, byte, bit % 8)[:200])
+
+
+def test_replayed_message_is_rejected(pair):
+    a, b = pair
+    data = encoded(wire.MessageWriter(KEY), {"verb": "execute", "code": "x += 1"})
+    reader = wire.MessageReader(KEY)
+    msg, = feed(reader, data)
+    assert msg.header["code"] == "x += 1"
+    with pytest.raises(ProtocolError):
+        feed(reader, data)
+
+
+def test_reordered_messages_are_rejected():
+    writer = wire.MessageWriter(KEY)
+    first = encoded(writer, {"n": 1}, [b"one"])
+    second = encoded(writer, {"n": 2}, [b"two"])
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), second + first)
+    reader = wire.MessageReader(KEY)
+    assert [m.header["n"] for m in feed(reader, first + second)] == [1, 2]
+
+
+def test_dropped_message_is_detected():
+    writer = wire.MessageWriter(KEY)
+    first, _, third = (encoded(writer, {"n": n}) for n in (1, 2, 3))
+    reader = wire.MessageReader(KEY)
+    assert feed(reader, first)[0].header == {"n": 1}
+    with pytest.raises(ProtocolError):
+        feed(reader, third)
+
+
+def test_message_signed_with_another_key_is_rejected():
+    data = encoded(wire.MessageWriter(secrets.token_bytes(32)), {"verb": "hello"}, [b"x"])
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), data)
+
+
+def test_message_reflected_to_its_sender_is_rejected():
+    """Per-direction keys: what the client sent cannot be played back to the client."""
+    c2s, s2c = wire.session_keys(KEY, secrets.token_bytes(32), secrets.token_bytes(32))
+    assert c2s != s2c
+    data = encoded(wire.MessageWriter(c2s), {"verb": "hello"})
+    assert feed(wire.MessageReader(c2s), data)[0].header == {"verb": "hello"}
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(s2c), data)
+
+
+def test_session_keys_differ_per_connection():
+    s, c = secrets.token_bytes(32), secrets.token_bytes(32)
+    assert wire.session_keys(KEY, s, c) == wire.session_keys(KEY, s, c)
+    assert wire.session_keys(KEY, s, c) != wire.session_keys(KEY, secrets.token_bytes(32), c)
+    assert wire.session_keys(KEY, s, c) != wire.session_keys(KEY, s, secrets.token_bytes(32))
+    assert wire.session_keys(KEY, s, c) != wire.session_keys(secrets.token_bytes(32), s, c)
+
+
+# -- bad prefixes: rejected on the 16-byte prefix, before any allocation ------------
+
+BAD_PREFIXES = {
+    "wrong-magic": wire.PREFIX.pack(b"HTTP", 10, 1),
+    "lowercase-magic": wire.PREFIX.pack(b"pmsg", 10, 1),
+    "header-over-max": wire.PREFIX.pack(wire.MAGIC, wire.MAX_HEADER + 1, 0),
+    "header-u32-max": wire.PREFIX.pack(wire.MAGIC, 0xFFFFFFFF, 0),
+    "frames-over-max": wire.PREFIX.pack(wire.MAGIC, 2, wire.MAX_FRAMES + 1),
+    "frames-u32-max": wire.PREFIX.pack(wire.MAGIC, 2, 0xFFFFFFFF),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PREFIXES))
+def test_bad_prefix_is_rejected_before_allocating(pair, name):
+    a, b = pair
+    reader = wire.MessageReader(KEY)
+    a.send(BAD_PREFIXES[name])            # only the prefix: nothing more will ever come
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError):
+            deadline = time.monotonic() + LIMIT
+            while time.monotonic() < deadline:
+                reader.read(b)
+                select.select([b], [], [], 0.05)
+            pytest.fail("the reader waited for more instead of rejecting the prefix")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"the reader allocated {peak} bytes for a bad prefix"
+
+
+def test_http_request_is_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+
+def test_limits_themselves_are_accepted_prefixes(pair):
+    """MAX_FRAMES frames is allowed: the reader waits for the lengths, it does not fail."""
+    a, b = pair
+    a.send(wire.PREFIX.pack(wire.MAGIC, 2, 3))
+    assert wire.MessageReader(KEY).read(b) == []
+
+
+# -- end of stream -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_message() -> bytes:
+    return encoded(wire.MessageWriter(KEY), {"verb": "pull", "names": ["x"]},
+                   [b"abc", np.arange(100, dtype=np.int32)])
+
+
+@pytest.mark.parametrize("part", ["prefix", "lengths", "header", "frame", "tag"])
+def test_eof_mid_message_is_a_cluster_error(pair, small_message, part):
+    a, b = pair
+    parts = layout(small_message)
+    cut = {"prefix": 5, "lengths": parts["lengths_at"] + 3, "header": parts["header"] + 4,
+           "frame": parts["frames"][1] + 17, "tag": parts["tag"] + 5}[part]
+    reader = wire.MessageReader(KEY)
+    a.sendall(small_message[:cut])
+    a.close()
+    with pytest.raises(ClusterError):
+        reader.read(b)
+
+
+def test_eof_at_start_is_a_cluster_error(pair):
+    a, b = pair
+    a.close()
+    with pytest.raises(ClusterError):
+        wire.MessageReader(KEY).read(b)
+
+
+def test_eof_after_complete_messages_delivers_them_then_raises(pair):
+    a, b = pair
+    writer = wire.MessageWriter(KEY)
+    data = encoded(writer, {"n": 1}, [b"x"]) + encoded(writer, {"n": 2}, [b"y" * 100_000])
+    reader = wire.MessageReader(KEY)
+    cut = layout(data)["end"] + 100                 # the first whole, the second begun
+    a.sendall(data[:cut])
+    assert [m.header["n"] for m in reader.read(b)] == [1]
+    sender = threading.Thread(target=lambda: (a.setblocking(True), a.sendall(data[cut:]),
+                                              a.close()), daemon=True)
+    sender.start()
+    got = []
+    deadline = time.monotonic() + LIMIT
+    with pytest.raises(ClusterError):
+        while True:
+            assert time.monotonic() < deadline
+            select.select([b], [], [], 0.05)
+            got += reader.read(b)
+    sender.join(LIMIT)
+    assert [m.header["n"] for m in got] == [2]
+    assert bytes(got[0].frames[0]) == b"y" * 100_000
+
+
+def test_eof_right_after_one_message_in_the_same_read(pair, small_message):
+    a, b = pair
+    a.sendall(small_message)
+    a.close()
+    reader = wire.MessageReader(KEY)
+    msg, = reader.read(b)                 # data and EOF in one call: the message first
+    assert msg.header == {"verb": "pull", "names": ["x"]}
+    with pytest.raises(ClusterError):
+        reader.read(b)
+
+
+def test_connection_reset_mid_message_is_a_cluster_error(small_message):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=LIMIT)
+        conn, _ = server.accept()
+    with conn:
+        conn.setblocking(False)
+        client.sendall(small_message[:30])
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()                    # RST
+        reader = wire.MessageReader(KEY)
+        deadline = time.monotonic() + LIMIT
+        with pytest.raises(ClusterError):
+            while time.monotonic() < deadline:
+                select.select([conn], [], [], 0.05)
+                reader.read(conn)
+            pytest.fail("no error after a reset")
+
+
+def test_tcp_round_trip_of_a_multi_megabyte_array():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=LIMIT)
+        conn, _ = server.accept()
+    with client, conn:
+        client.setblocking(False)
+        conn.setblocking(False)
+        arr = np.random.default_rng(6).standard_normal((1024, 1024))   # 8 MiB
+        writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+        writer.queue({"dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr])
+        msg, = pump(writer, client, reader, conn, 1)
+        back = frame_array(msg.frames[0], np.dtype(msg.header["dtype"]), msg.header["shape"])
+        np.testing.assert_array_equal(back, arr)
+        assert back.flags.writeable
+
+
+# -- the handshake -----------------------------------------------------------------
+
+class Server:
+    """A tiny controller side of the handshake, in a thread, on loopback TCP.
+
+    ``mode``: "controller" (check_client, as pympec's controller does), "garbage",
+    "short-garbage", "silent", or "impostor" (answers with a proof made from another key).
+    """
+
+    def __init__(self, key: bytes, mode: str = "controller") -> None:
+        self.key, self.mode = key, mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(LIMIT)
+        self.address = self.listener.getsockname()
+        self.result: dict = {}
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError as e:
+            self.result["error"] = e
+            return
+        with conn:
+            conn.settimeout(LIMIT)
+            try:
+                self._handshake(conn)
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                self.result["error"] = e
+            self.release.wait(LIMIT)
+
+    def _recv(self, conn, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _handshake(self, conn) -> None:
+        if self.mode == "silent":
+            return
+        if self.mode == "garbage":
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n" + b"\0" * 10)
+            return
+        if self.mode == "short-garbage":
+            conn.sendall(b"hi")
+            conn.shutdown(socket.SHUT_WR)
+            return
+        snonce = secrets.token_bytes(wire.NONCE)
+        conn.sendall(wire.GREETING + snonce)
+        answer = self._recv(conn, wire.NONCE + wire.TAG)
+        self.result["answer"] = answer
+        if self.mode == "impostor":   # does not know the key: proves with its own
+            _, proof = wire.check_client(self.key, snonce,
+                                         wire.client_response(self.key, snonce)[0])
+            conn.sendall(proof)
+            return
+        checked = wire.check_client(self.key, snonce, answer)
+        self.result["checked"] = checked
+        if checked is None:
+            conn.close()             # hang up, as the controller does
+            return
+        cnonce, proof = checked
+        conn.sendall(proof)
+        c2s, s2c = wire.session_keys(self.key, snonce, cnonce)
+        self.result["keys"] = (c2s, s2c)
+        # then one message each way over the same connection
+        conn.setblocking(False)
+        reader, writer = wire.MessageReader(c2s), wire.MessageWriter(s2c)
+        deadline = time.monotonic() + LIMIT
+        got = []
+        while not got and time.monotonic() < deadline:
+            select.select([conn], [], [], 0.05)
+            got = reader.read(conn)
+        self.result["request"] = got[0].header
+        writer.queue({"reply": got[0].header}, [got[0].frames[0]])
+        while not writer.flush(conn) and time.monotonic() < deadline:
+            select.select([], [conn], [], 0.05)
+
+    def join(self) -> dict:
+        self.release.set()
+        self.thread.join(LIMIT)
+        assert not self.thread.is_alive()
+        self.listener.close()
+        return self.result
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(server.address, timeout=LIMIT)
+
+
+def test_handshake_with_the_right_key():
+    server = Server(KEY)
+    with connect(server) as sock:
+        send_key, recv_key = wire.client_handshake(sock, KEY, timeout=5)
+        sock.setblocking(False)
+        writer, reader = wire.MessageWriter(send_key), wire.MessageReader(recv_key)
+        writer.queue({"verb": "hello"}, [np.arange(1000)])
+        reply, = pump(writer, sock, reader, sock, 1)
+    result = server.join()
+    assert "error" not in result, result.get("error")
+    assert result["keys"] == (send_key, recv_key)
+    assert send_key != recv_key and KEY not in (send_key, recv_key)
+    assert result["request"] == {"verb": "hello"}
+    assert reply.header == {"reply": {"verb": "hello"}}
+    np.testing.assert_array_equal(np.frombuffer(reply.frames[0], np.int64), np.arange(1000))
+
+
+def test_handshakes_derive_fresh_keys_per_connection():
+    keys = []
+    for _ in range(2):
+        server = Server(KEY)
+        with connect(server) as sock:
+            keys.append(wire.client_handshake(sock, KEY, timeout=5))
+        server.result.setdefault("request", None)
+        server.join()
+    assert keys[0] != keys[1]
+
+
+def test_handshake_with_a_wrong_key():
+    server = Server(KEY)
+    with connect(server) as sock, pytest.raises(SecurityError, match="key"):
+        wire.client_handshake(sock, secrets.token_bytes(32), timeout=5)
+    result = server.join()
+    assert result["checked"] is None
+    assert "keys" not in result
+
+
+def test_controller_that_cannot_prove_the_key():
+    server = Server(secrets.token_bytes(32), mode="impostor")
+    with connect(server) as sock, pytest.raises(SecurityError):
+        wire.client_handshake(sock, KEY, timeout=5)
+    server.join()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "short-garbage"])
+def test_garbage_greeting_is_a_cluster_error(mode):
+    server = Server(KEY, mode=mode)
+    with connect(server) as sock, pytest.raises(ClusterError) as info:
+        wire.client_handshake(sock, KEY, timeout=5)
+    assert not isinstance(info.value, SecurityError)
+    server.join()
+
+
+def test_silent_server_times_out_with_cluster_error():
+    server = Server(KEY, mode="silent")
+    start = time.monotonic()
+    with connect(server) as sock, pytest.raises(ClusterError, match="0.3"):
+        wire.client_handshake(sock, KEY, timeout=0.3)
+    elapsed = time.monotonic() - start
+    assert 0.25 < elapsed < 3
+    server.join()
+
+
+def test_check_client_rejects_malformed_answers():
+    snonce = secrets.token_bytes(wire.NONCE)
+    good, cnonce = wire.client_response(KEY, snonce)
+    checked = wire.check_client(KEY, snonce, good)
+    assert checked is not None and checked[0] == cnonce
+    assert wire.check_client(KEY, snonce, b"") is None
+    assert wire.check_client(KEY, snonce, good[:-1]) is None
+    assert wire.check_client(KEY, snonce, good + b"\0") is None
+    assert wire.check_client(KEY, snonce, flip(good, 5)) is None          # cnonce
+    assert wire.check_client(KEY, snonce, flip(good, len(good) - 1)) is None   # proof
+    # an answer recorded for another challenge is worthless (no handshake replay)
+    assert wire.check_client(KEY, secrets.token_bytes(wire.NONCE), good) is None
+    assert wire.check_client(secrets.token_bytes(32), snonce, good) is None
