@@ -28,3 +28,15 @@ def test_push_pull_over_2gib(private_cluster):
         back = mec.pull("a", targets=0)[0]
         assert back.nbytes == a.nbytes and back.flags.writeable
         assert back[0] == 0 and back[-1] == a.size - 1 and back[a.size // 2] == a.size // 2
+
+
+def test_scatter_gather_over_2gib(private_cluster):
+    """Collective displacements past 2 GiB (two engines, 1.25 GiB each)."""
+    with private_cluster.client() as mec:
+        a = np.arange((BIG + (1 << 29)) // 8, dtype=np.int64)
+        mec.scatter("part", a)
+        assert mec.execute("ok = bool(part[0] == part[-1] - part.size + 1)") is not None
+        assert mec.pull("ok") == [True, True]
+        back = mec.gather("part")
+        assert back.nbytes == a.nbytes and back[-1] == a.size - 1
+        assert back[a.size // 2] == a.size // 2
