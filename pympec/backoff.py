@@ -30,6 +30,10 @@ class Backoff:
         self.max = float(max)
         self.idle = float(idle)
         self.idle_max = float(idle_max)
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):   # also rejects NaN
+                raise ValueError(f"backoff {name} must be a finite number >= 0, not {value}")
         self.reset()
 
     @classmethod
@@ -47,6 +51,7 @@ class Backoff:
                         if name not in _FIELDS:
                             raise ValueError(f"unknown field {name!r}")
                         settings[name] = float(value)
+                return cls(**settings)
             except ValueError as e:
                 raise ValueError(f"bad PYMPEC_BACKOFF={text!r}: {e}; "
                                  f"expected seconds or fields {', '.join(_FIELDS)}") from None

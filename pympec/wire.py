@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import secrets
 import socket
 import struct
@@ -50,6 +51,7 @@ LENGTH = struct.Struct("!Q")
 ALIGN = 64
 MAX_HEADER = 64 << 20
 MAX_FRAMES = 1 << 20
+MAX_MESSAGE = int(os.environ.get("PYMPEC_MAX_MESSAGE", 1 << 40))   # bytes of frames
 _STAGE = 1 << 16          # reads smaller than this go through one staging buffer
 _IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
 _CHUNK = 1 << 20          # bulk frames are signed and sent this much at a time
@@ -58,9 +60,12 @@ _READ_BUDGET = 64 << 20   # bytes per read() call, so one big sender cannot star
 
 
 def allocate(nbytes: int) -> memoryview:
-    """A writable, uninitialised byte buffer.  Not a bytearray: that zero-fills (a full
-    pass over the memory), while NumPy's large allocations skip it and get huge pages."""
-    return memoryview(np.empty(nbytes, dtype=np.uint8))
+    """A writable, uninitialised, 64-byte aligned byte buffer.  Not a bytearray: that
+    zero-fills (a full pass over the memory), while NumPy's large allocations skip it
+    and get huge pages."""
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return memoryview(raw[start:start + nbytes])
 
 
 def aligned(n: int) -> int:
@@ -70,7 +75,9 @@ def aligned(n: int) -> int:
 def as_bytes_view(buf: Any) -> memoryview:
     """A flat byte view of any contiguous buffer (bytes, NumPy array, PickleBuffer...)."""
     view = buf.raw() if hasattr(buf, "raw") else memoryview(buf)
-    return view if (view.format == "B" and view.ndim == 1) else view.cast("B")
+    if view.format == "B" and view.ndim == 1:
+        return view
+    return view.cast("B") if view.nbytes else memoryview(b"")   # (0, n) shapes don't cast
 
 
 # -- the handshake -----------------------------------------------------------------
@@ -242,7 +249,13 @@ class MessageReader:
         for n in self._lengths:
             self._offsets.append(total)
             total += aligned(n)
-        self._payload = allocate(total)
+        if total > MAX_MESSAGE:
+            raise ProtocolError(f"message of {total} bytes is over the limit of "
+                                f"{MAX_MESSAGE} (PYMPEC_MAX_MESSAGE)")
+        try:
+            self._payload = allocate(total)
+        except (MemoryError, ValueError) as e:
+            raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
         self._frame = -1
         self._expect(memoryview(bytearray(self._header_len)), self._next_frame)
 

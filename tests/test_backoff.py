@@ -138,10 +138,6 @@ def test_from_env_unknown_field_is_named(monkeypatch):
         Backoff.from_env()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backoff bug: from_env accepts negative and NaN values; the backoff then returns "
-    "a negative/NaN delay and time.sleep() (or Doorbell.wait) raises ValueError later, "
-    "inside an engine's or the controller's poll loop, instead of at startup"))
 @pytest.mark.parametrize("text", ["-1", "max=-0.001", "nan", "idle_max=nan", "start=-1"])
 def test_from_env_rejects_negative_and_nan(monkeypatch, text):
     monkeypatch.setenv("PYMPEC_BACKOFF", text)
