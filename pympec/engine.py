@@ -40,6 +40,8 @@ from .wire import allocate, as_bytes_view
 
 log = logging.getLogger("pympec.engine")
 
+TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
+
 
 # -- the commands: header args and payload frames in, one value out ----------------
 
@@ -171,10 +173,18 @@ class Engine:
         self.wait(request)
 
     def wait(self, request) -> None:
-        """Wait for a request by polling with the backoff: MPI's own Wait busy-spins,
-        and the controller's side is non-blocking, which only non-blocking calls match."""
+        """Wait for a request by polling: MPI's own Wait spins without end, and the
+        controller's side is non-blocking, which only non-blocking calls match.
+
+        A large transfer advances only while both sides call into MPI, so the first
+        TRANSFER_SPIN seconds poll back to back (yielding the CPU in between); a wait
+        that lasts longer sleeps with the backoff, as an idle engine does."""
+        spin_until = time.monotonic() + TRANSFER_SPIN
         while not request.Test():
-            time.sleep(0)
+            if time.monotonic() < spin_until:
+                time.sleep(0)
+            else:
+                self.doorbell.wait(self.backoff.delay())
         self.backoff.reset()
 
 

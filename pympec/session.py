@@ -66,6 +66,8 @@ class Session:
             send_key, recv_key = wire.client_handshake(sock, self.info.key_bytes, self.timeout)
         except OSError as e:   # e.g. reset by a controller that is going down
             sock.close()
+            if isinstance(e, ClusterError):   # already says what went wrong
+                raise
             raise ClusterError(
                 f"the controller at {address}:{port} (cluster {self.info.cluster_id}) "
                 f"dropped the connection during the handshake: {e}") from None
