@@ -53,29 +53,30 @@ class Connection:
         self.peer = peer
         self.key = key
         self.snonce = os.urandom(wire.NONCE)
+        self.offer = wire.supported_macs()
         self.answer = b""
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
         self.client: str | None = None
         sock.setblocking(False)
-        sock.send(wire.GREETING + self.snonce)   # 40 bytes always fit a new socket's buffer
+        sock.send(wire.greeting(self.snonce, self.offer))   # always fits a new socket's buffer
 
     def handshake(self) -> bool | None:
         """Read the client's answer; True once authenticated, None if it failed."""
-        data = self.sock.recv(wire.NONCE + wire.TAG - len(self.answer))
+        data = self.sock.recv(wire.ANSWER - len(self.answer))
         if not data:
             return None
         self.answer += data
-        if len(self.answer) < wire.NONCE + wire.TAG:
+        if len(self.answer) < wire.ANSWER:
             return False
-        checked = wire.check_client(self.key, self.snonce, self.answer)
+        checked = wire.check_client(self.key, self.snonce, self.answer, self.offer)
         if checked is None:
             return None
-        cnonce, proof = checked
+        cnonce, proof, mac = checked
         self.sock.send(proof)
         c2s, s2c = wire.session_keys(self.key, self.snonce, cnonce)
-        self.reader, self.writer = wire.MessageReader(c2s), wire.MessageWriter(s2c)
+        self.reader, self.writer = wire.MessageReader(c2s, mac), wire.MessageWriter(s2c, mac)
         return True
 
 

@@ -63,7 +63,8 @@ class Session:
                 f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
                 f"start one with `pympec cluster start -n 4`") from None
         try:
-            send_key, recv_key = wire.client_handshake(sock, self.info.key_bytes, self.timeout)
+            send_key, recv_key, mac = wire.client_handshake(sock, self.info.key_bytes,
+                                                            self.timeout)
         except OSError as e:   # e.g. reset by a controller that is going down
             sock.close()
             if isinstance(e, ClusterError):   # already says what went wrong
@@ -78,7 +79,8 @@ class Session:
         keepalive(sock)
         sock.setblocking(False)
         self.sock = sock
-        self.reader, self.writer = wire.MessageReader(recv_key), wire.MessageWriter(send_key)
+        self.reader = wire.MessageReader(recv_key, mac)
+        self.writer = wire.MessageWriter(send_key, mac)
         return self.call("hello", client=self.client_id)
 
     def close(self) -> None:

@@ -3,26 +3,29 @@
 A connection opens with a challenge and response that proves both sides know the
 cluster key; nothing else is read before it succeeds::
 
-    controller -> client    b"PYMPEC01" + snonce                     (32 random bytes)
-    client -> controller    cnonce + HMAC(key, b"client" + snonce + cnonce)
-    controller -> client    HMAC(key, b"server" + snonce + cnonce)    (or it hangs up)
+    controller -> client    b"PYMPEC02" + snonce + offer       (32 random bytes; MACs it has)
+    client -> controller    cnonce + choice + HMAC(key, b"client" + snonce + cnonce + offer + choice)
+    controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
+                            (or it hangs up)
 
 Each side then derives one key per direction from the cluster key and both nonces, and
 every message after that is::
 
     +--------+------------+---------+---------------+--------+--------+--------+
     | b"PMSG"| header len | nframes | frame lengths | header | frames |  tag   |
-    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |  raw   |  32 B  |
+    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |  raw   | 32/16 B|
     +--------+------------+---------+---------------+--------+--------+--------+
 
-    tag = HMAC-SHA256(direction key, sequence number || all bytes before the tag)
+    tag = HMAC-SHA256(direction key, sequence number || all bytes before the tag), or,
+          when both sides have the ``cryptography`` package, Poly1305 over the same bytes
+          under a one-time key HMAC-SHA256(direction key, b"poly1305" || sequence number)
 
 The sequence number counts messages per direction and is never sent, so a replayed,
 dropped or reordered message fails the check.  Lengths are bounds-checked, the tag is
 checked before the header is parsed, and nothing here unpickles.
 
 Frames are received straight into one preallocated buffer per message, each at a
-64-byte aligned offset, so NumPy arrays built on them are aligned and writable; they
+64-byte aligned address, so NumPy arrays built on them are aligned and writable; they
 are sent with ``sendmsg`` (scatter/gather I/O), so nothing is joined in memory.
 """
 from __future__ import annotations
@@ -42,9 +45,10 @@ import numpy as np
 
 from .errors import ClusterError, ProtocolError, SecurityError
 
-GREETING = b"PYMPEC01"
+GREETING = b"PYMPEC02"
 NONCE = 32
-TAG = 32
+TAG = 32                  # handshake proofs: HMAC-SHA256
+ANSWER = 32 + 1 + TAG     # the client's answer: cnonce, chosen MAC, proof
 MAGIC = b"PMSG"
 PREFIX = struct.Struct("!4sII")
 LENGTH = struct.Struct("!Q")
@@ -80,6 +84,45 @@ def as_bytes_view(buf: Any) -> memoryview:
     return view.cast("B") if view.nbytes else memoryview(b"")   # (0, n) shapes don't cast
 
 
+# -- message authentication codes ---------------------------------------------------
+
+HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
+
+
+def supported_macs() -> int:
+    """The MACs this process can use: HMAC-SHA256 always, Poly1305 when the
+    ``cryptography`` package (``pip install pympec[fast]``) is installed."""
+    try:
+        from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: F401
+    except ImportError:
+        return HMAC_SHA256
+    return HMAC_SHA256 | POLY1305
+
+
+class _Poly1305:
+    """Poly1305 under a one-time key per message, HMAC-SHA256(direction key, b"poly1305"
+    || sequence number): Poly1305 must never see a key twice, and this one never does."""
+
+    def __init__(self, key: bytes, seq: int) -> None:
+        from cryptography.hazmat.primitives.poly1305 import Poly1305
+        self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq)))
+        self.update = self._poly.update
+
+    def digest(self) -> bytes:
+        return self._poly.finalize()
+
+
+def message_mac(kind: int, key: bytes, seq: int) -> Any:
+    """The MAC of message ``seq``: an object with ``update(bytes)`` and ``digest()``."""
+    if kind == POLY1305:
+        return _Poly1305(key, seq)
+    return hmac.new(key, LENGTH.pack(seq), hashlib.sha256)
+
+
+def tag_size(kind: int) -> int:
+    return 16 if kind == POLY1305 else 32
+
+
 # -- the handshake -----------------------------------------------------------------
 
 def _mac(key: bytes, *parts: bytes) -> bytes:
@@ -91,46 +134,63 @@ def session_keys(key: bytes, snonce: bytes, cnonce: bytes) -> tuple[bytes, bytes
     return _mac(key, b"c2s", snonce, cnonce), _mac(key, b"s2c", snonce, cnonce)
 
 
-def client_response(key: bytes, snonce: bytes) -> tuple[bytes, bytes]:
-    """The client's answer to a challenge: (cnonce + proof, cnonce)."""
+def greeting(snonce: bytes, offer: int) -> bytes:
+    """What the controller sends first: who it is, its challenge, the MACs it offers."""
+    return GREETING + snonce + bytes([offer])
+
+
+def client_response(key: bytes, snonce: bytes, offer: int = HMAC_SHA256) -> tuple[bytes, bytes]:
+    """The client's answer to a challenge: (cnonce + chosen MAC + proof, cnonce).
+    It picks Poly1305 when both sides have it; the proof covers offer and choice, so
+    nobody in between can downgrade them."""
     cnonce = secrets.token_bytes(NONCE)
-    return cnonce + _mac(key, b"client", snonce, cnonce), cnonce
+    choice = POLY1305 if offer & supported_macs() & POLY1305 else HMAC_SHA256
+    picked = bytes([offer, choice])
+    return cnonce + picked[1:] + _mac(key, b"client", snonce, cnonce, picked), cnonce
 
 
-def check_client(key: bytes, snonce: bytes, answer: bytes) -> tuple[bytes, bytes] | None:
-    """On the controller: the (cnonce, proof of the server) if ``answer`` is right, else None."""
-    cnonce, proof = answer[:NONCE], answer[NONCE:]
-    if len(answer) != NONCE + TAG or not hmac.compare_digest(
-            proof, _mac(key, b"client", snonce, cnonce)):
+def check_client(key: bytes, snonce: bytes, answer: bytes,
+                 offer: int = HMAC_SHA256) -> tuple[bytes, bytes, int] | None:
+    """On the controller: (cnonce, proof of the server, chosen MAC) if ``answer`` is
+    right, else None."""
+    if len(answer) != ANSWER:
         return None
-    return cnonce, _mac(key, b"server", snonce, cnonce)
+    cnonce, choice, proof = answer[:NONCE], answer[NONCE], answer[NONCE + 1:]
+    picked = bytes([offer, choice])
+    if choice not in (HMAC_SHA256, POLY1305) or not choice & offer or not \
+            hmac.compare_digest(proof, _mac(key, b"client", snonce, cnonce, picked)):
+        return None
+    return cnonce, _mac(key, b"server", snonce, cnonce, picked), choice
 
 
-def client_handshake(sock: socket.socket, key: bytes, timeout: float) -> tuple[bytes, bytes]:
-    """Authenticate a freshly connected (blocking) socket; returns (send key, receive key).
+def client_handshake(sock: socket.socket, key: bytes,
+                     timeout: float) -> tuple[bytes, bytes, int]:
+    """Authenticate a freshly connected (blocking) socket; returns (send key, receive
+    key, MAC kind).
 
     Raises SecurityError when the controller rejects the key or cannot prove it knows it,
     and ClusterError when the peer is not a pympec controller or does not answer in time.
     """
     sock.settimeout(timeout)
     try:
-        greeting = _recv_exactly(sock, len(GREETING) + NONCE)
-        if not greeting.startswith(GREETING):
+        hello = _recv_exactly(sock, len(GREETING) + NONCE + 1)
+        if not hello.startswith(GREETING):
             raise ClusterError("the peer is not a pympec controller (bad greeting)")
-        snonce = greeting[len(GREETING):]
-        answer, cnonce = client_response(key, snonce)
+        snonce, offer = hello[len(GREETING):-1], hello[-1]
+        answer, cnonce = client_response(key, snonce, offer)
+        picked = bytes([offer, answer[NONCE]])
         sock.sendall(answer)
         try:
             proof = _recv_exactly(sock, TAG)
         except ClusterError:
             raise SecurityError("the controller rejected this client's key: the connection "
                                 "file does not belong to the running cluster") from None
-        if not hmac.compare_digest(proof, _mac(key, b"server", snonce, cnonce)):
+        if not hmac.compare_digest(proof, _mac(key, b"server", snonce, cnonce, picked)):
             raise SecurityError("the controller failed to prove it knows the key")
     except socket.timeout:
         raise ClusterError(f"no pympec handshake from the controller within {timeout:g} s") from None
     c2s, s2c = session_keys(key, snonce, cnonce)
-    return c2s, s2c
+    return c2s, s2c, picked[1]
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -172,15 +232,16 @@ class MessageReader:
     message may arrive over many calls (and a KeyboardInterrupt never loses the place).
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, mac: int = HMAC_SHA256) -> None:
         self._key = key
+        self._kind = mac
         self._seq = 0
         self._stage = bytearray(_STAGE)
         self._staged = memoryview(b"")
         self._begin_message()
 
     def _begin_message(self) -> None:
-        self._mac = hmac.new(self._key, LENGTH.pack(self._seq), hashlib.sha256)
+        self._mac = message_mac(self._kind, self._key, self._seq)
         self._step = self._got_prefix
         self._target = memoryview(bytearray(PREFIX.size))
         self._pos = 0
@@ -268,7 +329,8 @@ class MessageReader:
             self._expect(memoryview(self._payload)[o:o + self._lengths[self._frame]],
                          self._next_frame)
         else:
-            self._expect(memoryview(bytearray(TAG)), self._got_tag, signed=False)
+            self._expect(memoryview(bytearray(tag_size(self._kind))), self._got_tag,
+                         signed=False)
 
     def _got_tag(self) -> Message:
         if not hmac.compare_digest(self._mac.digest(), self._target):
@@ -292,8 +354,9 @@ class MessageWriter:
     checking a large message overlap instead of adding up.
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, mac: int = HMAC_SHA256) -> None:
         self._key = key
+        self._kind = mac
         self._seq = 0
         # [view, mac, signed]: view None stands for the tag, made once all before it is signed
         self._pieces: collections.deque[list] = collections.deque()
@@ -307,7 +370,7 @@ class MessageWriter:
         head = json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(len(v)) for v in views), head])
-        mac = hmac.new(self._key, LENGTH.pack(self._seq), hashlib.sha256)
+        mac = message_mac(self._kind, self._key, self._seq)
         self._seq += 1
         pieces = self._pieces
         pieces.append([memoryview(lead), mac, False])

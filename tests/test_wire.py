@@ -737,26 +737,29 @@ class Server:
             conn.shutdown(socket.SHUT_WR)
             return
         snonce = secrets.token_bytes(wire.NONCE)
-        conn.sendall(wire.GREETING + snonce)
-        answer = self._recv(conn, wire.NONCE + wire.TAG)
+        offer = wire.supported_macs()
+        conn.sendall(wire.greeting(snonce, offer))
+        answer = self._recv(conn, wire.ANSWER)
         self.result["answer"] = answer
         if self.mode == "impostor":   # does not know the key: proves with its own
-            _, proof = wire.check_client(self.key, snonce,
-                                         wire.client_response(self.key, snonce)[0])
+            _, proof, _ = wire.check_client(self.key, snonce,
+                                            wire.client_response(self.key, snonce, offer)[0],
+                                            offer)
             conn.sendall(proof)
             return
-        checked = wire.check_client(self.key, snonce, answer)
+        checked = wire.check_client(self.key, snonce, answer, offer)
         self.result["checked"] = checked
         if checked is None:
             conn.close()             # hang up, as the controller does
             return
-        cnonce, proof = checked
+        cnonce, proof, mac = checked
         conn.sendall(proof)
         c2s, s2c = wire.session_keys(self.key, snonce, cnonce)
         self.result["keys"] = (c2s, s2c)
+        self.result["mac"] = mac
         # then one message each way over the same connection
         conn.setblocking(False)
-        reader, writer = wire.MessageReader(c2s), wire.MessageWriter(s2c)
+        reader, writer = wire.MessageReader(c2s, mac), wire.MessageWriter(s2c, mac)
         deadline = time.monotonic() + LIMIT
         got = []
         while not got and time.monotonic() < deadline:
@@ -782,14 +785,15 @@ def connect(server: Server) -> socket.socket:
 def test_handshake_with_the_right_key():
     server = Server(KEY)
     with connect(server) as sock:
-        send_key, recv_key = wire.client_handshake(sock, KEY, timeout=5)
+        send_key, recv_key, mac = wire.client_handshake(sock, KEY, timeout=5)
         sock.setblocking(False)
-        writer, reader = wire.MessageWriter(send_key), wire.MessageReader(recv_key)
+        writer, reader = wire.MessageWriter(send_key, mac), wire.MessageReader(recv_key, mac)
         writer.queue({"verb": "hello"}, [np.arange(1000)])
         reply, = pump(writer, sock, reader, sock, 1)
     result = server.join()
     assert "error" not in result, result.get("error")
-    assert result["keys"] == (send_key, recv_key)
+    assert result["keys"] == (send_key, recv_key) and result["mac"] == mac
+    assert mac == (wire.POLY1305 if wire.supported_macs() & wire.POLY1305 else wire.HMAC_SHA256)
     assert send_key != recv_key and KEY not in (send_key, recv_key)
     assert result["request"] == {"verb": "hello"}
     assert reply.header == {"reply": {"verb": "hello"}}
@@ -840,6 +844,38 @@ def test_silent_server_times_out_with_cluster_error():
     elapsed = time.monotonic() - start
     assert 0.25 < elapsed < 3
     server.join()
+
+
+@pytest.mark.parametrize("mac", [wire.HMAC_SHA256, wire.POLY1305])
+def test_round_trip_and_tampering_with_each_mac(mac):
+    if not wire.supported_macs() & mac:
+        pytest.skip("Poly1305 needs the cryptography package (pympec[fast])")
+    writer, reader = wire.MessageWriter(KEY, mac), wire.MessageReader(KEY, mac)
+    data = encoded(writer, {"n": 1}, [np.arange(300_000)])
+    msg, = feed(reader, data)
+    assert np.array_equal(np.frombuffer(msg.frames[0], np.int64), np.arange(300_000))
+    forged = encoded(writer, {"n": 2}, [np.arange(300_000)])
+    with pytest.raises(ProtocolError):
+        feed(reader, flip(forged, len(forged) // 2))
+    # a tag made with the other MAC does not pass either
+    other = wire.POLY1305 if mac == wire.HMAC_SHA256 else wire.HMAC_SHA256
+    if wire.supported_macs() & other:
+        data = encoded(wire.MessageWriter(KEY, other), {})
+        pad = b"\0" * max(0, wire.tag_size(mac) - wire.tag_size(other))   # a whole "tag"
+        with pytest.raises(ProtocolError):
+            feed(wire.MessageReader(KEY, mac), data + pad)
+
+
+def test_offer_and_choice_cannot_be_downgraded():
+    """The proof covers the controller's offer and the client's choice."""
+    snonce = secrets.token_bytes(wire.NONCE)
+    both = wire.HMAC_SHA256 | wire.POLY1305
+    answer, _ = wire.client_response(KEY, snonce, both)
+    assert wire.check_client(KEY, snonce, answer, both) is not None
+    assert wire.check_client(KEY, snonce, answer, wire.HMAC_SHA256 if answer[wire.NONCE] ==
+                             wire.HMAC_SHA256 else wire.POLY1305) is None    # offer changed
+    changed = answer[:wire.NONCE] + bytes([answer[wire.NONCE] ^ 3]) + answer[wire.NONCE + 1:]
+    assert wire.check_client(KEY, snonce, changed, both) is None           # choice changed
 
 
 def test_check_client_rejects_malformed_answers():
