@@ -89,14 +89,16 @@ def as_bytes_view(buf: Any) -> memoryview:
 HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
 
 
+try:
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+except ImportError:   # pympec[fast] not installed: HMAC-SHA256 only
+    Poly1305 = None
+
+
 def supported_macs() -> int:
     """The MACs this process can use: HMAC-SHA256 always, Poly1305 when the
     ``cryptography`` package (``pip install pympec[fast]``) is installed."""
-    try:
-        from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: F401
-    except ImportError:
-        return HMAC_SHA256
-    return HMAC_SHA256 | POLY1305
+    return HMAC_SHA256 if Poly1305 is None else HMAC_SHA256 | POLY1305
 
 
 class _Poly1305:
@@ -104,7 +106,6 @@ class _Poly1305:
     || sequence number): Poly1305 must never see a key twice, and this one never does."""
 
     def __init__(self, key: bytes, seq: int) -> None:
-        from cryptography.hazmat.primitives.poly1305 import Poly1305
         self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq)))
         self.update = self._poly.update
 
