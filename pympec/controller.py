@@ -352,7 +352,9 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str) -> None:
     info.write(path)
     log.info("controller of cluster %s listening on %s:%d; %d engines; connection file %s",
              cluster_id, address, info.port, info.engines, path)
-    controller = Controller(comm, listener, info, path, Backoff.from_env())
+    # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
+    # at once, and while any engine runs something its sleeps stay under backoff.max.
+    controller = Controller(comm, listener, info, path, Backoff.from_env(idle_max=0.1))
     try:
         controller.serve()
     except KeyboardInterrupt:
