@@ -76,4 +76,8 @@ class Backoff:
 
     def sleep(self) -> None:
         """Sleep for :meth:`delay` seconds (a bare yield of the CPU when it is 0)."""
-        time.sleep(self.delay())
+        delay = self.delay()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            os.sched_yield()   # time.sleep(0) would sleep out the timer slack (~60 us)

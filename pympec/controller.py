@@ -93,6 +93,7 @@ class Controller:
         self.backoff = backoff
         self.started = time.time()
         self.clients: dict[str, Connection] = {}
+        self.handshaking: set[Connection] = set()   # connected, not yet authenticated
         self.kept: dict[str, collections.OrderedDict] = collections.defaultdict(
             collections.OrderedDict)            # client -> unacknowledged results
         self.kept_bytes = 0
@@ -171,11 +172,13 @@ class Controller:
             sock.close()
             return
         self.selector.register(sock, selectors.EVENT_READ, conn)
+        self.handshaking.add(conn)
 
     def close(self, conn: Connection, why: str) -> None:
         log.info("closing connection from %s: %s", conn.peer, why)
         if conn.client and self.clients.get(conn.client) is conn:
             del self.clients[conn.client]
+        self.handshaking.discard(conn)
         try:
             self.selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -183,16 +186,18 @@ class Controller:
         conn.sock.close()
 
     def expire_handshakes(self) -> None:
-        now = time.monotonic()
-        for key in list(self.selector.get_map().values()):
-            conn = key.data
-            if isinstance(conn, Connection) and conn.reader is None and now > conn.deadline:
+        """Drop connections that did not authenticate within HANDSHAKE_TIMEOUT."""
+        if self.handshaking:
+            now = time.monotonic()
+            for conn in [c for c in self.handshaking if now > c.deadline]:
                 self.close(conn, "no handshake in time")
 
     def on_readable(self, conn: Connection) -> None:
         try:
             if conn.reader is None:
                 done = conn.handshake()
+                if done:
+                    self.handshaking.discard(conn)
                 if done is None:
                     log.warning("rejected a connection from %s: failed authentication",
                                 conn.peer)

@@ -28,8 +28,8 @@ from mpi4py import MPI
 from . import paths, wire
 from .wire import allocate
 from .errors import InvalidEngineID, NoEnginesRegistered
-from .runtime import (TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec, encode_header,
-                      engine_rank, group_comm, recv_header)
+from .runtime import (INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec,
+                      encode_header, engine_rank, group_comm, recv_header, split)
 
 log = logging.getLogger("pympec.controller")
 
@@ -201,13 +201,26 @@ class Dispatcher:
     def start_one(self, job: Job, engine: Engine) -> None:
         self.take(job, engine)
         header = self.command(job, reply="p2p")
-        if job.deliver != "none":
-            start, length, frames = job.region(engine.id)
-            header.update(deliver="p2p", region=length, frames=frames)
-        self.isend(encode_header(header), engine.rank, TAG_COMMAND)
-        if job.deliver != "none":
-            payload = memoryview(job.message.payload)[start:start + length]
-            self.isend(payload, engine.rank, TAG_DATA)
+        if job.deliver == "none":
+            self.send_command(engine.rank, header)
+            return
+        start, length, frames = job.region(engine.id)
+        self.send_command(engine.rank, header, job.message.payload[start:start + length],
+                          frames)
+
+    def send_command(self, rank: int, header: dict, payload: memoryview | None = None,
+                     frames: list | None = None) -> None:
+        """One command to one engine: the header, with ``payload`` inline when it is
+        small, else in a second message.  ``frames``: [offset, length] in ``payload``."""
+        if payload is None:
+            self.isend(encode_header(header), rank, TAG_COMMAND)
+        elif len(payload) <= INLINE:
+            header.update(deliver="inline", frames=frames)
+            self.isend(encode_header(header, [payload]), rank, TAG_COMMAND)
+        else:
+            header.update(deliver="p2p", region=len(payload), frames=frames)
+            self.isend(encode_header(header), rank, TAG_COMMAND)
+            self.isend(payload, rank, TAG_DATA)
 
     def group(self, members: list[Engine]) -> tuple[str, MPI.Comm]:
         """The communicator of the controller plus ``members`` (in order), made once."""
@@ -251,11 +264,11 @@ class Dispatcher:
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
             moved = True
             source = self.status.Get_source()
-            self.on_reply(self.engine_at(source), recv_header(self.comm, self.status))
+            self.on_reply(self.engine_at(source), *recv_header(self.comm, self.status))
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
             moved = True
             source = self.status.Get_source()
-            self.on_output(source - 1, recv_header(self.comm, self.status))
+            self.on_output(source - 1, recv_header(self.comm, self.status)[0])
         pending, self.requests = self.requests, []
         for entry in pending:
             if entry[0].Test():
@@ -270,9 +283,11 @@ class Dispatcher:
         engine = self.engines.get(rank - 1)
         return engine or next(e for e in self.stopped if e.rank == rank)
 
-    def on_reply(self, engine: Engine, reply: dict) -> None:
+    def on_reply(self, engine: Engine, reply: dict, tail: memoryview) -> None:
+        """A reply header arrived: get its frames, then finish the engine's part."""
         if "tasks" in reply:   # a task batch's reply
-            self.tasks.on_reply(engine, reply)
+            self.receive_frames(engine, reply, tail, lambda frames: self.tasks.settle(
+                engine, reply, frames[0] if frames else None))
             return
         job = self.jobs[reply.pop("job")]
         if "nbytes" in reply:
@@ -280,17 +295,24 @@ class Dispatcher:
             if len(job.gathering) == len(job.members):
                 self.start_gather(job)
             return
-        lengths = reply.pop("lengths")
-        frames = [allocate(n) for n in lengths]
-        if not frames:
-            self.engine_done(job, engine, reply, [])
+        self.receive_frames(engine, reply, tail,
+                            lambda frames: self.engine_done(job, engine, reply, frames))
+
+    def receive_frames(self, engine: Engine, reply: dict, tail: memoryview,
+                       then: Callable[[list], None]) -> None:
+        """Call ``then(frames)`` once the reply's frames are here: inline in its message,
+        or one MPI message each, received without blocking."""
+        lengths = reply.pop("lengths", [])
+        if reply.pop("inline", False) or not lengths:
+            then(split(tail, lengths))
             return
+        frames = [allocate(n) for n in lengths]
         left = [len(frames)]
 
         def received() -> None:
             left[0] -= 1
             if not left[0]:
-                self.engine_done(job, engine, reply, frames)
+                then(frames)
 
         for buf in frames:  # posted in order, so they match the engine's sends in order
             self.track(self.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA), received, buf)

@@ -33,8 +33,8 @@ from . import serialize
 from .backoff import Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
-from .runtime import (CONTROLLER, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec,
-                      encode_header, group_comm, recv_header)
+from .runtime import (CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
+                      bytes_spec, encode_header, group_comm, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 from .wire import allocate, as_bytes_view
 
@@ -101,7 +101,7 @@ class Engine:
                     self.backoff.reset()
                 continue
             self.backoff.reset()
-            header = recv_header(self.comm, status)
+            header, tail = recv_header(self.comm, status)
             verb = header["verb"]
             if verb == "_shutdown":
                 log.info("shutdown")
@@ -109,7 +109,7 @@ class Engine:
             if verb == "_group":
                 self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
                 continue
-            frames = self.receive_payload(header)
+            frames = self.receive_payload(header, tail)
             args = header.get("args") or {}
             if args.get("stream"):
                 args["_live"] = lambda name, text, job=header["job"]: \
@@ -118,10 +118,12 @@ class Engine:
             reply["job"] = header["job"]
             self.send_reply(header, reply, out)
 
-    def receive_payload(self, header: dict) -> list[memoryview]:
+    def receive_payload(self, header: dict, tail: memoryview) -> list[memoryview]:
         deliver = header.get("deliver", "none")
         if deliver == "none":
             return []
+        if deliver == "inline":   # small payloads came inside the command message
+            return [tail[o:o + n] for o, n in header["frames"]]
         buf = allocate(header["region"])
         if deliver == "p2p":
             self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
@@ -159,6 +161,11 @@ class Engine:
             self.wait(request)
             return
         reply["lengths"] = [v.nbytes for v in views]
+        if sum(reply["lengths"]) <= INLINE:   # one message
+            reply["inline"] = True
+            self.comm.Send(encode_header(reply, views), CONTROLLER, TAG_REPLY)
+            self.doorbell.ring(CONTROLLER)
+            return
         self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
         sends = [self.comm.Isend(bytes_spec(v), CONTROLLER, TAG_DATA) for v in views]
         self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
@@ -182,7 +189,7 @@ class Engine:
         spin_until = time.monotonic() + TRANSFER_SPIN
         while not request.Test():
             if time.monotonic() < spin_until:
-                time.sleep(0)
+                os.sched_yield()
             else:
                 self.doorbell.wait(self.backoff.delay())
         self.backoff.reset()

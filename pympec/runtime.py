@@ -1,13 +1,16 @@
 """The controller-engine protocol on MPI: tags, and JSON headers sent point to point.
 
-Every command and reply starts with a small JSON header sent point to point; payload
-bytes follow as raw MPI messages or collectives the header names.  JSON (never pickle)
-means the controller reads headers without unpickling anything a client sent.
+Every command and reply is one point-to-point message: a u32 length, a JSON header,
+then small payloads inline (up to INLINE bytes; one message instead of several is
+what makes small calls fast).  Larger payloads follow as raw MPI messages or the
+collectives the header names.  JSON (never pickle) means the controller reads headers
+without unpickling anything a client sent.
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+import struct
+from typing import Any, Sequence
 
 from mpi4py import MPI
 
@@ -23,15 +26,32 @@ def engine_rank(engine_id: int) -> int:
     return engine_id + 1
 
 
-def encode_header(header: dict) -> bytes:
-    return json.dumps(header, separators=(",", ":")).encode()
+INLINE = 64 << 10     # payloads up to this many bytes travel inside the header message
+_LENGTH = struct.Struct("!I")
 
 
-def recv_header(comm: MPI.Comm, status: MPI.Status) -> dict:
-    """Receive the JSON header a successful Iprobe found (its status given)."""
+def encode_header(header: dict, inline: Sequence[Any] = ()) -> bytes:
+    """One message: the header's length, the JSON header, then ``inline`` bytes."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([_LENGTH.pack(len(head)), head, *inline])
+
+
+def recv_header(comm: MPI.Comm, status: MPI.Status) -> tuple[dict, memoryview]:
+    """Receive the message a successful Iprobe found (its status given): its JSON
+    header, and the inline bytes after it."""
     buf = bytearray(status.Get_count(MPI.BYTE))
     comm.Recv([buf, MPI.BYTE], status.Get_source(), status.Get_tag())
-    return json.loads(buf)
+    end = _LENGTH.size + _LENGTH.unpack_from(buf)[0]
+    return json.loads(buf[_LENGTH.size:end]), memoryview(buf)[end:]
+
+
+def split(tail: memoryview, lengths: Sequence[int]) -> list[memoryview]:
+    """Cut inline bytes into frames of ``lengths``."""
+    frames, at = [], 0
+    for n in lengths:
+        frames.append(tail[at:at + n])
+        at += n
+    return frames
 
 
 def bytes_spec(buf: Any) -> list:

@@ -39,7 +39,6 @@ import time
 from typing import Any
 
 from .errors import KernelError
-from .runtime import TAG_COMMAND, TAG_DATA, bytes_spec, encode_header
 
 log = logging.getLogger("pympec.taskqueue")
 
@@ -389,28 +388,18 @@ class TaskQueue:
         engine.running = flight
         header = {"job": self.batch_seq, "verb": "task_batch", "args": {"tasks": specs},
                   "reply": "p2p"}
-        if parts:
-            offsets, at = [], 0
-            for p in parts:
-                offsets.append([at, len(p)])
-                at += len(p)
-            payload = b"".join(parts)
-            header.update(deliver="p2p", region=len(payload), frames=offsets)
-        self.c.dispatcher.isend(encode_header(header), engine.rank, TAG_COMMAND)
-        if parts:
-            self.c.dispatcher.isend(payload, engine.rank, TAG_DATA)
-
-    def on_reply(self, engine: Any, reply: dict) -> None:
-        """A batch's reply header arrived: receive its packed results, then settle."""
-        lengths = reply.get("lengths") or []
-        if not lengths:
-            self.settle(engine, reply, None)
+        if not parts:
+            self.c.dispatcher.send_command(engine.rank, header)
             return
-        buf = bytearray(lengths[0])
-        self.c.dispatcher.track(self.c.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA),
-                     lambda: self.settle(engine, reply, buf), buf)
+        offsets, at = [], 0
+        for p in parts:
+            offsets.append([at, len(p)])
+            at += len(p)
+        self.c.dispatcher.send_command(engine.rank, header, memoryview(b"".join(parts)),
+                                       offsets)
 
-    def settle(self, engine: Any, reply: dict, buf: bytearray | None) -> None:
+    def settle(self, engine: Any, reply: dict, buf: memoryview | None) -> None:
+        """A batch's reply and its packed results are here: record each task's outcome."""
         flight = self.flights[engine.id]
         batch = {t.id: t for t in flight.batches.pop(reply["job"])}
         if not flight.batches:

@@ -17,8 +17,9 @@ every message after that is::
     +--------+------------+---------+---------------+--------+--------+--------+
 
     tag = HMAC-SHA256(direction key, sequence number || all bytes before the tag), or,
-          when both sides have the ``cryptography`` package, Poly1305 over the same bytes
-          under a one-time key HMAC-SHA256(direction key, b"poly1305" || sequence number)
+          when both sides have the ``cryptography`` package and the frames hold 64 KiB
+          or more, Poly1305 over the same bytes under a one-time key
+          HMAC-SHA256(direction key, b"poly1305" || sequence number)
 
 The sequence number counts messages per direction and is never sent, so a replayed,
 dropped or reordered message fails the check.  Lengths are bounds-checked, the tag is
@@ -87,6 +88,7 @@ def as_bytes_view(buf: Any) -> memoryview:
 # -- message authentication codes ---------------------------------------------------
 
 HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
+POLY1305_FROM = 64 << 10         # smaller messages use HMAC-SHA256 even when Poly1305 is on
 
 
 try:
@@ -118,6 +120,12 @@ def message_mac(kind: int, key: bytes, seq: int) -> Any:
     if kind == POLY1305:
         return _Poly1305(key, seq)
     return hmac.new(key, LENGTH.pack(seq), hashlib.sha256)
+
+
+def mac_for(kind: int, nbytes: int) -> int:
+    """The MAC a message of ``nbytes`` of frames uses: Poly1305 pays off on bulk data,
+    while HMAC-SHA256 is cheaper to set up for small messages."""
+    return kind if nbytes >= POLY1305_FROM else HMAC_SHA256
 
 
 def tag_size(kind: int) -> int:
@@ -242,11 +250,11 @@ class MessageReader:
         self._begin_message()
 
     def _begin_message(self) -> None:
-        self._mac = message_mac(self._kind, self._key, self._seq)
+        self._mac = None     # chosen by the message's size, once its lengths are read
         self._step = self._got_prefix
         self._target = memoryview(bytearray(PREFIX.size))
         self._pos = 0
-        self._signed = True
+        self._signed = False
 
     def _expect(self, target: memoryview, step, signed: bool = True) -> None:
         self._target, self._step, self._pos, self._signed = target, step, 0, signed
@@ -302,7 +310,9 @@ class MessageReader:
         magic, self._header_len, nframes = PREFIX.unpack(self._target)
         if magic != MAGIC or self._header_len > MAX_HEADER or nframes > MAX_FRAMES:
             raise ProtocolError("bad frame prefix: not a pympec message")
-        self._expect(memoryview(bytearray(LENGTH.size * nframes)), self._got_lengths)
+        self._prefix = self._target
+        self._expect(memoryview(bytearray(LENGTH.size * nframes)), self._got_lengths,
+                     signed=False)
 
     def _got_lengths(self) -> None:
         raw = self._target
@@ -318,6 +328,9 @@ class MessageReader:
             self._payload = allocate(total)
         except (MemoryError, ValueError) as e:
             raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
+        self._mac = message_mac(mac_for(self._kind, sum(self._lengths)), self._key, self._seq)
+        self._mac.update(self._prefix)
+        self._mac.update(raw)
         self._frame = -1
         self._expect(memoryview(bytearray(self._header_len)), self._next_frame)
 
@@ -330,8 +343,9 @@ class MessageReader:
             self._expect(memoryview(self._payload)[o:o + self._lengths[self._frame]],
                          self._next_frame)
         else:
-            self._expect(memoryview(bytearray(tag_size(self._kind))), self._got_tag,
-                         signed=False)
+            self._expect(memoryview(bytearray(tag_size(mac_for(self._kind,
+                                                                sum(self._lengths))))),
+                         self._got_tag, signed=False)
 
     def _got_tag(self) -> Message:
         if not hmac.compare_digest(self._mac.digest(), self._target):
@@ -371,7 +385,7 @@ class MessageWriter:
         head = json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(len(v)) for v in views), head])
-        mac = message_mac(self._kind, self._key, self._seq)
+        mac = message_mac(mac_for(self._kind, sum(len(v) for v in views)), self._key, self._seq)
         self._seq += 1
         pieces = self._pieces
         pieces.append([memoryview(lead), mac, False])

@@ -860,10 +860,16 @@ def test_round_trip_and_tampering_with_each_mac(mac):
     # a tag made with the other MAC does not pass either
     other = wire.POLY1305 if mac == wire.HMAC_SHA256 else wire.HMAC_SHA256
     if wire.supported_macs() & other:
-        data = encoded(wire.MessageWriter(KEY, other), {})
+        data = encoded(wire.MessageWriter(KEY, other), {}, [bytes(wire.POLY1305_FROM)])
         pad = b"\0" * max(0, wire.tag_size(mac) - wire.tag_size(other))   # a whole "tag"
         with pytest.raises(ProtocolError):
             feed(wire.MessageReader(KEY, mac), data + pad)
+
+
+def test_small_messages_use_hmac_even_with_poly1305():
+    small = encoded(wire.MessageWriter(KEY, wire.POLY1305), {"n": 1}, [b"x" * 100])
+    assert feed(wire.MessageReader(KEY, wire.HMAC_SHA256), small)[0].header == {"n": 1}
+    assert len(small) - layout(small)["tag"] == wire.tag_size(wire.HMAC_SHA256)
 
 
 def test_offer_and_choice_cannot_be_downgraded():

@@ -5,8 +5,6 @@ are engines.  ``tests/test_engine_mpi_units.py`` runs this file under mpiexec.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,8 @@ from pympec import serialize
 from pympec.backoff import Backoff
 from pympec.engine import Engine
 from pympec.interpreter import Interpreter
-from pympec.runtime import TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header, group_comm
+from pympec.runtime import (TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header, group_comm,
+                            recv_header)
 
 
 @pytest.fixture
@@ -54,7 +53,8 @@ def test_bcast_payload_reaches_engines_writable(world):
         engine = make_engine(world)
         engine.groups["all"] = group
         got = engine.receive_payload({"deliver": "bcast", "group": "all",
-                                      "region": len(payload), "frames": [[0, len(payload)]]})
+                                      "region": len(payload), "frames": [[0, len(payload)]]},
+                                     memoryview(b""))
         value = serialize.decode(meta, got)
         assert np.array_equal(value, array) and value.flags.writeable
     group.Free()
@@ -70,9 +70,8 @@ def test_gather_reply_lands_in_one_buffer(world):
         headers = {}
         while len(headers) < 2:
             if world.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, status):
-                buf = bytearray(status.Get_count(MPI.BYTE))
-                world.Recv(bytes_spec(buf), status.Get_source(), TAG_REPLY)
-                headers[status.Get_source()] = json.loads(buf)
+                source = status.Get_source()
+                headers[source] = recv_header(world, status)[0]
         counts = [0, headers[1]["nbytes"], headers[2]["nbytes"]]
         joined = bytearray(sum(counts))
         request = group.Igatherv(bytes_spec(bytearray(0)),
@@ -102,12 +101,9 @@ def test_engine_serves_until_shutdown(world):
         status = MPI.Status()
         for _ in range(1, world.Get_size()):
             world.Probe(MPI.ANY_SOURCE, TAG_REPLY, status)
-            buf = bytearray(status.Get_count(MPI.BYTE))
-            world.Recv(bytes_spec(buf), status.Get_source(), TAG_REPLY)
-            assert b'"status":"ok"' in bytes(buf)
-            lengths = json.loads(buf)["lengths"]
-            for n in lengths:
-                world.Recv(bytes_spec(bytearray(n)), status.Get_source())
+            reply, tail = recv_header(world, status)
+            assert reply["status"] == "ok"
+            assert reply["inline"] and len(tail) == sum(reply["lengths"])   # small: one message
         for r in range(1, world.Get_size()):
             world.Send(encode_header({"verb": "_shutdown"}), r, TAG_COMMAND)
     else:
