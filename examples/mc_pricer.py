@@ -17,16 +17,13 @@ a local cluster of ``--engines`` engines (and stops it at the end).  Needs matpl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
-from typing import Iterator
 
 import numpy as np
 
 import pympec
 from pympec import client, progress
-from pympec.errors import ClusterError
 
 PRICES = ("vcall", "vput", "acall", "aput")
 TITLES = {"vcall": "vanilla call", "vput": "vanilla put",
@@ -116,23 +113,6 @@ def plot(grid: dict[str, np.ndarray], strikes: np.ndarray, sigmas: np.ndarray,
     plt.close(fig)
 
 
-@contextlib.contextmanager
-def cluster_file(where: str | None, engines: int) -> Iterator[str | None]:
-    """``where``, else None when the default cluster runs, else the connection file of
-    a local cluster started (and stopped) here."""
-    if where:
-        yield where
-        return
-    try:
-        client.MultiEngineClient().close()
-    except (FileNotFoundError, ClusterError):
-        print(f"No cluster is running: starting a local one with {engines} engines")
-        with pympec.Cluster(n=engines) as cluster:
-            yield str(cluster.connection_file)
-        return
-    yield None
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", type=int, default=5, help="grid points per axis")
@@ -145,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     strikes = np.linspace(90.0, 110.0, args.grid)
     sigmas = np.linspace(0.1, 0.4, args.grid)
-    with cluster_file(args.cluster, args.engines) as where:
+    with pympec.running_cluster(args.cluster, args.engines) as where:
         with client.MultiEngineClient(where) as mec:
             tc = client.TaskClient(where)
             try:

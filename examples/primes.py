@@ -10,13 +10,11 @@ each engine one contiguous block and the large n are the slow ones.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
 
 import pympec
 from pympec import client
-from pympec.errors import ClusterError
 
 
 def isprime(n: int) -> int:
@@ -38,22 +36,6 @@ def sum_primes(n: int) -> int:
     return sum(x for x in range(2, n) if isprime(x))
 
 
-@contextlib.contextmanager
-def cluster_client(engines: int):
-    """A client of the running default cluster, or of a local one started (and stopped)
-    here."""
-    try:
-        mec = client.MultiEngineClient()
-        print(f"Using the running cluster: {len(mec)} engines")
-        yield mec
-        return
-    except (FileNotFoundError, ClusterError):
-        pass
-    print(f"No cluster is running: starting a local one with {engines} engines")
-    with pympec.Cluster(n=engines) as cluster:
-        yield cluster.client()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="inputs are range(n)")
@@ -71,7 +53,7 @@ def main() -> None:
     t_serial = time.perf_counter() - start
     print(f"Serial time:   {t_serial:.3f} s")
 
-    with cluster_client(args.engines) as mec:
+    with pympec.running_cluster(n=args.engines) as path, client.MultiEngineClient(path) as mec:
         start = time.perf_counter()
         parallel = mec.map(sum_primes, data)
         t_parallel = time.perf_counter() - start

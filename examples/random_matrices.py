@@ -17,15 +17,12 @@ serial and parallel times.  Needs matplotlib (``pip install pympec[examples]``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
-from typing import Iterator
 
 import numpy as np
 
 import pympec
 from pympec import client
-from pympec.errors import ClusterError
 
 
 # -- the kernels: these run on the engines ---------------------------------------------
@@ -108,25 +105,6 @@ def histogram_distance(spacings: np.ndarray, bins: int = 20) -> float:
     return float(np.mean(np.abs(density - wigner_dist(centres))))
 
 
-@contextlib.contextmanager
-def cluster_client(where: str | None, engines: int) -> Iterator[client.MultiEngineClient]:
-    """A client of ``where``, else of the running default cluster, else of a local
-    cluster started (and stopped) here."""
-    if where:
-        with client.MultiEngineClient(where) as mec:
-            yield mec
-        return
-    try:
-        mec = client.MultiEngineClient()
-    except (FileNotFoundError, ClusterError):
-        print(f"No cluster is running: starting a local one with {engines} engines")
-        with pympec.Cluster(n=engines) as cluster, cluster.client() as mec:
-            yield mec
-        return
-    with mec:
-        yield mec
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num", type=int, default=2000, help="number of matrices")
@@ -138,11 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    serial = ensemble_diffs(args.num, args.N, np.random.default_rng(args.seed))
+    ensemble_diffs(args.num, args.N, np.random.default_rng(args.seed))   # timed only
     serial_time = time.perf_counter() - start
     print(f"serial:   {args.num} matrices of {args.N}x{args.N} in {serial_time:.3f} s")
 
-    with cluster_client(args.cluster, args.engines) as mec:
+    with pympec.running_cluster(args.cluster, args.engines) as path, \
+            client.MultiEngineClient(path) as mec:
         engines = len(mec)
         start = time.perf_counter()
         diffs = parallel_diffs(mec, args.num, args.N, args.seed)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import re
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pympec
 from pympec import client
-from pympec.errors import ClusterError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wordfreq")
 
@@ -79,25 +77,6 @@ def default_files() -> list[str]:
     return sorted(os.path.join(DATA, f) for f in os.listdir(DATA) if f.endswith(".txt"))
 
 
-@contextlib.contextmanager
-def cluster_client(where: str | None, engines: int) -> Iterator[client.MultiEngineClient]:
-    """A client of ``where``, else of the running default cluster, else of a local
-    cluster started (and stopped) here."""
-    if where:
-        with client.MultiEngineClient(where) as mec:
-            yield mec
-        return
-    try:
-        mec = client.MultiEngineClient()
-    except (FileNotFoundError, ClusterError):
-        print(f"No cluster is running: starting a local one with {engines} engines")
-        with pympec.Cluster(n=engines) as cluster, cluster.client() as mec:
-            yield mec
-        return
-    with mec:
-        yield mec
-
-
 def main(argv: list[str] | None = None) -> collections.Counter:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", help="text files (default: the bundled ones)")
@@ -107,7 +86,8 @@ def main(argv: list[str] | None = None) -> collections.Counter:
     args = parser.parse_args(argv)
     files = args.files or default_files()
 
-    with cluster_client(args.cluster, args.engines) as mec:
+    with pympec.running_cluster(args.cluster, args.engines) as path, \
+            client.MultiEngineClient(path) as mec:
         freqs = parallel_wordfreq(mec, files)
         engines = len(mec)
     if freqs != serial_wordfreq(files):

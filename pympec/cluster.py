@@ -11,6 +11,7 @@ cluster stop`` can end a daemon cluster even when its controller no longer answe
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from . import connection, paths
 from .errors import ClusterError, KernelError
@@ -160,6 +161,28 @@ class Cluster:
     def __exit__(self, *exc: Any) -> None:
         if not self._detached:
             self.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(where: str | os.PathLike | None = None, n: int = 2) -> Iterator[Path]:
+    """The connection file of a cluster that answers: ``where`` (a path or profile name)
+    if given, else the default profile's; when none answers and ``where`` was not
+    given, a local cluster of ``n`` engines is started here and stopped on exit.
+
+    For scripts that should run as they are on a laptop and against a batch cluster.
+    Raises ClusterError (or FileNotFoundError) when ``where`` names no running cluster.
+    """
+    path = connection.resolve(where)
+    if answers(path):
+        yield path
+        return
+    if where is not None:
+        connection.load(where)   # FileNotFoundError, with advice, when it is missing
+        raise ClusterError(f"no cluster answers at {path}: start one with "
+                           f"`pympec cluster start`")
+    print(f"pympec: no cluster is running; starting a local one with {n} engines")
+    with Cluster(n=n) as cluster:
+        yield cluster.connection_file
 
 
 def hold(cluster: Cluster, daemon: bool, where: str = "") -> int:

@@ -155,3 +155,16 @@ def test_kill_engines(private_cluster):
         mec.execute("x = 1", targets=1)
     mec.scatter("a", [1, 2, 3])
     assert mec.gather("a") == [1, 2, 3]
+
+
+def test_running_cluster_uses_or_starts_one(home, tmp_path):
+    import pympec
+    with pytest.raises(FileNotFoundError):
+        with pympec.running_cluster(tmp_path / "none.json"):
+            pass
+    with pympec.running_cluster(n=1) as path:          # none runs: starts one
+        with client.MultiEngineClient(path) as mec:
+            assert mec.get_ids() == [0]
+        with pympec.running_cluster(n=3) as again:     # one runs: uses it
+            assert again == path
+    assert not path.exists()                           # and stops what it started
