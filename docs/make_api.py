@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = [
     ("Clients", "pympec.client", ["MultiEngineClient", "PendingResult", "ResultList",
                                   "TaskClient", "MapTask", "StringTask", "TaskResult"]),
-    ("Clusters", "pympec", ["Cluster"]),
+    ("Clusters", "pympec", ["Cluster", "running_cluster"]),
     ("Errors", "pympec.errors", ["CompositeError", "KernelError", "InvalidEngineID",
                                  "NoEnginesRegistered", "QueueCleared", "ResultNotCompleted",
                                  "InvalidDeferredID", "NotAPendingResult", "TaskAborted",
