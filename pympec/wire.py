@@ -40,7 +40,7 @@ import os
 import secrets
 import socket
 import struct
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -433,7 +433,3 @@ class MessageWriter:
                     pieces[0][0] = head[sent:]
                     sent = 0
         return True
-
-
-def frame_sizes(frames: Sequence[Any]) -> list[int]:
-    return [as_bytes_view(f).nbytes for f in frames]
