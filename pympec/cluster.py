@@ -194,6 +194,11 @@ def hold(cluster: Cluster, daemon: bool, where: str = "") -> int:
         cluster.detach()
         return 0
     print("pympec: press Ctrl-C to stop it", flush=True)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt   # SIGTERM (kill, a batch system) stops it cleanly too
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         while cluster.poll() is None:
             time.sleep(0.5)

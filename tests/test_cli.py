@@ -168,3 +168,16 @@ def test_running_cluster_uses_or_starts_one(home, tmp_path):
         with pympec.running_cluster(n=3) as again:     # one runs: uses it
             assert again == path
     assert not path.exists()                           # and stops what it started
+
+
+def test_sigterm_stops_a_foreground_cluster(home):
+    foreground = subprocess.Popen([*PYMPEC, "cluster", "start", "-n", "1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "is up" in foreground.stdout.readline()
+        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
+    finally:
+        foreground.terminate()                       # SIGTERM, as kill or a scheduler sends
+        rest, _ = foreground.communicate(timeout=60)
+    assert foreground.returncode == 0 and "stopping the cluster" in rest, rest
+    assert not alive(record["pid"])                  # mpiexec did not outlive it
