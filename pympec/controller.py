@@ -243,9 +243,10 @@ class Controller:
         if conn is not None:
             self.send(conn, header, frames)
 
-    def ack(self, conn: Connection, request: dict) -> None:
-        kept = self.kept.get(conn.client, {})
-        for result_id in request.get("ids", ()):
+    def ack(self, client: str, ids: list[str]) -> None:
+        """The client has these results: stop keeping them."""
+        kept = self.kept.get(client, {})
+        for result_id in ids:
             entry = kept.pop(result_id, None)
             if entry is not None:
                 self.kept_bytes -= entry[2]
@@ -265,8 +266,9 @@ class Controller:
         if verb == "hello":
             self.hello(conn, request)
             return
+        if conn.client is not None and request.get("acks"):   # acks ride on requests
+            self.ack(conn.client, request["acks"])
         if verb == "ack" and conn.client is not None:
-            self.ack(conn, request)
             return
         if conn.client is None:
             self.send(conn, {"id": request.get("id"), "error": {
@@ -292,6 +294,7 @@ class Controller:
         if old is not None and old is not conn:
             self.close(old, "the same client connected again")
         self.clients[conn.client] = conn
+        self.ack(conn.client, request.get("acks") or [])
         self.send(conn, {"id": request.get("id"), "value": self.describe()})
         for header, frames, _ in list(self.kept.get(conn.client, {}).values()):
             self.send(conn, header, frames)   # not acknowledged yet: send again

@@ -19,6 +19,8 @@ from typing import Any
 from . import connection, wire
 from .errors import CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError, WalltimeWarning
 
+ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
+
 # Warn this many seconds before a batch job's walltime ends (PYMPEC_WALLTIME_WARNING).
 WALLTIME_WARNING = float(os.environ.get("PYMPEC_WALLTIME_WARNING", 600))
 
@@ -36,6 +38,7 @@ class Session:
         self.client_id = uuid.uuid4().hex
         self.replies: dict[str, wire.Message] = {}
         self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
+        self.pending_acks: list[str] = []     # results received, to acknowledge
         self.tunnel = None
         self.sock: socket.socket | None = None
         self.warned = False
@@ -106,6 +109,8 @@ class Session:
             self.connect()
         self.warn_walltime()
         header.setdefault("id", uuid.uuid4().hex)
+        if self.pending_acks:
+            header["acks"], self.pending_acks = self.pending_acks, []
         self.writer.queue(header, frames)
         try:
             while not self.writer.flush(self.sock):
@@ -133,7 +138,7 @@ class Session:
             messages = self.reader.read(self.sock)
         except (ClusterError, ProtocolError) as e:
             raise self.broken(e) from None
-        done = []
+        now = []
         for message in messages:
             if "stream" in message.header:   # output of a call still running
                 listener = self.listeners.get(message.header["id"])
@@ -141,10 +146,13 @@ class Session:
                     listener(message.header["stream"])
                 continue
             self.replies[message.header.get("id")] = message
-            if "results" in message.header:
-                done.append(message.header["id"])
-        if done:  # the controller keeps results until acknowledged
-            self.writer.queue({"verb": "ack", "ids": done})
+            if "results" in message.header:   # kept by the controller until acknowledged:
+                if len(message.payload) >= ACK_NOW:   # a large one is acked at once,
+                    now.append(message.header["id"])
+                else:                                 # small ones with the next request
+                    self.pending_acks.append(message.header["id"])
+        if now:
+            self.writer.queue({"verb": "ack", "acks": now})
             self.flush_quietly()
         return bool(messages)
 
