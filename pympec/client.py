@@ -11,7 +11,8 @@ from .errors import (CompositeError, InvalidEngineID, NoEnginesRegistered, Queue
 from .multiengine import MultiEngineClient
 from .remoteblock import remote
 from .results import PendingResult, ResultList
-from .task import MapTask, StringTask, TaskClient, TaskResult
+from .task import MapTask, StringTask, TaskResult
+from .taskclient import TaskClient
 
 __all__ = ["MultiEngineClient", "TaskClient", "MapTask", "StringTask", "TaskResult",
            "PendingResult", "ResultList", "remote", "CompositeError", "InvalidEngineID",

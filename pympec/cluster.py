@@ -135,7 +135,7 @@ class Cluster:
 
     def task_client(self, **kwargs: Any):
         """A TaskClient connected to this cluster."""
-        from .task import TaskClient
+        from .taskclient import TaskClient
         return TaskClient(self.connection_file, **kwargs)
 
     def poll(self) -> int | None:

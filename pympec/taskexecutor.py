@@ -24,7 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from .task import BaseTask, ChunkTask, MapTask, TaskClient
+from .task import BaseTask, ChunkTask, MapTask
+from .taskclient import TaskClient
 
 FETCH_WAIT = 0.05
 
