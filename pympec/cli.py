@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 def start_local(args: argparse.Namespace, where: str | None) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
+    local.sigterm_interrupts()   # also while it starts: start() cleans up on interrupt
     cluster.start()
     return local.hold(cluster, args.daemon)
 

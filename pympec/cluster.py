@@ -185,21 +185,27 @@ def running_cluster(where: str | os.PathLike | None = None, n: int = 2) -> Itera
         yield cluster.connection_file
 
 
+def sigterm_interrupts() -> None:
+    """Make SIGTERM (kill, a batch system) raise KeyboardInterrupt, so the commands that
+    own a cluster stop it cleanly then too: mpiexec runs in its own session, and would
+    otherwise outlive them."""
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
 def hold(cluster: Cluster, daemon: bool, where: str = "") -> int:
     """After ``cluster.start()``: leave it running (``daemon``), or keep it in the
     foreground until it exits or Ctrl-C stops it.  Returns the command's exit code."""
-    print(f"pympec: cluster of {cluster.n} engines is up{where}; "
-          f"connection file {cluster.connection_file}")
-    if daemon:
-        cluster.detach()
-        return 0
-    print("pympec: press Ctrl-C to stop it", flush=True)
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt   # SIGTERM (kill, a batch system) stops it cleanly too
-
-    signal.signal(signal.SIGTERM, interrupted)
+    sigterm_interrupts()
     try:
+        print(f"pympec: cluster of {cluster.n} engines is up{where}; "
+              f"connection file {cluster.connection_file}", flush=True)
+        if daemon:
+            cluster.detach()
+            return 0
+        print("pympec: press Ctrl-C to stop it", flush=True)
         while cluster.poll() is None:
             time.sleep(0.5)
         print(f"pympec: the cluster exited with code {cluster.poll()}", file=sys.stderr)
