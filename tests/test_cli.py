@@ -51,9 +51,11 @@ def test_tutorial_session(home):
     """`ipcluster local -n 2`, then get_ids and execute of a print, then Ctrl-C."""
     foreground = subprocess.Popen([*PYMPEC, "cluster", "local", "-n", "2"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    record = None
     try:
         line = foreground.stdout.readline()
         assert "cluster of 2 engines is up" in line, line
+        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
         mec = client.MultiEngineClient()
         assert mec.get_ids() == [0, 1]
         result = mec.execute('print("Hello world!")')
@@ -64,13 +66,15 @@ def test_tutorial_session(home):
             '[1] In [1]: print("Hello world!")\n'
             "[1] Out[1]: Hello world!\n")
         mec.close()
-        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
     finally:
         foreground.send_signal(signal.SIGINT)       # Ctrl-C stops everything
         rest, _ = foreground.communicate(timeout=60)
+        outlived = record is not None and alive(record["pid"])
+        if outlived:                                 # never leave a cluster behind
+            os.killpg(record["pid"], signal.SIGKILL)
     assert foreground.returncode == 0, rest
     assert "stopping the cluster" in rest
-    assert not alive(record["pid"])
+    assert not outlived
     assert not (home / "security" / "cluster-default.json").exists()
 
 
@@ -173,11 +177,15 @@ def test_running_cluster_uses_or_starts_one(home, tmp_path):
 def test_sigterm_stops_a_foreground_cluster(home):
     foreground = subprocess.Popen([*PYMPEC, "cluster", "start", "-n", "1"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    record = None
     try:
         assert "is up" in foreground.stdout.readline()
         record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
     finally:
         foreground.terminate()                       # SIGTERM, as kill or a scheduler sends
         rest, _ = foreground.communicate(timeout=60)
+        outlived = record is not None and alive(record["pid"])
+        if outlived:                                 # never leave a cluster behind
+            os.killpg(record["pid"], signal.SIGKILL)
     assert foreground.returncode == 0 and "stopping the cluster" in rest, rest
-    assert not alive(record["pid"])                  # mpiexec did not outlive it
+    assert not outlived                              # mpiexec did not outlive it
