@@ -1,6 +1,6 @@
 """Controller side of the task farm: one load-balanced queue shared by all engines.
 
-    client (pympec.taskclient)       TaskQueue (in the controller loop)          engines
+    client (pympec.taskclient)      TaskQueue (in the controller loop)          engines
     ------------------------------------------------------------------------------------
     task_submit {tasks: [spec]}  -> ids 0, 1, 2...; each task queued:
       + each task's frames            ``ready`` (FIFO) or ``held`` (depend, retries:
