@@ -85,10 +85,12 @@ class MultiEngineClient:
     def _call(self, verb: str, targets: Any, block: bool, *, args: dict | None = None,
               frames: Sequence[Any] = (), parts: list[int] | None = None,
               gather: bool = False, describe: str | None = None,
-              finish: Callable[[list], Any] = list, method: str | None = None,
-              listener: Callable[[dict], None] | None = None) -> Any:
-        """Send one request; return ``finish(per-engine values)``, or a PendingResult.
-        ``listener`` gets output streamed while the call runs."""
+              finish: Callable[[Any], Any] = list, method: str | None = None,
+              listener: Callable[[dict], None] | None = None,
+              decode: Callable[[Any, str], Any] | None = None) -> Any:
+        """Send one request; return ``finish(decode(reply))``, or a PendingResult.
+        ``decode`` defaults to the per-engine values; ``listener`` gets output streamed
+        while the call runs."""
         header = {"id": uuid.uuid4().hex, "verb": verb, "targets": targets,
                   "args": args or {}, "describe": describe or f"{verb}()"}
         if listener is not None:
@@ -104,7 +106,7 @@ class MultiEngineClient:
 
         def complete(message: Any) -> Any:
             self._session.listeners.pop(request_id, None)
-            return finish(engine_values(message, method))
+            return finish((decode or engine_values)(message, method))
 
         pending = PendingResult(self, request_id, complete, targets=targets,
                                 describe=header["describe"])
@@ -249,12 +251,9 @@ class MultiEngineClient:
         tuples flatten into one list, other values come back as a list."""
         check_dist(dist)
         targets, block = self._resolve(targets, block)
-        request_id = self._session.send(
-            {"verb": "gather", "targets": targets, "args": {"key": key}, "gather": True,
-             "describe": f"gather({key!r})"})
-        pending = PendingResult(self, request_id, lambda m: gathered(m, "gather"),
-                                targets=targets, describe=f"gather({key!r})")
-        return pending.get_result() if block else pending
+        return self._call("gather", targets, block, args={"key": key}, gather=True,
+                          describe=f"gather({key!r})", decode=gathered,
+                          finish=lambda value: value)
 
     def map(self, func: Callable | str, *sequences: Sequence) -> Any:
         """Parallel ``map`` over all engines (not load balanced): block partitioned, one

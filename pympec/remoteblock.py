@@ -31,10 +31,11 @@ def remote() -> None:
 def remote_body(frame: FrameType) -> str | None:
     """The source after ``remote()`` in the with block at ``frame``'s current line,
     or None when that block does not start with ``remote()``."""
-    filename = frame.f_code.co_filename
-    source = "".join(linecache.getlines(filename, frame.f_globals))
-    if not source:
+    lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
+    # Most with blocks are ordinary: look for remote() nearby before parsing the file.
+    if not any("remote(" in line for line in lines[frame.f_lineno:frame.f_lineno + 3]):
         return None
+    source = "".join(lines)
     try:
         tree = ast.parse(source)
     except SyntaxError:

@@ -328,7 +328,8 @@ class MessageReader:
             self._payload = allocate(total)
         except (MemoryError, ValueError) as e:
             raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
-        self._mac = message_mac(mac_for(self._kind, sum(self._lengths)), self._key, self._seq)
+        self._tag_kind = mac_for(self._kind, sum(self._lengths))
+        self._mac = message_mac(self._tag_kind, self._key, self._seq)
         self._mac.update(self._prefix)
         self._mac.update(raw)
         self._frame = -1
@@ -343,9 +344,8 @@ class MessageReader:
             self._expect(memoryview(self._payload)[o:o + self._lengths[self._frame]],
                          self._next_frame)
         else:
-            self._expect(memoryview(bytearray(tag_size(mac_for(self._kind,
-                                                                sum(self._lengths))))),
-                         self._got_tag, signed=False)
+            self._expect(memoryview(bytearray(tag_size(self._tag_kind))), self._got_tag,
+                         signed=False)
 
     def _got_tag(self) -> Message:
         if not hmac.compare_digest(self._mac.digest(), self._target):
