@@ -4,13 +4,17 @@ MPI implementations busy-wait inside blocking calls, and the machines pympec run
 often oversubscribed, so every rank polls instead (``Iprobe``/``Test``, or ``select`` on the
 controller) and sleeps between polls.  A Backoff says how long:
 
-* right after activity, a few polls with no sleep at all, so a hot client sees low latency;
+* for ``spin`` seconds after activity, polls with no sleep at all (each yields the CPU
+  to any rank that has work), so a hot client sees low latency;
 * then sleeps that double from ``start`` up to ``max`` (default 1 ms);
 * after ``idle`` seconds without activity, sleeps that keep doubling up to ``idle_max``
   (default 20 ms), so an idle cluster costs next to nothing.
 
+The spin is a time, not a count of polls: a sleep shorter than the kernel's timer slack
+(about 50 us) lasts the slack anyway, so short waits are best spent polling.
+
 ``PYMPEC_BACKOFF`` tunes it: a number sets ``max`` in seconds (``PYMPEC_BACKOFF=0.002``),
-or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=20"``.
+or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=0.0005"``.
 """
 from __future__ import annotations
 
@@ -19,13 +23,18 @@ import time
 
 _FIELDS = ("spin", "start", "max", "idle", "idle_max")
 
+# The limits for a rank whose peers ring its doorbell (pympec.doorbell) whenever they send
+# it work: its sleeps only guard against a lost ring, so they can be long (idle, it wakes
+# five times a second).
+RUNG = {"max": 0.05, "idle_max": 0.2}
+
 
 class Backoff:
     """Exponential sleep backoff between polls; call :meth:`reset` on activity."""
 
-    def __init__(self, *, spin: int = 10, start: float = 1e-5, max: float = 1e-3,
+    def __init__(self, *, spin: float = 2e-4, start: float = 5e-5, max: float = 1e-3,
                  idle: float = 1.0, idle_max: float = 0.02) -> None:
-        self.spin = int(spin)
+        self.spin = float(spin)
         self.start = float(start)
         self.max = float(max)
         self.idle = float(idle)
@@ -57,19 +66,20 @@ class Backoff:
                                  f"expected seconds or fields {', '.join(_FIELDS)}") from None
         return cls(**settings)
 
-    def reset(self) -> None:
-        """Note activity: the next polls come quickly again."""
-        self._polls = 0
+    def reset(self, spin: bool = True) -> None:
+        """Note activity: polls come quickly again, without sleeping for ``spin`` seconds
+        unless ``spin`` is False (for a rank that something else will wake)."""
         self._delay = 0.0
         self._active_at = time.monotonic()
+        self._spin_until = self._active_at + (self.spin if spin else 0.0)
 
     def delay(self) -> float:
         """The next sleep, in seconds; each call advances the backoff."""
-        self._polls += 1
-        if self._polls <= self.spin:
+        now = time.monotonic()
+        if now < self._spin_until:
             return 0.0
         cap = self.max
-        if time.monotonic() - self._active_at > self.idle:
+        if now - self._active_at > self.idle:
             cap = self.idle_max
         self._delay = min(cap, max(self.start, self._delay * 2))
         return self._delay

@@ -32,7 +32,7 @@ from typing import Any
 from mpi4py import MPI
 
 from . import wire
-from .backoff import Backoff
+from .backoff import RUNG, Backoff
 from .connection import ConnectionInfo, load, resolve
 from .dispatch import Dispatcher
 from .doorbell import Doorbell
@@ -133,6 +133,8 @@ class Controller:
             active |= self.dispatcher.dispatch()
             if active:
                 self.backoff.reset()
+            elif delay == 0:
+                os.sched_yield()   # spinning: let a woken engine have this core first
             self.expire_handshakes()
 
     def shutdown(self) -> None:
@@ -348,8 +350,9 @@ def listen(ip: str, port: int) -> tuple[socket.socket, str]:
     return sock, address
 
 
-def run_controller(comm: MPI.Comm, args: Any, cluster_id: str) -> None:
-    """Listen, write the connection file, serve until shutdown."""
+def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = False) -> None:
+    """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
+    shares this host, so their doorbell rings wake the controller for each reply."""
     listener, address = listen(args.ip, args.port)
     end_time = os.environ.get("PYMPEC_END_TIME")
     info = ConnectionInfo(address=address, port=listener.getsockname()[1],
@@ -361,8 +364,10 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str) -> None:
     log.info("controller of cluster %s listening on %s:%d; %d engines; connection file %s",
              cluster_id, address, info.port, info.engines, path)
     # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
-    # at once, and while any engine runs something its sleeps stay under backoff.max.
-    controller = Controller(comm, listener, info, path, Backoff.from_env(idle_max=0.1))
+    # at once.  While an engine runs something, its sleeps stay under backoff.max, which
+    # is short unless every engine can ring.
+    backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {"idle_max": 0.1}))
+    controller = Controller(comm, listener, info, path, backoff)
     try:
         controller.serve()
     except KeyboardInterrupt:

@@ -104,6 +104,7 @@ class Dispatcher:
         self.requests: list[tuple[MPI.Request, Callable[[], None] | None, Any]] = []
         self.status = MPI.Status()
         self.tasks: Any = None                     # the task farm (pympec.taskqueue)
+        self.unrung: dict[int, None] = {}          # ranks sent a command, not rung yet
 
     def busy(self) -> bool:
         """True while some engine runs something (a reply may come any moment)."""
@@ -179,7 +180,15 @@ class Dispatcher:
                 started = True
         if self.tasks is not None:   # idle engines with nothing queued take tasks
             started |= self.tasks.dispatch()
+        self.ring_unrung()
         return started
+
+    def ring_unrung(self) -> None:
+        """Ring the engines sent commands since the last call.  Rung after all the sends,
+        since a rung engine may take this core at once, before the next send."""
+        for rank in self.unrung:
+            self.ring(rank)
+        self.unrung.clear()
 
     def take(self, job: Job, engine: Engine) -> None:
         engine.queue.popleft()
@@ -192,7 +201,7 @@ class Dispatcher:
     def isend(self, buf: Any, rank: int, tag: int) -> None:
         self.track(self.comm.Isend(bytes_spec(buf), rank, tag), keep=buf)
         if tag == TAG_COMMAND:
-            self.ring(rank)
+            self.unrung[rank] = None
 
     def track(self, request: MPI.Request, done: Callable[[], None] | None = None,
               keep: Any = None) -> None:
@@ -277,6 +286,7 @@ class Dispatcher:
                     entry[1]()
             else:
                 self.requests.append(entry)
+        self.ring_unrung()
         return moved
 
     def engine_at(self, rank: int) -> Engine:

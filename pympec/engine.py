@@ -21,16 +21,16 @@ gets ``comm``, a communicator of the engines only, and ``mpi``, the mpi4py.MPI m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-import time
 import traceback
 from typing import Any, Callable
 
 from . import serialize
-from .backoff import Backoff
+from .backoff import RUNG, Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
 from .runtime import (CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
@@ -41,6 +41,7 @@ from .wire import allocate, as_bytes_view
 log = logging.getLogger("pympec.engine")
 
 TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
+TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advancing
 
 
 # -- the commands: header args and payload frames in, one value out ----------------
@@ -83,12 +84,17 @@ class Engine:
     """Receives commands from the controller, runs them, replies."""
 
     def __init__(self, comm, interp: Interpreter, backoff: Backoff,
-                 doorbell: Doorbell | None = None) -> None:
+                 doorbell: Doorbell | None = None, spin_after_reply: bool = True) -> None:
+        """``spin_after_reply`` False: after each reply, sleep at once rather than spin
+        for the next command; right where the controller's rings reach this engine and
+        ranks outnumber cores, so spinning would only take CPU from ranks with work."""
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
         # sleeps end early when the controller rings (pympec.doorbell)
         self.doorbell = doorbell or Doorbell(None)
+        self.spin_after_reply = spin_after_reply
+        self.transfer = Backoff(spin=TRANSFER_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
         self.groups: dict[str, Any] = {}   # collective communicators, by key
 
     def serve(self) -> None:
@@ -98,9 +104,8 @@ class Engine:
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
                 if self.doorbell.wait(self.backoff.delay()):
-                    self.backoff.reset()
+                    self.backoff.reset()   # rung: poll until the command shows in Iprobe
                 continue
-            self.backoff.reset()
             header, tail = recv_header(self.comm, status)
             verb = header["verb"]
             if verb == "_shutdown":
@@ -117,6 +122,7 @@ class Engine:
             reply, out = self.run(verb, args, frames)
             reply["job"] = header["job"]
             self.send_reply(header, reply, out)
+            self.backoff.reset(spin=self.spin_after_reply)
 
     def receive_payload(self, header: dict, tail: memoryview) -> list[memoryview]:
         deliver = header.get("deliver", "none")
@@ -140,6 +146,8 @@ class Engine:
             return TASK_COMMANDS[verb](self.interp, args, frames)
         try:
             value = COMMANDS[verb](self.interp, args, frames)
+            if verb == "execute":   # its record is plain JSON: no pickling
+                return {"status": "ok", "metas": [serialize.encode_json(value)]}, []
             if verb == "gather":   # one contiguous buffer, ready for Gatherv
                 meta, buf = serialize.encode_inband(value)
                 return {"status": "ok", "metas": [meta]}, [buf]
@@ -184,15 +192,11 @@ class Engine:
         controller's side is non-blocking, which only non-blocking calls match.
 
         A large transfer advances only while both sides call into MPI, so the first
-        TRANSFER_SPIN seconds poll back to back (yielding the CPU in between); a wait
-        that lasts longer sleeps with the backoff, as an idle engine does."""
-        spin_until = time.monotonic() + TRANSFER_SPIN
+        TRANSFER_SPIN seconds poll back to back (yielding the CPU in between), and a
+        longer one still polls every TRANSFER_MAX seconds or sooner."""
+        self.transfer.reset()
         while not request.Test():
-            if time.monotonic() < spin_until:
-                os.sched_yield()
-            else:
-                self.doorbell.wait(self.backoff.delay())
-        self.backoff.reset()
+            self.transfer.sleep()
 
 
 def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:
@@ -262,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     rank, size = runtime.Get_rank(), runtime.Get_size()
     engines = world.Split(0 if rank else MPI.UNDEFINED, rank)   # user code's `comm`
     cluster_id = runtime.bcast(os.urandom(6).hex() if rank == CONTROLLER else None, root=0)
+    host = world.Split_type(MPI.COMM_TYPE_SHARED)   # the ranks on this rank's host
+    controller_here = bool(host.allreduce(int(rank == CONTROLLER)))
+    engines_here = host.Get_size() - 1   # on the controller's host
+    oversubscribed = host.Get_size() > (os.cpu_count() or 1)
+    host.Free()
     setup_logging(cluster_id, rank)
     signal.signal(signal.SIGINT, signal.SIG_IGN if rank else signal.default_int_handler)
     if size < 2:
@@ -269,14 +278,37 @@ def main(argv: list[str] | None = None) -> None:
               "run it as mpiexec -n N python -m pympec.engine", file=sys.stderr)
         sys.exit(2)
     sys.path.insert(0, os.getcwd())   # as ipengine did: modules of the launch dir import
-    if rank == CONTROLLER:
-        from .controller import run_controller
-        run_controller(runtime, args, cluster_id)
-    else:
-        interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
-        log.info("engine %d up (pid %d)", rank - 1, os.getpid())
-        Engine(runtime, interp, Backoff.from_env(), Doorbell(cluster_id, rank)).serve()
+    with profiled(rank):
+        if rank == CONTROLLER:
+            from .controller import run_controller
+            run_controller(runtime, args, cluster_id, rung=engines_here == size - 1)
+        else:
+            interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
+            log.info("engine %d up (pid %d)", rank - 1, os.getpid())
+            # Where the controller's rings reach, the backoff is only a safety net.
+            backoff = Backoff.from_env(spin=1e-3, **(RUNG if controller_here else {}))
+            Engine(runtime, interp, backoff, Doorbell(cluster_id, rank),
+                   spin_after_reply=not (controller_here and oversubscribed)).serve()
     runtime.Free()
+
+
+@contextlib.contextmanager
+def profiled(rank: int):
+    """With ``PYMPEC_PROFILE=DIR``, run this rank under cProfile and write its profile
+    to DIR/rank<rank>.prof on a clean exit (read it with ``python -m pstats``)."""
+    where = os.environ.get("PYMPEC_PROFILE")
+    if not where:
+        yield
+        return
+    import cProfile
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        os.makedirs(where, exist_ok=True)
+        profile.dump_stats(os.path.join(where, f"rank{rank}.prof"))
 
 
 if __name__ == "__main__":

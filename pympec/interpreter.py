@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import io
 import sys
 import time
@@ -190,11 +191,12 @@ class LiveOutput(io.StringIO):
             self.send(self.name, text)
 
 
-def statements(code: str) -> list[types.CodeType]:
+@functools.lru_cache(maxsize=256)   # a client's loop sends the same code again and again
+def statements(code: str) -> tuple[types.CodeType, ...]:
     """Compile ``code`` into one 'single'-mode code object per top-level statement,
     so expression statements are displayed as in an interactive session."""
     tree = ast.parse(code, "<pympec>", "exec")
-    return [compile(ast.Interactive([node]), "<pympec>", "single") for node in tree.body]
+    return tuple(compile(ast.Interactive([node]), "<pympec>", "single") for node in tree.body)
 
 
 @contextlib.contextmanager

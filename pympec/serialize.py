@@ -5,6 +5,8 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
 * A NumPy array (not of object dtype) travels raw: ``{"kind": "array", "dtype", "shape"}``
   and one frame holding its bytes.  Nothing is pickled, and the receiver's array is a view
   on the buffer the bytes landed in: writable, no copy.
+* A JSON value known to be plain (an execute record: str keys, str and int values)
+  travels inside its meta: ``{"kind": "json", "value": ...}``, no frames, no pickle.
 * Anything else is pickled with cloudpickle (so closures and lambdas travel) at protocol 5,
   with out-of-band buffers: ``{"kind": "pickle", "n": k}``, then the pickle stream and one
   frame per buffer, so arrays nested in lists and dicts are not copied either.
@@ -54,11 +56,19 @@ def decode(meta: dict, frames: Sequence[Any]) -> Any:
     """Rebuild an object from :func:`encode`'s meta and frames."""
     if meta["kind"] == "array":
         return array_from(meta, frames[0])
+    if meta["kind"] == "json":
+        return meta["value"]
     return loads(frames)
 
 
+def encode_json(value: Any) -> dict:
+    """The meta of a plain JSON value, which needs no frames (see module doc)."""
+    return {"kind": "json", "value": value}
+
+
 def nframes(meta: dict) -> int:
-    return 1 if meta["kind"] == "array" else meta["n"]
+    kind = meta["kind"]
+    return 1 if kind == "array" else 0 if kind == "json" else meta["n"]
 
 
 def array_meta(a: np.ndarray) -> dict:

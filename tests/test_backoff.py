@@ -17,10 +17,20 @@ def delays(backoff: Backoff, n: int) -> list[float]:
     return [backoff.delay() for _ in range(n)]
 
 
-def test_spin_phase_returns_zero_delays():
-    b = Backoff(spin=5, start=1e-5, max=1e-3, idle=60)
-    assert delays(b, 5) == [0.0] * 5
+def test_spin_phase_returns_zero_delays_for_spin_seconds():
+    b = Backoff(spin=0.05, start=1e-5, max=1e-3, idle=60)
+    assert delays(b, 50) == [0.0] * 50
+    time.sleep(0.06)
     assert b.delay() > 0
+
+
+def test_reset_without_spin_sleeps_at_once():
+    b = Backoff(spin=60, start=1e-4, max=1e-3, idle=60)
+    assert b.delay() == 0.0
+    b.reset(spin=False)
+    assert b.delay() == pytest.approx(1e-4)
+    b.reset()
+    assert b.delay() == 0.0
 
 
 def test_no_spin():
@@ -29,8 +39,8 @@ def test_no_spin():
 
 
 def test_delays_double_from_start_up_to_max():
-    b = Backoff(spin=3, start=1e-5, max=1e-3, idle=60)
-    got = delays(b, 3 + 12)[3:]
+    b = Backoff(spin=0, start=1e-5, max=1e-3, idle=60)
+    got = delays(b, 12)
     assert got[0] == pytest.approx(1e-5)
     for before, after in zip(got, got[1:]):
         assert after == pytest.approx(min(2 * before, 1e-3))
@@ -41,6 +51,7 @@ def test_delays_double_from_start_up_to_max():
 
 def test_defaults_cap_at_one_millisecond():
     b = Backoff()
+    time.sleep(b.spin)
     assert max(delays(b, 200)) == pytest.approx(1e-3)   # well within the default idle of 1 s
 
 
@@ -55,22 +66,24 @@ def test_after_idle_delays_grow_to_idle_max():
 
 
 def test_reset_restarts_spin_and_doubling():
-    b = Backoff(spin=2, start=1e-5, max=1e-3, idle=0.1, idle_max=0.05)
+    b = Backoff(spin=0.02, start=1e-5, max=1e-3, idle=0.1, idle_max=0.05)
     delays(b, 30)
     time.sleep(0.12)
     assert max(delays(b, 20)) == pytest.approx(0.05)
     b.reset()
-    got = delays(b, 2 + 10)
-    assert got[:2] == [0.0, 0.0]
-    assert got[2] == pytest.approx(1e-5)
+    assert delays(b, 2) == [0.0, 0.0]
+    time.sleep(0.03)
+    got = delays(b, 10)
+    assert got[0] == pytest.approx(1e-5)
     assert max(got) <= 1e-3                             # the idle clock restarted too
 
 
 def test_sleep_spends_about_the_delay():
-    b = Backoff(spin=1, start=0.01, max=0.01, idle=60)
+    b = Backoff(spin=0.05, start=0.01, max=0.01, idle=60)
     t = time.monotonic()
     b.sleep()                                           # spin: a bare yield
     assert time.monotonic() - t < 0.01
+    b.reset(spin=False)
     t = time.monotonic()
     b.sleep()
     assert 0.009 <= time.monotonic() - t < 0.5
@@ -93,10 +106,10 @@ def test_from_env_blank_gives_defaults(monkeypatch):
 
 def test_from_env_keyword_defaults_apply_and_env_overrides(monkeypatch):
     monkeypatch.delenv("PYMPEC_BACKOFF", raising=False)
-    assert Backoff.from_env(max=0.005, spin=3).max == 0.005
+    assert Backoff.from_env(max=0.005, spin=3e-3).max == 0.005
     monkeypatch.setenv("PYMPEC_BACKOFF", "0.002")
-    b = Backoff.from_env(max=0.005, spin=3)
-    assert b.max == 0.002 and b.spin == 3
+    b = Backoff.from_env(max=0.005, spin=3e-3)
+    assert b.max == 0.002 and b.spin == 3e-3
 
 
 @pytest.mark.parametrize("text,expect", [("0.002", 0.002), ("1e-4", 1e-4), (" 0.01 ", 0.01)])
@@ -108,10 +121,9 @@ def test_from_env_plain_number_sets_max(monkeypatch, text, expect):
 
 
 def test_from_env_fields(monkeypatch):
-    monkeypatch.setenv("PYMPEC_BACKOFF", "max=0.001, idle=2,idle_max=0.05 ,spin=20,start=2e-6")
+    monkeypatch.setenv("PYMPEC_BACKOFF", "max=0.001, idle=2,idle_max=0.05 ,spin=2e-4,start=2e-6")
     b = Backoff.from_env()
-    assert (b.spin, b.start, b.max, b.idle, b.idle_max) == (20, 2e-6, 0.001, 2.0, 0.05)
-    assert isinstance(b.spin, int)
+    assert (b.spin, b.start, b.max, b.idle, b.idle_max) == (2e-4, 2e-6, 0.001, 2.0, 0.05)
 
 
 def test_from_env_some_fields_keep_other_defaults(monkeypatch):
