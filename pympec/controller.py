@@ -27,14 +27,14 @@ import os
 import selectors
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 from mpi4py import MPI
 
 from . import wire
 from .backoff import RUNG, Backoff
 from .connection import ConnectionInfo, load, resolve
-from .dispatch import Dispatcher
+from .dispatch import STREAM_FROM, Dispatcher
 from .doorbell import Doorbell
 from .errors import ClusterError, KernelError, ProtocolError
 from .taskqueue import TaskQueue
@@ -48,8 +48,10 @@ RESULT_CAP = int(os.environ.get("PYMPEC_RESULT_CAP", 2 << 30))  # bytes kept for
 class Connection:
     """One client socket: first the handshake, then signed messages both ways."""
 
-    def __init__(self, sock: socket.socket, peer: Any, key: bytes) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, key: bytes,
+                 early: Callable[[dict, int], bool]) -> None:
         self.sock = sock
+        self.early = early   # which requests to take before their payload has arrived
         self.peer = peer
         self.key = key
         self.snonce = os.urandom(wire.NONCE)
@@ -76,7 +78,8 @@ class Connection:
         cnonce, proof, mac = checked
         self.sock.send(proof)
         c2s, s2c = wire.session_keys(self.key, self.snonce, cnonce)
-        self.reader, self.writer = wire.MessageReader(c2s, mac), wire.MessageWriter(s2c, mac)
+        self.reader = wire.MessageReader(c2s, mac, early=self.early)
+        self.writer = wire.MessageWriter(s2c, mac)
         return True
 
 
@@ -169,15 +172,25 @@ class Controller:
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            conn = Connection(sock, peer, self.key)
+            conn = Connection(sock, peer, self.key, self.streamed)
         except OSError:
             sock.close()
             return
         self.selector.register(sock, selectors.EVENT_READ, conn)
         self.handshaking.add(conn)
 
+    def streamed(self, request: dict, nbytes: int) -> bool:
+        """Whether to take a request as soon as its header is checked, and forward its
+        payload to the engines while it arrives: large requests for the engines."""
+        verb = str(request.get("verb"))
+        return (nbytes >= STREAM_FROM and verb not in ("hello", "ack")
+                and not verb.startswith("task_") and not hasattr(self, f"do_{verb}"))
+
     def close(self, conn: Connection, why: str) -> None:
         log.info("closing connection from %s: %s", conn.peer, why)
+        partial = conn.reader.partial if conn.reader else None
+        if partial is not None:   # its engines get the verdict "broken" (pympec.dispatch)
+            partial.failed = True
         if conn.client and self.clients.get(conn.client) is conn:
             del self.clients[conn.client]
         self.handshaking.discard(conn)

@@ -33,7 +33,7 @@ from . import serialize
 from .backoff import RUNG, Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
-from .runtime import (CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
+from .runtime import (COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
                       bytes_spec, encode_header, group_comm, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 from .wire import allocate, as_bytes_view
@@ -42,6 +42,7 @@ log = logging.getLogger("pympec.engine")
 
 TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
 TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advancing
+PIECE_SPIN = 5e-4     # seconds a rung engine polls for one piece of a streamed payload
 
 
 # -- the commands: header args and payload frames in, one value out ----------------
@@ -84,17 +85,22 @@ class Engine:
     """Receives commands from the controller, runs them, replies."""
 
     def __init__(self, comm, interp: Interpreter, backoff: Backoff,
-                 doorbell: Doorbell | None = None, spin_after_reply: bool = True) -> None:
-        """``spin_after_reply`` False: after each reply, sleep at once rather than spin
-        for the next command; right where the controller's rings reach this engine and
-        ranks outnumber cores, so spinning would only take CPU from ranks with work."""
+                 doorbell: Doorbell | None = None, rung: bool = False,
+                 oversubscribed: bool = False) -> None:
+        """``rung``: the controller's doorbell rings reach this engine (same host).
+        ``oversubscribed``: ranks outnumber cores here, so a spinning rank takes CPU
+        from ranks with work; then, where rung, the engine sleeps right after each
+        reply and during streamed payloads, until the controller rings."""
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
         # sleeps end early when the controller rings (pympec.doorbell)
         self.doorbell = doorbell or Doorbell(None)
-        self.spin_after_reply = spin_after_reply
+        self.spin_after_reply = not (rung and oversubscribed)
         self.transfer = Backoff(spin=TRANSFER_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
+        # a streamed payload comes piece by piece, each with a ring: spin only while
+        # one piece moves, sleep between pieces
+        self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
         self.groups: dict[str, Any] = {}   # collective communicators, by key
 
     def serve(self) -> None:
@@ -114,7 +120,11 @@ class Engine:
             if verb == "_group":
                 self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
                 continue
-            frames = self.receive_payload(header, tail)
+            try:
+                frames = self.receive_payload(header, tail)
+            except MessageBroken as e:
+                self.send_reply(header, {**error_reply(e, verb)[0], "job": header["job"]}, [])
+                continue
             args = header.get("args") or {}
             if args.get("stream"):
                 args["_live"] = lambda name, text, job=header["job"]: \
@@ -131,7 +141,9 @@ class Engine:
         if deliver == "inline":   # small payloads came inside the command message
             return [tail[o:o + n] for o, n in header["frames"]]
         buf = allocate(header["region"])
-        if deliver == "p2p":
+        if deliver.startswith("stream"):
+            self.receive_stream(header, buf)
+        elif deliver == "p2p":
             self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
         elif deliver == "bcast":
             self.wait(self.groups[header["group"]].Ibcast(bytes_spec(buf), root=0))
@@ -139,6 +151,21 @@ class Engine:
             self.wait(self.groups[header["group"]].Iscatterv(None, bytes_spec(buf), root=0))
         view = memoryview(buf)
         return [view[o:o + n] for o, n in header["frames"]]
+
+    def receive_stream(self, header: dict, buf: memoryview) -> None:
+        """Receive a payload the controller forwards while it arrives from the client:
+        pieces of ``chunk`` bytes, then the verdict byte.  Raises MessageBroken if the
+        client's message broke off."""
+        chunk = header["chunk"]
+        requests = [self.comm.Irecv(bytes_spec(buf[at:at + chunk]), CONTROLLER, TAG_DATA)
+                    for at in range(0, len(buf), chunk)]
+        verdict = bytearray(1)
+        requests.append(self.comm.Irecv(bytes_spec(verdict), CONTROLLER, TAG_DATA))
+        self.wait_all(requests, self.pieces)
+        if verdict != COMPLETE:
+            raise MessageBroken("the client's message broke off before all of it arrived "
+                                "(its connection was lost or a signature failed); the "
+                                "command did not run")
 
     def run(self, verb: str, args: dict, frames: list) -> tuple[dict, list]:
         """Run one command; returns the reply header and its frames."""
@@ -188,15 +215,25 @@ class Engine:
         self.wait(request)
 
     def wait(self, request) -> None:
-        """Wait for a request by polling: MPI's own Wait spins without end, and the
-        controller's side is non-blocking, which only non-blocking calls match.
+        """Wait for one request (see :meth:`wait_all`)."""
+        self.wait_all([request], self.transfer)
 
-        A large transfer advances only while both sides call into MPI, so the first
-        TRANSFER_SPIN seconds poll back to back (yielding the CPU in between), and a
-        longer one still polls every TRANSFER_MAX seconds or sooner."""
-        self.transfer.reset()
-        while not request.Test():
-            self.transfer.sleep()
+    def wait_all(self, requests: list, backoff: Backoff) -> None:
+        """Wait for requests, in order, by polling: MPI's own Wait spins without end,
+        and the controller's side is non-blocking, which only non-blocking calls match.
+
+        A large transfer advances only while both sides call into MPI, so the
+        ``backoff`` spins first (for a plain transfer, TRANSFER_SPIN seconds, yielding
+        the CPU in between), then sleeps on the doorbell; a ring restarts the spin."""
+        backoff.reset()
+        for request in requests:
+            while not request.Test():
+                if self.doorbell.wait(backoff.delay()):
+                    backoff.reset()
+
+
+class MessageBroken(Exception):
+    """A streamed payload's message did not arrive whole: nothing may use it."""
 
 
 def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:
@@ -287,8 +324,8 @@ def main(argv: list[str] | None = None) -> None:
             log.info("engine %d up (pid %d)", rank - 1, os.getpid())
             # Where the controller's rings reach, the backoff is only a safety net.
             backoff = Backoff.from_env(spin=1e-3, **(RUNG if controller_here else {}))
-            Engine(runtime, interp, backoff, Doorbell(cluster_id, rank),
-                   spin_after_reply=not (controller_here and oversubscribed)).serve()
+            Engine(runtime, interp, backoff, Doorbell(cluster_id, rank), rung=controller_here,
+                   oversubscribed=oversubscribed).serve()
     runtime.Free()
 
 

@@ -22,6 +22,9 @@ TAG_GROUP = 14     # Create_group of a collective communicator
 TAG_OUTPUT = 15    # engine -> controller: JSON, stdout/stderr text of a running execute
 
 
+COMPLETE, BROKEN = b"\1", b"\0"   # the verdict byte after a streamed payload
+
+
 def engine_rank(engine_id: int) -> int:
     return engine_id + 1
 

@@ -11,19 +11,27 @@ cluster key; nothing else is read before it succeeds::
 Each side then derives one key per direction from the cluster key and both nonces, and
 every message after that is::
 
-    +--------+------------+---------+---------------+--------+--------+--------+
-    | b"PMSG"| header len | nframes | frame lengths | header | frames |  tag   |
-    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |  raw   | 32/16 B|
-    +--------+------------+---------+---------------+--------+--------+--------+
+    +--------+------------+---------+---------------+--------+-----+-----------+-----+--
+    | b"PMSG"| header len | nframes | frame lengths | header | tag | segment 1 | tag | ...
+    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |     | <= 1 MiB  |     |
+    +--------+------------+---------+---------------+--------+-----+-----------+-----+--
+     |<------------------ part 0 ------------------------>|      |<- part 1 ->|
 
-    tag = HMAC-SHA256(direction key, sequence number || all bytes before the tag), or,
-          when both sides have the ``cryptography`` package and the frames hold 64 KiB
-          or more, Poly1305 over the same bytes under a one-time key
-          HMAC-SHA256(direction key, b"poly1305" || sequence number)
+    The frames, back to back, are cut into segments of SEGMENT bytes (the last may be
+    shorter), and every part carries its own tag:
+
+    tag = HMAC-SHA256(direction key, seq || part || the part's bytes), or, when both
+          sides have the ``cryptography`` package and the frames hold 64 KiB or more,
+          Poly1305 over the part's bytes under a one-time key
+          HMAC-SHA256(direction key, b"poly1305" || seq || part)
 
 The sequence number counts messages per direction and is never sent, so a replayed,
-dropped or reordered message fails the check.  Lengths are bounds-checked, the tag is
-checked before the header is parsed, and nothing here unpickles.
+dropped or reordered message fails the check; the part number binds each segment to
+its place, and part 0 covers the lengths, so a message cannot be cut short or spliced.
+Lengths are bounds-checked, each tag is checked before its bytes are used, and nothing
+here unpickles.  Tags per segment let a receiver use a large message while it arrives:
+the controller forwards each verified segment to the engines while the next one is
+still on the wire (``MessageReader(early=...)``).
 
 Frames are received straight into one preallocated buffer per message, each at a
 64-byte aligned address, so NumPy arrays built on them are aligned and writable; they
@@ -40,7 +48,7 @@ import os
 import secrets
 import socket
 import struct
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -59,9 +67,10 @@ MAX_FRAMES = 1 << 20
 MAX_MESSAGE = int(os.environ.get("PYMPEC_MAX_MESSAGE", 1 << 40))   # bytes of frames
 _STAGE = 1 << 16          # reads smaller than this go through one staging buffer
 _IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
-_CHUNK = 1 << 20          # bulk frames are signed and sent this much at a time
+SEGMENT = 1 << 20         # frame bytes per signed segment (part) of a message
 _BATCH = 4 << 20          # bytes signed ahead of what the socket has taken
-_READ_BUDGET = 64 << 20   # bytes per read() call, so one big sender cannot starve others
+_READ_BUDGET = 8 << 20    # bytes per read() call: one big sender cannot starve others,
+                          # and streamed payloads are forwarded as they come
 
 
 def allocate(nbytes: int) -> memoryview:
@@ -107,19 +116,37 @@ class _Poly1305:
     """Poly1305 under a one-time key per message, HMAC-SHA256(direction key, b"poly1305"
     || sequence number): Poly1305 must never see a key twice, and this one never does."""
 
-    def __init__(self, key: bytes, seq: int) -> None:
-        self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq)))
+    def __init__(self, key: bytes, seq: int, part: int) -> None:
+        self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq), LENGTH.pack(part)))
         self.update = self._poly.update
 
     def digest(self) -> bytes:
         return self._poly.finalize()
 
 
-def message_mac(kind: int, key: bytes, seq: int) -> Any:
-    """The MAC of message ``seq``: an object with ``update(bytes)`` and ``digest()``."""
+def message_mac(kind: int, key: bytes, seq: int, part: int) -> Any:
+    """The MAC of part ``part`` of message ``seq``: an object with ``update(bytes)`` and
+    ``digest()``."""
     if kind == POLY1305:
-        return _Poly1305(key, seq)
-    return hmac.new(key, LENGTH.pack(seq), hashlib.sha256)
+        return _Poly1305(key, seq, part)
+    return hmac.new(key, LENGTH.pack(seq) + LENGTH.pack(part), hashlib.sha256)
+
+
+def segments(lengths: list[int]) -> Iterator[tuple[int, int, int, bool]]:
+    """The frame bytes of a message as signed segments: ``(frame, start, stop, last)``
+    runs in wire order, ``last`` where a segment (and its tag) ends.  Writer and reader
+    both cut messages with this one function."""
+    room, left = SEGMENT, sum(lengths)
+    for i, n in enumerate(lengths):
+        start = 0
+        while start < n:
+            stop = min(n, start + room)
+            room -= stop - start
+            left -= stop - start
+            yield i, start, stop, room == 0 or left == 0
+            if room == 0:
+                room = SEGMENT
+            start = stop
 
 
 def mac_for(kind: int, nbytes: int) -> int:
@@ -215,9 +242,13 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 # -- messages ----------------------------------------------------------------------
 
 class Message:
-    """A received message: its JSON header and its frames, views into one buffer."""
+    """A received message: its JSON header and its frames, views into one buffer.
 
-    __slots__ = ("header", "frames", "payload", "offsets")
+    A message handed out early (``MessageReader(early=...)``) is still arriving:
+    ``verified`` is how far into ``payload`` the bytes are checked and usable, until
+    ``complete``; ``failed`` if the connection broke or a tag failed first."""
+
+    __slots__ = ("header", "frames", "payload", "offsets", "verified", "complete", "failed")
 
     def __init__(self, header: dict, payload: memoryview, offsets: list[int],
                  lengths: list[int]):
@@ -225,6 +256,8 @@ class Message:
         self.payload = payload
         self.offsets = offsets
         self.frames = [payload[o:o + n] for o, n in zip(offsets, lengths)]
+        self.verified = 0
+        self.complete = self.failed = False
 
     def span(self, first: int, last: int) -> tuple[int, int]:
         """(offset, length) in ``payload`` covering frames first..last inclusive."""
@@ -235,22 +268,32 @@ class Message:
 
 
 class MessageReader:
-    """Parses a stream into Messages, checking each tag before its header is read.
+    """Parses a stream into Messages, checking each tag before the bytes it covers are used.
 
     ``read(sock)`` works on non-blocking sockets and keeps its state between calls, so a
     message may arrive over many calls (and a KeyboardInterrupt never loses the place).
+    A message is handed out once complete or, if ``early(header, nbytes)`` says so, as
+    soon as its header is checked; it then fills in as later reads check its segments.
     """
 
-    def __init__(self, key: bytes, mac: int = HMAC_SHA256) -> None:
+    def __init__(self, key: bytes, mac: int = HMAC_SHA256,
+                 early: Callable[[dict, int], bool] | None = None) -> None:
         self._key = key
         self._kind = mac
+        self._early = early
         self._seq = 0
         self._stage = bytearray(_STAGE)
         self._staged = memoryview(b"")
         self._begin_message()
 
+    @property
+    def partial(self) -> Message | None:
+        """The message handed out early and still arriving, if any."""
+        return self._message if self._announced else None
+
     def _begin_message(self) -> None:
-        self._mac = None     # chosen by the message's size, once its lengths are read
+        self._message: Message | None = None
+        self._announced = False
         self._step = self._got_prefix
         self._target = memoryview(bytearray(PREFIX.size))
         self._pos = 0
@@ -260,7 +303,7 @@ class MessageReader:
         self._target, self._step, self._pos, self._signed = target, step, 0, signed
 
     def read(self, sock: socket.socket) -> list[Message]:
-        """Read what the socket has now; returns the messages completed.
+        """Read what the socket has now; returns the messages completed (or begun early).
 
         Raises ClusterError on end of stream, ProtocolError on a bad frame or tag.
         """
@@ -329,43 +372,74 @@ class MessageReader:
         except (MemoryError, ValueError) as e:
             raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
         self._tag_kind = mac_for(self._kind, sum(self._lengths))
-        self._mac = message_mac(self._tag_kind, self._key, self._seq)
+        self._part = 0
+        self._mac = message_mac(self._tag_kind, self._key, self._seq, 0)
         self._mac.update(self._prefix)
         self._mac.update(raw)
-        self._frame = -1
-        self._expect(memoryview(bytearray(self._header_len)), self._next_frame)
+        self._expect(memoryview(bytearray(self._header_len)), self._got_header)
 
-    def _next_frame(self) -> None:
-        if self._frame < 0:
-            self._header_bytes = self._target
-        self._frame += 1
-        if self._frame < len(self._lengths):
-            o = self._offsets[self._frame]
-            self._expect(memoryview(self._payload)[o:o + self._lengths[self._frame]],
-                         self._next_frame)
-        else:
-            self._expect(memoryview(bytearray(tag_size(self._tag_kind))), self._got_tag,
-                         signed=False)
+    def _got_header(self) -> None:
+        self._header_bytes = self._target
+        self._expect_tag(self._got_head_tag)
 
-    def _got_tag(self) -> Message:
+    def _expect_tag(self, step) -> None:
+        self._expect(memoryview(bytearray(tag_size(self._tag_kind))), step, signed=False)
+
+    def _check_tag(self) -> None:
         if not hmac.compare_digest(self._mac.digest(), self._target):
             raise ProtocolError("message signature mismatch: corrupted, replayed or forged")
+        self._mac = None
+
+    def _got_head_tag(self) -> Message | None:
+        self._check_tag()
         try:
             header = json.loads(bytes(self._header_bytes))
         except ValueError as e:
             raise ProtocolError(f"bad message header: {e}") from None
-        message = Message(header, self._payload, self._offsets, self._lengths)
-        self._seq += 1
-        self._begin_message()
-        return message
+        self._message = Message(header, self._payload, self._offsets, self._lengths)
+        self._runs = segments(self._lengths)
+        nbytes = sum(self._lengths)
+        self._announced = bool(nbytes and self._early and self._early(header, nbytes))
+        message = self._message
+        done = self._next_run()
+        return message if self._announced or done else None
+
+    def _next_run(self) -> Message | None:
+        """Expect the next run of frame bytes; at the end, finish the message."""
+        run = next(self._runs, None)
+        if run is None:
+            message, announced = self._message, self._announced
+            message.verified, message.complete = len(message.payload), True
+            self._seq += 1
+            self._begin_message()
+            return None if announced else message
+        frame, start, stop, self._run_ends = run
+        if self._mac is None:
+            self._part += 1
+            self._mac = message_mac(self._tag_kind, self._key, self._seq, self._part)
+        at = self._offsets[frame]
+        self._run_stop = at + stop
+        self._expect(self._payload[at + start:at + stop], self._got_run)
+        return None
+
+    def _got_run(self) -> Message | None:
+        if self._run_ends:
+            self._expect_tag(self._got_segment_tag)
+            return None
+        return self._next_run()
+
+    def _got_segment_tag(self) -> Message | None:
+        self._check_tag()
+        self._message.verified = self._run_stop
+        return self._next_run()
 
 
 class MessageWriter:
     """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
 
     ``queue()`` appends a message; ``flush(sock)`` writes what the socket takes now and
-    says whether everything is out.  Bytes are signed as they go out, a megabyte at a
-    time, so the peer verifies one chunk while this side signs the next: signing and
+    says whether everything is out.  Bytes are signed as they go out, a segment at a
+    time, so the peer checks one segment while this side signs the next: signing and
     checking a large message overlap instead of adding up.
     """
 
@@ -373,7 +447,7 @@ class MessageWriter:
         self._key = key
         self._kind = mac
         self._seq = 0
-        # [view, mac, signed]: view None stands for the tag, made once all before it is signed
+        # [view, mac, signed]: view None stands for a tag, made once all before it is signed
         self._pieces: collections.deque[list] = collections.deque()
 
     @property
@@ -381,18 +455,27 @@ class MessageWriter:
         return bool(self._pieces)
 
     def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
+        """Queue a message (see the module doc for its layout)."""
         views = [as_bytes_view(f) for f in frames]
+        lengths = [len(v) for v in views]
         head = json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
-                         *(LENGTH.pack(len(v)) for v in views), head])
-        mac = message_mac(mac_for(self._kind, sum(len(v) for v in views)), self._key, self._seq)
+                         *(LENGTH.pack(n) for n in lengths), head])
+        kind, seq = mac_for(self._kind, sum(lengths)), self._seq
         self._seq += 1
+        mac = message_mac(kind, self._key, seq, 0)
         pieces = self._pieces
         pieces.append([memoryview(lead), mac, False])
-        for v in views:
-            for start in range(0, len(v), _CHUNK):
-                pieces.append([v[start:start + _CHUNK], mac, False])
         pieces.append([None, mac, False])
+        part, mac = 0, None
+        for frame, start, stop, last in segments(lengths):
+            if mac is None:
+                part += 1
+                mac = message_mac(kind, self._key, seq, part)
+            pieces.append([views[frame][start:stop], mac, False])
+            if last:
+                pieces.append([None, mac, False])
+                mac = None
 
     def _batch(self) -> list[memoryview]:
         """The next pieces to send (about _BATCH bytes), each signed before it goes."""

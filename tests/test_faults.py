@@ -185,3 +185,76 @@ def test_connection_file_mode(cluster):
     data = json.loads(cluster.connection_file.read_text())
     assert len(bytes.fromhex(data["key"])) >= 32
     assert data["address"] == "127.0.0.1" and data["engines"] == ENGINES
+
+
+# -- streamed requests: a large push is forwarded while it arrives (pympec.dispatch) ----
+
+def wire_bytes(writer: wire.MessageWriter, *messages: tuple) -> bytes:
+    """The bytes ``writer`` sends for ``messages`` ((header, frames) pairs), in order."""
+    for header, frames in messages:
+        writer.queue(header, frames)
+    a, b = socket.socketpair()
+    out = bytearray()
+    reader = threading.Thread(target=lambda: [out.extend(chunk) for chunk in
+                                              iter(lambda: b.recv(1 << 20), b"")])
+    reader.start()
+    while not writer.flush(a):
+        pass
+    a.close()
+    reader.join(timeout=30)
+    b.close()
+    return bytes(out)
+
+
+def broken_push(cluster, nbytes: int) -> tuple[socket.socket, bytes]:
+    """An authenticated connection, and the bytes of hello + a push of ``nbytes`` to
+    engine 0, large enough to be streamed."""
+    import numpy as np
+    from pympec import serialize
+    info = load(cluster.connection_file)
+    sock = socket.create_connection((info.address, info.port), timeout=10)
+    send_key, _, mac = wire.client_handshake(sock, info.key_bytes, 10)
+    data = np.ones(nbytes, np.uint8)
+    push = {"id": "cut", "verb": "push", "targets": [0], "deliver": "same",
+            "describe": "push(cut)", "args": {"names": ["cut"],
+                                              "metas": [serialize.array_meta(data)]}}
+    raw = wire_bytes(wire.MessageWriter(send_key, mac),
+                     ({"verb": "hello", "client": os.urandom(8).hex(), "id": "h"}, []),
+                     (push, [data]))
+    return sock, raw
+
+
+def wait_running(mec, describe: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while mec.queue_status(targets=0)[0][1]["pending"] != describe:
+        assert time.monotonic() < deadline, "the streamed push never started"
+        time.sleep(0.02)
+
+
+def test_client_vanishing_mid_stream_loses_nothing_else(cluster, mec):
+    """The engine drops the broken payload; another client's call queued behind it
+    still runs, and the cluster keeps serving."""
+    sock, raw = broken_push(cluster, 40 << 20)
+    sock.sendall(raw[:len(raw) // 3])
+    wait_running(mec, "push(cut)")
+    behind = mec.execute("after_cut = 1", targets=0, block=False)
+    sock.close()                                   # gone, two thirds of the push unsent
+    assert behind.get_result() is not None      # (bounded by the suite's pytest timeout)
+    assert "cut" not in mec.keys(targets=0)[0] and "after_cut" in mec.keys(targets=0)[0]
+    assert serving(mec)
+
+
+def test_tampered_segment_mid_stream_is_dropped(cluster, mec):
+    sock, raw = broken_push(cluster, 40 << 20)
+    bad = bytearray(raw)
+    bad[len(bad) * 2 // 3] ^= 1                   # a segment well after the first ones
+    sock.sendall(bad[:len(bad) // 3])
+    wait_running(mec, "push(cut)")
+    try:
+        sock.sendall(bad[len(bad) // 3:])
+        assert hung_up(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        pass                                       # hung up while we were still sending
+    sock.close()
+    assert "cut" not in mec.keys(targets=0)[0]
+    assert serving(mec)

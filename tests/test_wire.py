@@ -5,8 +5,9 @@ and contract 5 (challenge-response handshake; every message signed with a sequen
 number, and the signature checked before anything is parsed).
 
 The tests do not compute tags themselves (the MAC construction may change, see
-docs/security.md); they only rely on the documented layout
-``prefix | lengths | header | frames | tag`` with ``wire.TAG`` bytes of tag.
+docs/security.md); they only rely on the documented layout ``prefix | lengths | header | tag``, then
+``segment | tag`` for each segment of the frames (``wire.segments``), with
+``wire.TAG`` bytes of tag.
 """
 from __future__ import annotations
 
@@ -115,19 +116,28 @@ def feed(reader: wire.MessageReader, data: bytes, chunk: int = 1 << 16) -> list[
         b.close()
 
 
-def layout(data: bytes) -> dict:
-    """Offsets of the parts of one encoded message, per the documented layout."""
+def layout(data: bytes, tag: int = wire.TAG) -> dict:
+    """Offsets of the parts of one encoded message, per the documented layout: part 0
+    (prefix, lengths, header) and its tag, then each segment of frame bytes and its tag.
+    ``frames`` holds where each frame's first byte is (None for empty frames), ``tag``
+    where the last tag starts."""
     magic, hlen, nframes = wire.PREFIX.unpack_from(data, 0)
     pos = wire.PREFIX.size
     lengths = [wire.LENGTH.unpack_from(data, pos + i * wire.LENGTH.size)[0]
                for i in range(nframes)]
     header = pos + nframes * wire.LENGTH.size
-    frames, at = [], header + hlen
-    for n in lengths:
-        frames.append(at)
-        at += n
+    at = header + hlen
+    tags, frames = [at], [None] * nframes
+    at += tag
+    for frame, start, stop, last in wire.segments(lengths):
+        if start == 0:
+            frames[frame] = at
+        at += stop - start
+        if last:
+            tags.append(at)
+            at += tag
     return dict(magic=magic, hlen=hlen, nframes=nframes, lengths=lengths, lengths_at=pos,
-                header=header, frames=frames, tag=at, end=at + wire.TAG)
+                header=header, frames=frames, tags=tags, tag=tags[-1], end=at)
 
 
 def flip(data: bytes, index: int, bit: int = 0) -> bytes:
@@ -897,3 +907,96 @@ def test_check_client_rejects_malformed_answers():
     # an answer recorded for another challenge is worthless (no handshake replay)
     assert wire.check_client(KEY, secrets.token_bytes(wire.NONCE), good) is None
     assert wire.check_client(secrets.token_bytes(32), snonce, good) is None
+
+
+# -- segments and early messages (streaming) -------------------------------------------
+
+@pytest.mark.parametrize("lengths", [[], [0], [5], [wire.SEGMENT], [wire.SEGMENT + 1],
+                                     [3, 0, wire.SEGMENT - 3, 7], [2 * wire.SEGMENT + 9, 0, 1]])
+def test_segments_cover_every_byte_in_order(lengths):
+    runs = list(wire.segments(lengths))
+    covered = [(f, a, b) for f, a, b, _ in runs]
+    expect, at = [], {}
+    for f, a, b in covered:
+        assert a == at.get(f, 0) and b > a, "runs are in order, non-empty, contiguous"
+        at[f] = b
+    assert {f: n for f, n in enumerate(lengths) if n} == at
+    size = 0                                     # segments end exactly every SEGMENT bytes
+    for f, a, b, last in runs:
+        size += b - a
+        assert size <= wire.SEGMENT
+        if last:
+            size = 0
+    assert size == 0 and (not runs or runs[-1][3])
+
+
+def big_message(nbytes: int = 3 * wire.SEGMENT + 123) -> tuple[dict, np.ndarray]:
+    return {"verb": "push"}, np.arange(nbytes, dtype=np.uint8)
+
+
+def test_early_message_fills_in_as_segments_check(pair):
+    header, data = big_message()
+    writer = wire.MessageWriter(KEY, wire.POLY1305 if wire.Poly1305 else wire.HMAC_SHA256)
+    raw = encoded(writer, header, [data]) + encoded(writer, {"next": 1}, [b"x" * 10])
+    reader = wire.MessageReader(KEY, writer._kind, early=lambda h, n: n > 1000)
+    a, b = pair
+    handed, seen = [], []
+    for at in range(0, len(raw), 1 << 16):
+        a.sendall(raw[at:at + (1 << 16)])
+        handed += reader.read(b)
+        if handed:
+            seen.append(handed[0].verified)
+    first, second = handed
+    assert first.header == header and second.header == {"next": 1}
+    assert seen == sorted(seen) and len(set(seen)) > 3, "verified grows segment by segment"
+    assert first.complete and not first.failed and second.complete
+    assert bytes(first.frames[0]) == data.tobytes()
+    assert reader.partial is None
+
+
+def send_through(a, b, reader: wire.MessageReader, data: bytes) -> list[wire.Message]:
+    """Send ``data`` on ``a`` while ``reader`` reads ``b`` (a socketpair holds less than
+    a segment); returns what the reader handed out."""
+    got = []
+    for at in range(0, len(data), 1 << 16):
+        a.sendall(data[at:at + (1 << 16)])
+        got += reader.read(b)
+    return got
+
+
+def test_early_message_is_handed_out_before_its_payload(pair):
+    header, data = big_message()
+    raw = encoded(wire.MessageWriter(KEY), header, [data])
+    tags = layout(raw)["tags"]
+    reader = wire.MessageReader(KEY, early=lambda h, n: True)
+    a, b = pair
+    got = send_through(a, b, reader, raw[:tags[1]])   # part 0 and its tag, segment 1
+    assert len(got) == 1 and got[0].header == header
+    assert got[0].verified == 0 and not got[0].complete and reader.partial is got[0]
+    assert send_through(a, b, reader, raw[tags[1]:tags[2]]) == []   # its tag, segment 2
+    assert got[0].verified == wire.SEGMENT
+
+
+def test_tampered_later_segment_stops_at_the_last_good_one(pair):
+    header, data = big_message()
+    raw = encoded(wire.MessageWriter(KEY), header, [data])
+    tags = layout(raw)["tags"]
+    bad = flip(raw, tags[2] - 5)                 # inside segment 2
+    reader = wire.MessageReader(KEY, early=lambda h, n: True)
+    a, b = pair
+    message, = send_through(a, b, reader, bad[:tags[2] - 10])
+    assert message.verified == wire.SEGMENT
+    with pytest.raises(ProtocolError, match="signature"):
+        send_through(a, b, reader, bad[tags[2] - 10:])
+    assert message.verified == wire.SEGMENT and not message.complete
+
+
+def test_segments_cannot_be_swapped():
+    header, data = big_message(2 * wire.SEGMENT)
+    data[wire.SEGMENT:] = 7                      # the two segments differ
+    raw = encoded(wire.MessageWriter(KEY), header, [data])
+    t = layout(raw)["tags"]
+    seg1, seg2 = raw[t[0] + wire.TAG:t[1] + wire.TAG], raw[t[1] + wire.TAG:t[2] + wire.TAG]
+    swapped = raw[:t[0] + wire.TAG] + seg2 + seg1
+    with pytest.raises(ProtocolError):
+        feed(wire.MessageReader(KEY), swapped)
