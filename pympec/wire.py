@@ -3,7 +3,7 @@
 A connection opens with a challenge and response that proves both sides know the
 cluster key; nothing else is read before it succeeds::
 
-    controller -> client    b"PYMPEC02" + snonce + offer       (32 random bytes; MACs it has)
+    controller -> client    b"PYMPEC03" + snonce + offer       (32 random bytes; MACs it has)
     client -> controller    cnonce + choice + HMAC(key, b"client" + snonce + cnonce + offer + choice)
     controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
                             (or it hangs up)
@@ -54,7 +54,7 @@ import numpy as np
 
 from .errors import ClusterError, ProtocolError, SecurityError
 
-GREETING = b"PYMPEC02"
+GREETING = b"PYMPEC03"    # the protocol version: 03 signs messages per segment
 NONCE = 32
 TAG = 32                  # handshake proofs: HMAC-SHA256
 ANSWER = 32 + 1 + TAG     # the client's answer: cnonce, chosen MAC, proof
@@ -211,6 +211,11 @@ def client_handshake(sock: socket.socket, key: bytes,
     try:
         hello = _recv_exactly(sock, len(GREETING) + NONCE + 1)
         if not hello.startswith(GREETING):
+            if hello.startswith(GREETING[:6]):
+                raise ClusterError(
+                    f"the controller speaks pympec protocol {hello[6:8].decode(errors='replace')}"
+                    f" and this client {GREETING[6:].decode()}: run the same pympec version "
+                    f"on both sides")
             raise ClusterError("the peer is not a pympec controller (bad greeting)")
         snonce, offer = hello[len(GREETING):-1], hello[-1]
         answer, cnonce = client_response(key, snonce, offer)

@@ -1000,3 +1000,24 @@ def test_segments_cannot_be_swapped():
     swapped = raw[:t[0] + wire.TAG] + seg2 + seg1
     with pytest.raises(ProtocolError):
         feed(wire.MessageReader(KEY), swapped)
+
+
+def test_controller_of_another_protocol_version_is_named():
+    """A client meeting a controller of another pympec version says so, instead of
+    failing later on signatures."""
+    old = b"PYMPEC02" + secrets.token_bytes(wire.NONCE) + bytes([wire.HMAC_SHA256])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(old)
+        conn.recv(100)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with socket.create_connection(listener.getsockname(), timeout=5) as sock, \
+            pytest.raises(ClusterError, match="protocol 02 and this client 03"):
+        wire.client_handshake(sock, KEY, timeout=5)
+    thread.join(timeout=LIMIT)
+    listener.close()
