@@ -376,7 +376,8 @@ class MessageReader:
             self._payload = allocate(total)
         except (MemoryError, ValueError) as e:
             raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
-        self._tag_kind = mac_for(self._kind, sum(self._lengths))
+        self._nbytes = sum(self._lengths)
+        self._tag_kind = mac_for(self._kind, self._nbytes)
         self._part = 0
         self._mac = message_mac(self._tag_kind, self._key, self._seq, 0)
         self._mac.update(self._prefix)
@@ -403,8 +404,8 @@ class MessageReader:
             raise ProtocolError(f"bad message header: {e}") from None
         self._message = Message(header, self._payload, self._offsets, self._lengths)
         self._runs = segments(self._lengths)
-        nbytes = sum(self._lengths)
-        self._announced = bool(nbytes and self._early and self._early(header, nbytes))
+        self._announced = bool(self._nbytes and self._early
+                               and self._early(header, self._nbytes))
         message = self._message
         done = self._next_run()
         return message if self._announced or done else None
