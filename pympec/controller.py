@@ -132,7 +132,9 @@ class Controller:
                     self.on_readable(key.data)
                 if mask & selectors.EVENT_WRITE and key.data and key.data.sock.fileno() >= 0:
                     self.on_writable(key.data)
-            active |= self.dispatcher.poll()
+            if self.dispatcher.poll():
+                active = True
+                self.pump()
             active |= self.dispatcher.dispatch()
             if active:
                 self.backoff.reset()
@@ -228,19 +230,30 @@ class Controller:
 
     def on_writable(self, conn: Connection) -> None:
         try:
-            if conn.writer.flush(conn.sock):
+            if conn.writer.flush(conn.sock) or conn.writer.stalled:
                 self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
         except ClusterError as e:
             self.close(conn, str(e))
 
     def send(self, conn: Connection, header: dict, frames: list = ()) -> None:
+        """Queue a message to a client and write what the socket takes; the rest goes
+        when it is writable, and a result still landing (wire.Filling) as it lands."""
         conn.writer.queue(header, frames)
+        self.flush(conn)
+
+    def flush(self, conn: Connection) -> None:
         try:
-            if not conn.writer.flush(conn.sock):
+            if not conn.writer.flush(conn.sock) and not conn.writer.stalled:
                 self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
                                      conn)
         except ClusterError as e:
             self.close(conn, str(e))
+
+    def pump(self) -> None:
+        """More of some result has landed: write on to the clients that waited on it."""
+        for conn in list(self.clients.values()):
+            if conn.writer.pending:
+                self.flush(conn)
 
     def deliver(self, client: str, header: dict, frames: list) -> None:
         """Send a finished result to its client, and keep it until the client acks it

@@ -26,21 +26,23 @@ of a communicator, which only involves idle engines.
 """
 from __future__ import annotations
 
+import array
 import collections
+import functools
 import logging
 from typing import Any, Callable
 
 from mpi4py import MPI
 
 from . import paths, wire
-from .wire import allocate
+from .wire import Filling, allocate
 from .errors import InvalidEngineID, NoEnginesRegistered
-from .runtime import (BROKEN, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY, bytes_spec,
-                      encode_header, engine_rank, group_comm, recv_header, split)
+from .runtime import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
+                      bytes_spec, encode_header, engine_rank, group_comm, pieces, recv_header,
+                      split)
 
 log = logging.getLogger("pympec.controller")
 
-CHUNK = 4 << 20            # bytes per forwarded piece of a payload still arriving
 STREAM_FROM = 2 * CHUNK    # requests with at least this many frame bytes are streamed
 
 
@@ -72,7 +74,7 @@ class Job:
         self.results: dict[int, tuple[dict, list]] = {}
         self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
         self.members: list[int] = []               # engines of the running collective
-        self.joined: memoryview | None = None       # the gathered buffer, after a gather
+        self.joined: Filling | None = None          # the gathered buffer, after a gather
 
     def collective(self) -> bool:
         return len(self.todo) > 1 and (self.deliver != "none" or self.gather)
@@ -260,7 +262,7 @@ class Dispatcher:
             return
         start, length, frames = job.region(engine.id)
         if not job.message.complete:
-            header.update(deliver="stream", region=length, frames=frames, chunk=CHUNK)
+            header.update(deliver="stream", region=length, frames=frames)
             self.isend(encode_header(header), engine.rank, TAG_COMMAND)
             self.streams.append(Stream(job.message, start, length, engine.rank))
             return
@@ -308,11 +310,15 @@ class Dispatcher:
             header = self.command(job, group=key, reply="gather" if job.gather else "p2p",
                                   deliver=deliver)
             if m.id in regions:
-                header.update(region=regions[m.id][1], frames=regions[m.id][2], chunk=CHUNK)
+                header.update(region=regions[m.id][1], frames=regions[m.id][2])
             self.isend(encode_header(header), m.rank, TAG_COMMAND)
         if deliver == "stream":
             self.streams.extend(Stream(job.message, regions[m.id][0], regions[m.id][1],
                                        m.rank) for m in members)
+        if job.gather:   # the targets agree on the number of gather rounds (send_gathered)
+            mine, largest = array.array("q", [0]), array.array("q", [0])
+            self.track(comm.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T],
+                                       op=MPI.MAX), keep=(mine, largest))
         payload = job.message.payload
         if deliver == "bcast":
             start, length, _ = regions[members[0].id]
@@ -354,7 +360,7 @@ class Dispatcher:
         """A reply header arrived: get its frames, then finish the engine's part."""
         if "tasks" in reply:   # a task batch's reply
             self.receive_frames(engine, reply, tail, lambda frames: self.tasks.settle(
-                engine, reply, frames[0] if frames else None))
+                engine, reply, frames[0] if frames else None), streamed=False)
             return
         job = self.jobs[reply.pop("job")]
         if "nbytes" in reply:
@@ -366,23 +372,31 @@ class Dispatcher:
                             lambda frames: self.engine_done(job, engine, reply, frames))
 
     def receive_frames(self, engine: Engine, reply: dict, tail: memoryview,
-                       then: Callable[[list], None]) -> None:
-        """Call ``then(frames)`` once the reply's frames are here: inline in its message,
-        or one MPI message each, received without blocking."""
+                       then: Callable[[list], None], streamed: bool = True) -> None:
+        """Get the reply's frames: inline in its message, or in CHUNK-sized MPI pieces,
+        received without blocking.  ``then(frames)`` gets them once they are all here,
+        or, if ``streamed``, at once as Fillings (the client's writer sends each piece
+        as it lands)."""
         lengths = reply.pop("lengths", [])
         if reply.pop("inline", False) or not lengths:
             then(split(tail, lengths))
             return
-        frames = [allocate(n) for n in lengths]
-        left = [len(frames)]
+        frames = [Filling(allocate(n)) for n in lengths]
+        left = [sum(len(pieces(n)) for n in lengths)]
 
-        def received() -> None:
+        def landed(frame: Filling, at: int, n: int) -> None:
+            frame.land(at, at + n)
             left[0] -= 1
-            if not left[0]:
-                then(frames)
+            if not left[0] and not streamed:
+                then([f.view for f in frames])
 
-        for buf in frames:  # posted in order, so they match the engine's sends in order
-            self.track(self.comm.Irecv(bytes_spec(buf), engine.rank, TAG_DATA), received, buf)
+        for frame in frames:  # posted in order, so they match the engine's sends in order
+            for at in pieces(len(frame)):
+                n = min(CHUNK, len(frame) - at)
+                self.track(self.comm.Irecv(bytes_spec(frame.view[at:at + n]), engine.rank,
+                                           TAG_DATA), functools.partial(landed, frame, at, n))
+        if streamed:
+            then(frames)
 
     def on_output(self, engine_id: int, output: dict) -> None:
         """Forward output of a running execute to its client, if connected (output is
@@ -393,26 +407,34 @@ class Dispatcher:
                 "engine": engine_id, "name": output["name"], "text": output["text"]}})
 
     def start_gather(self, job: Job) -> None:
-        """All gather headers are in: receive every part into one buffer, in place."""
+        """All gather headers are in: receive every part into one buffer, in place, one
+        ``Igatherv`` round per CHUNK of the largest part; the reply goes to the client
+        at once and streams as the rounds land."""
         members = job.members
-        counts = [0] + [job.gathering[e]["nbytes"] for e in members]
-        displs = [0] + [sum(counts[1:i + 1]) for i in range(len(members))]
-        buf = allocate(sum(counts))
-        key = ",".join(str(e) for e in members)
+        sizes = [job.gathering[e]["nbytes"] for e in members]
+        starts = [sum(sizes[:i]) for i in range(len(members))]
+        joined = Filling(allocate(sum(sizes)))
+        comm = self.groups[",".join(str(e) for e in members)]
 
-        def gathered() -> None:
-            for i, e in enumerate(members):
-                reply = job.gathering.pop(e)
-                reply["span"] = [displs[i + 1], reply.pop("nbytes")]
-                self.engine_done(job, self.engines.get(e) or self.engine_at(e + 1), reply,
-                                 [], joined=buf)
+        def landed(at: int, counts: list[int]) -> None:
+            for start, n in zip(starts, counts):
+                if n:
+                    joined.land(start + at, start + at + n)
 
-        self.track(self.groups[key].Igatherv(bytes_spec(bytearray(0)),
-                                             [buf, counts, displs, MPI.BYTE], root=0),
-                   gathered, buf)
+        for at in pieces(max(sizes)):
+            counts = [min(CHUNK, max(0, n - at)) for n in sizes]
+            where = [min(start + at, len(joined)) for start in starts]
+            self.track(comm.Igatherv(bytes_spec(bytearray(0)),
+                                     [joined.view, [0, *counts], [0, *where], MPI.BYTE], root=0),
+                       functools.partial(landed, at, counts), joined)
+        for start, e in zip(starts, members):
+            reply = job.gathering.pop(e)
+            reply["span"] = [start, reply.pop("nbytes")]
+            self.engine_done(job, self.engines.get(e) or self.engine_at(e + 1), reply, [],
+                             joined=joined)
 
     def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
-                    joined: memoryview | None = None) -> None:
+                    joined: Filling | None = None) -> None:
         engine.running = None
         job.results[engine.id] = (reply, frames)
         if joined is not None:

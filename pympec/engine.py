@@ -21,6 +21,7 @@ gets ``comm``, a communicator of the engines only, and ``mpi``, the mpi4py.MPI m
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import logging
 import os
@@ -29,12 +30,14 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from mpi4py import MPI
+
 from . import serialize
 from .backoff import RUNG, Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
-from .runtime import (COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
-                      bytes_spec, encode_header, group_comm, recv_header)
+from .runtime import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT,
+                      TAG_REPLY, bytes_spec, encode_header, group_comm, pieces, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 from .wire import allocate, as_bytes_view
 
@@ -105,7 +108,6 @@ class Engine:
 
     def serve(self) -> None:
         """Serve until the controller says shutdown."""
-        from mpi4py import MPI
         status = MPI.Status()
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
@@ -154,11 +156,10 @@ class Engine:
 
     def receive_stream(self, header: dict, buf: memoryview) -> None:
         """Receive a payload the controller forwards while it arrives from the client:
-        pieces of ``chunk`` bytes, then the verdict byte.  Raises MessageBroken if the
+        CHUNK-sized pieces, then the verdict byte.  Raises MessageBroken if the
         client's message broke off."""
-        chunk = header["chunk"]
-        requests = [self.comm.Irecv(bytes_spec(buf[at:at + chunk]), CONTROLLER, TAG_DATA)
-                    for at in range(0, len(buf), chunk)]
+        requests = [self.comm.Irecv(bytes_spec(buf[at:at + CHUNK]), CONTROLLER, TAG_DATA)
+                    for at in pieces(len(buf))]
         verdict = bytearray(1)
         requests.append(self.comm.Irecv(bytes_spec(verdict), CONTROLLER, TAG_DATA))
         self.wait_all(requests, self.pieces)
@@ -186,14 +187,12 @@ class Engine:
             return error_reply(e, verb)
 
     def send_reply(self, header: dict, reply: dict, frames: list) -> None:
+        """The reply header, then its frames in CHUNK-sized pieces (the controller
+        passes each on to the client as it lands): point to point, or for a gather,
+        one ``Igatherv`` round per piece, every target taking part in each."""
         views = [as_bytes_view(f) for f in frames]
         if header.get("reply") == "gather":
-            buf = views[0] if views else memoryview(b"")
-            reply["nbytes"] = buf.nbytes
-            self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-            request = self.groups[header["group"]].Igatherv(bytes_spec(buf), None, root=0)
-            self.doorbell.ring(CONTROLLER)
-            self.wait(request)
+            self.send_gathered(header, reply, views[0] if views else memoryview(b""))
             return
         reply["lengths"] = [v.nbytes for v in views]
         if sum(reply["lengths"]) <= INLINE:   # one message
@@ -202,10 +201,24 @@ class Engine:
             self.doorbell.ring(CONTROLLER)
             return
         self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-        sends = [self.comm.Isend(bytes_spec(v), CONTROLLER, TAG_DATA) for v in views]
+        sends = [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
+                 for v in views for at in pieces(len(v))]
         self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
-        for request in sends:
-            self.wait(request)
+        self.wait_all(sends, self.transfer)
+
+    def send_gathered(self, header: dict, reply: dict, buf: memoryview) -> None:
+        """This engine's part of a gather: the reply header, then the rounds.  Every
+        target takes part in every round, so first they agree (an ``Iallreduce`` the
+        controller joins too) on the largest part, which sets the number of rounds."""
+        group = self.groups[header["group"]]
+        reply["nbytes"] = buf.nbytes
+        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+        mine, largest = array.array("q", [buf.nbytes]), array.array("q", [0])
+        request = group.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T], op=MPI.MAX)
+        self.doorbell.ring(CONTROLLER)
+        self.wait(request)
+        self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
+                       for at in pieces(largest[0])], self.transfer)
 
     def send_output(self, job: int, name: str, text: str) -> None:
         """Pass on output of a running execute (the controller forwards it)."""
@@ -297,7 +310,6 @@ def setup_logging(cluster_id: str, rank: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from mpi4py import MPI
     world = MPI.COMM_WORLD
     runtime = world.Dup()          # runtime traffic only: never seen by user code
     rank, size = runtime.Get_rank(), runtime.Get_size()

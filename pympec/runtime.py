@@ -3,7 +3,8 @@
 Every command and reply is one point-to-point message: a u32 length, a JSON header,
 then small payloads inline (up to INLINE bytes; one message instead of several is
 what makes small calls fast).  Larger payloads follow as raw MPI messages or the
-collectives the header names.  JSON (never pickle) means the controller reads headers
+collectives the header names, in pieces of CHUNK bytes, so the far side can use
+(forward, sign, send on) each piece while the next one moves.  JSON (never pickle) means the controller reads headers
 without unpickling anything a client sent.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ def engine_rank(engine_id: int) -> int:
 
 
 INLINE = 64 << 10     # payloads up to this many bytes travel inside the header message
+CHUNK = 4 << 20       # bytes per piece of a payload or result that moves in pieces
 _LENGTH = struct.Struct("!I")
 
 
@@ -46,6 +48,12 @@ def recv_header(comm: MPI.Comm, status: MPI.Status) -> tuple[dict, memoryview]:
     comm.Recv([buf, MPI.BYTE], status.Get_source(), status.Get_tag())
     end = _LENGTH.size + _LENGTH.unpack_from(buf)[0]
     return json.loads(buf[_LENGTH.size:end]), memoryview(buf)[end:]
+
+
+def pieces(nbytes: int) -> range:
+    """Where the CHUNK-sized pieces of ``nbytes`` bytes start (none for 0 bytes): both
+    sides of a transfer in pieces cut it with this."""
+    return range(0, nbytes, CHUNK)
 
 
 def split(tail: memoryview, lengths: Sequence[int]) -> list[memoryview]:

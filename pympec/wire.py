@@ -440,29 +440,65 @@ class MessageReader:
         return self._next_run()
 
 
+class Filling:
+    """A frame that is still being received (from MPI, in pieces) while the message
+    carrying it goes out: ``ready`` is how many bytes from its start have landed.
+    MessageWriter sends each segment of it only once the segment has landed, so a
+    large result streams to the client while the engines are still sending it."""
+
+    __slots__ = ("view", "ready", "_landed")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.ready = 0
+        self._landed: dict[int, int] = {}   # start -> stop of pieces past ``ready``
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def land(self, start: int, stop: int) -> None:
+        """Bytes start..stop have arrived (pieces may land in any order)."""
+        self._landed[start] = stop
+        while self.ready in self._landed:
+            self.ready = self._landed.pop(self.ready)
+
+
 class MessageWriter:
     """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
 
     ``queue()`` appends a message; ``flush(sock)`` writes what the socket takes now and
     says whether everything is out.  Bytes are signed as they go out, a segment at a
     time, so the peer checks one segment while this side signs the next: signing and
-    checking a large message overlap instead of adding up.
+    checking a large message overlap instead of adding up.  A frame may be a
+    :class:`Filling`: its segments wait until they have landed (``stalled`` says the
+    writer waits on one), and the rest of the stream waits behind them.
     """
 
     def __init__(self, key: bytes, mac: int = HMAC_SHA256) -> None:
         self._key = key
         self._kind = mac
         self._seq = 0
-        # [view, mac, signed]: view None stands for a tag, made once all before it is signed
+        # [view, mac, signed, filling, stop]: view None stands for a tag, made once all
+        # before it is signed; a piece of a Filling goes once its ``ready`` reaches stop
         self._pieces: collections.deque[list] = collections.deque()
 
     @property
     def pending(self) -> bool:
         return bool(self._pieces)
 
+    @property
+    def stalled(self) -> bool:
+        """True when the next bytes to send have not landed yet."""
+        return bool(self._pieces) and not self._landed(self._pieces[0])
+
+    @staticmethod
+    def _landed(piece: list) -> bool:
+        return piece[3] is None or piece[3].ready >= piece[4]
+
     def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
         """Queue a message (see the module doc for its layout)."""
-        views = [as_bytes_view(f) for f in frames]
+        frames = list(frames)
+        views = [f.view if isinstance(f, Filling) else as_bytes_view(f) for f in frames]
         lengths = [len(v) for v in views]
         head = json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
@@ -471,24 +507,28 @@ class MessageWriter:
         self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
         pieces = self._pieces
-        pieces.append([memoryview(lead), mac, False])
-        pieces.append([None, mac, False])
+        pieces.append([memoryview(lead), mac, False, None, 0])
+        pieces.append([None, mac, False, None, 0])
         part, mac = 0, None
         for frame, start, stop, last in segments(lengths):
             if mac is None:
                 part += 1
                 mac = message_mac(kind, self._key, seq, part)
-            pieces.append([views[frame][start:stop], mac, False])
+            filling = frames[frame] if isinstance(frames[frame], Filling) else None
+            pieces.append([views[frame][start:stop], mac, False, filling, stop])
             if last:
-                pieces.append([None, mac, False])
+                pieces.append([None, mac, False, None, 0])
                 mac = None
 
     def _batch(self) -> list[memoryview]:
-        """The next pieces to send (about _BATCH bytes), each signed before it goes."""
+        """The next pieces to send (about _BATCH bytes, only those landed), each signed
+        before it goes."""
         batch, size = [], 0
         for piece in itertools.islice(self._pieces, _IOV_MAX):
-            view, mac, signed = piece
+            view, mac, signed = piece[:3]
             if not signed:
+                if not self._landed(piece):
+                    break
                 if view is None:
                     view = piece[0] = memoryview(mac.digest())
                 else:
@@ -501,14 +541,18 @@ class MessageWriter:
         return batch
 
     def flush(self, sock: socket.socket) -> bool:
-        """Write as much as the socket takes now; True when nothing is left.
+        """Write as much as the socket takes now (and as has landed); True when
+        nothing is left.
 
         Raises ClusterError when the peer has gone.
         """
         pieces = self._pieces
         while pieces:
+            batch = self._batch()
+            if not batch:   # stalled: the next bytes have not landed
+                return False
             try:
-                sent = sock.sendmsg(self._batch())
+                sent = sock.sendmsg(batch)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as e:

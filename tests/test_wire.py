@@ -63,6 +63,19 @@ def pump(writer: wire.MessageWriter, wsock, reader: wire.MessageReader, rsock,
     return got
 
 
+def drain(sock) -> bytes:
+    out = bytearray()
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            out += chunk
+    except BlockingIOError:
+        pass
+    return bytes(out)
+
+
 def encoded(writer: wire.MessageWriter, header: dict, frames=()) -> bytes:
     """The exact bytes ``writer`` puts on the wire for one message (its next sequence number)."""
     writer.queue(header, frames)
@@ -73,14 +86,7 @@ def encoded(writer: wire.MessageWriter, header: dict, frames=()) -> bytes:
         while True:
             assert time.monotonic() < deadline
             done = writer.flush(a)
-            try:
-                while True:
-                    chunk = b.recv(1 << 20)
-                    if not chunk:
-                        break
-                    out += chunk
-            except BlockingIOError:
-                pass
+            out += drain(b)
             if done:
                 break
         return bytes(out)
@@ -1021,3 +1027,34 @@ def test_controller_of_another_protocol_version_is_named():
         wire.client_handshake(sock, KEY, timeout=5)
     thread.join(timeout=LIMIT)
     listener.close()
+
+
+def test_filling_frame_goes_out_only_as_it_lands(pair):
+    """A result still arriving from MPI (wire.Filling) streams: the writer sends the
+    header at once, each segment once it has landed (pieces land out of order), and the
+    wire bytes are exactly those of the same message sent whole."""
+    header, data = big_message()
+    whole = encoded(wire.MessageWriter(KEY), header, [data])
+    filling = wire.Filling(memoryview(bytearray(len(data))))
+    writer = wire.MessageWriter(KEY)
+    writer.queue(header, [filling])
+    a, b = pair
+    out = bytearray()
+    assert not writer.flush(a) and writer.stalled
+    out += drain(b)
+    assert len(out) == layout(whole)["tags"][0] + wire.TAG, "part 0 and its tag only"
+    pieces = [(at, min(at + 700_000, len(data))) for at in range(0, len(data), 700_000)]
+    for start, stop in [pieces[1], pieces[0], *pieces[2:]]:   # the first lands second
+        filling.view[start:stop] = data[start:stop].tobytes()
+        filling.land(start, stop)
+        sent_before = len(out)
+        deadline = time.monotonic() + LIMIT
+        while not writer.flush(a) and not writer.stalled:
+            assert time.monotonic() < deadline
+            out += drain(b)
+        out += drain(b)
+        if stop == pieces[1][1]:
+            assert len(out) == sent_before, "nothing goes before the first bytes land"
+    assert not writer.pending and bytes(out) == whole
+    message, = feed(wire.MessageReader(KEY), bytes(out))
+    assert bytes(message.frames[0]) == data.tobytes()

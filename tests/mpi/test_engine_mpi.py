@@ -12,8 +12,8 @@ from pympec import serialize
 from pympec.backoff import Backoff
 from pympec.engine import Engine
 from pympec.interpreter import Interpreter
-from pympec.runtime import (TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header, group_comm,
-                            recv_header)
+from pympec.runtime import (CHUNK, TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header,
+                            group_comm, pieces, recv_header)
 
 
 @pytest.fixture
@@ -62,28 +62,44 @@ def test_bcast_payload_reaches_engines_writable(world):
 
 @pytest.mark.mpi(min_size=3)
 def test_gather_reply_lands_in_one_buffer(world):
+    """Parts of unequal size (engine 0's spans two CHUNK rounds, engine 1's one) land in
+    one buffer: the engines agree on the round count with the controller first."""
+    import array
     from mpi4py import MPI
     rank = world.Get_rank()
     group = group_comm(world, [0, 1, 2])
+    sizes = {1: CHUNK // 8 + 5, 2: 3}   # int64 elements per engine rank
     if rank == 0:
+        largest = array.array("q", [0])
+        agreed = group.Iallreduce([array.array("q", [0]), MPI.INT64_T],
+                                  [largest, MPI.INT64_T], op=MPI.MAX)
         status = MPI.Status()
         headers = {}
         while len(headers) < 2:
             if world.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, status):
                 source = status.Get_source()
                 headers[source] = recv_header(world, status)[0]
-        counts = [0, headers[1]["nbytes"], headers[2]["nbytes"]]
-        joined = bytearray(sum(counts))
-        request = group.Igatherv(bytes_spec(bytearray(0)),
-                                 [joined, counts, [0, 0, counts[1]], MPI.BYTE], root=0)
-        while not request.Test():
+        while not agreed.Test():
             pass
+        nbytes = [headers[1]["nbytes"], headers[2]["nbytes"]]
+        assert largest[0] == max(nbytes) == 8 * sizes[1]
+        joined = bytearray(sum(nbytes))
+        rounds = []
+        for at in pieces(largest[0]):
+            counts = [min(CHUNK, max(0, n - at)) for n in nbytes]
+            where = [min(at, len(joined)), min(nbytes[0] + at, len(joined))]
+            rounds.append(group.Igatherv(bytes_spec(bytearray(0)),
+                                         [joined, [0, *counts], [0, *where], MPI.BYTE], root=0))
+        assert len(rounds) == 2
+        for request in rounds:
+            while not request.Test():
+                pass
         values = np.frombuffer(joined, dtype=np.int64)
-        assert values.tolist() == [0, 0, 0, 1, 1, 1]
+        assert (values[:sizes[1]] == 0).all() and values[sizes[1]:].tolist() == [1, 1, 1]
     else:
         engine = make_engine(world)
         engine.groups["all"] = group
-        engine.interp.push({"part": np.full(3, rank - 1, dtype=np.int64)})
+        engine.interp.push({"part": np.full(sizes[rank], rank - 1, dtype=np.int64)})
         reply, out = engine.run("gather", {"key": "part"}, [])
         reply["job"] = 1
         engine.send_reply({"reply": "gather", "group": "all"}, reply, out)
