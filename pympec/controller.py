@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from mpi4py import MPI
 
-from . import wire
+from . import buffers, wire
 from .backoff import RUNG, Backoff
 from .connection import ConnectionInfo, load, resolve
 from .dispatch import STREAM_FROM, Dispatcher
@@ -141,6 +141,7 @@ class Controller:
             elif delay == 0:
                 os.sched_yield()   # spinning: let a woken engine have this core first
             self.expire_handshakes()
+            buffers.trim()
 
     def shutdown(self) -> None:
         """Tell every engine to exit, wait (bounded) for the sends, close all sockets."""

@@ -35,7 +35,8 @@ from typing import Any, Callable
 from mpi4py import MPI
 
 from . import paths, wire
-from .wire import Filling, allocate
+from .buffers import allocate
+from .wire import Filling
 from .errors import InvalidEngineID, NoEnginesRegistered
 from .runtime import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
                       bytes_spec, encode_header, engine_rank, group_comm, pieces, recv_header,

@@ -32,14 +32,14 @@ from typing import Any, Callable
 
 from mpi4py import MPI
 
-from . import serialize
+from . import buffers, serialize
 from .backoff import RUNG, Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
 from .runtime import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT,
                       TAG_REPLY, bytes_spec, encode_header, group_comm, pieces, recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
-from .wire import allocate, as_bytes_view
+from .wire import as_bytes_view
 
 log = logging.getLogger("pympec.engine")
 
@@ -111,6 +111,7 @@ class Engine:
         status = MPI.Status()
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
+                buffers.trim()   # idle: free buffers nobody reused go back to the system
                 if self.doorbell.wait(self.backoff.delay()):
                     self.backoff.reset()   # rung: poll until the command shows in Iprobe
                 continue
@@ -142,7 +143,7 @@ class Engine:
             return []
         if deliver == "inline":   # small payloads came inside the command message
             return [tail[o:o + n] for o, n in header["frames"]]
-        buf = allocate(header["region"])
+        buf = buffers.allocate(header["region"])
         if deliver.startswith("stream"):
             self.receive_stream(header, buf)
         elif deliver == "p2p":

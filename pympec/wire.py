@@ -50,8 +50,7 @@ import socket
 import struct
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
+from .buffers import ALIGN, allocate
 from .errors import ClusterError, ProtocolError, SecurityError
 
 GREETING = b"PYMPEC03"    # the protocol version: 03 signs messages per segment
@@ -61,7 +60,6 @@ ANSWER = 32 + 1 + TAG     # the client's answer: cnonce, chosen MAC, proof
 MAGIC = b"PMSG"
 PREFIX = struct.Struct("!4sII")
 LENGTH = struct.Struct("!Q")
-ALIGN = 64
 MAX_HEADER = 64 << 20
 MAX_FRAMES = 1 << 20
 MAX_MESSAGE = int(os.environ.get("PYMPEC_MAX_MESSAGE", 1 << 40))   # bytes of frames
@@ -71,15 +69,6 @@ SEGMENT = 1 << 20         # frame bytes per signed segment (part) of a message
 _BATCH = 4 << 20          # bytes signed ahead of what the socket has taken
 _READ_BUDGET = 8 << 20    # bytes per read() call: one big sender cannot starve others,
                           # and streamed payloads are forwarded as they come
-
-
-def allocate(nbytes: int) -> memoryview:
-    """A writable, uninitialised, 64-byte aligned byte buffer.  Not a bytearray: that
-    zero-fills (a full pass over the memory), while NumPy's large allocations skip it
-    and get huge pages."""
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    return memoryview(raw[start:start + nbytes])
 
 
 def aligned(n: int) -> int:
@@ -298,6 +287,7 @@ class MessageReader:
 
     def _begin_message(self) -> None:
         self._message: Message | None = None
+        self._payload = None   # (so a finished message's buffer can be reused)
         self._announced = False
         self._step = self._got_prefix
         self._target = memoryview(bytearray(PREFIX.size))

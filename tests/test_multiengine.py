@@ -391,3 +391,24 @@ def test_execute_stream_prints_labelled_lines(mec, capsys):
     mec.execute("print('hello'); print('world')", targets=1, stream=True)
     out = capsys.readouterr().out
     assert "[stdout:1] hello\n[stdout:1] world\n" in out
+
+
+def test_reused_buffers_never_alias_live_arrays(mec):
+    """Large buffers are reused once free (pympec.buffers): pushing and gathering again
+    and again must leave every array still held, on engines and client, as it was."""
+    n = 3 << 20   # 24 MB of float64: pooled, and streamed
+    kept = np.full(n, 1.0)
+    mec.push({"a": kept}, targets=0)
+    for value in (2.0, 3.0, 4.0):   # b's old buffers fall free and are reused
+        mec.push({"b": np.full(n, value)}, targets=0)
+    mec.execute("s = (float(a.sum()), float(b.sum()))", targets=0)
+    assert mec.pull("s", targets=0) == [(float(n), 4.0 * n)]
+    mec.scatter("g", np.arange(2 * n, dtype=np.float64))
+    first = mec.gather("g")
+    mec.execute("g += 1.0")
+    second = mec.gather("g")
+    mec.execute("g += 1.0")
+    third = mec.gather("g")
+    expected = np.arange(2 * n, dtype=np.float64)
+    assert np.array_equal(first, expected) and np.array_equal(second, expected + 1)
+    assert np.array_equal(third, expected + 2)
