@@ -15,6 +15,9 @@ keeps the buffers nobody uses any more and hands them out again::
     PYMPEC_BUFFER_KEEP seconds (default 5), or beyond PYMPEC_BUFFER_CAP free bytes
     (default 2 GiB), goes back to the system at the next ``trim()``.
 
+The pool is off (every buffer is new) where reference counts cannot tell that a buffer
+fell free: on Pythons other than CPython, and on CPython's free-threaded build.
+
 Buffers are 64-byte aligned and writable, and not zeroed (a reused one holds old bytes;
 every caller overwrites what it allocates).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import threading
 import time
 
@@ -110,6 +114,20 @@ def _aligned_view(raw: np.ndarray, nbytes: int) -> memoryview:
     return memoryview(raw[start:start + nbytes])
 
 
-POOL = BufferPool()
+def refcounts_tell() -> bool:
+    """Whether reference counts show when a buffer falls free: CPython with the GIL
+    (the free-threaded build and other Pythons count differently), checked once."""
+    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return False
+    pool = BufferPool(cap=POOL_FROM)
+    view = pool.allocate(POOL_FROM)
+    held = np.frombuffer(view, np.uint8)
+    del view
+    in_use = not pool.entries[0].free()
+    del held
+    return in_use and pool.entries[0].free()
+
+
+POOL = BufferPool(cap=CAP if refcounts_tell() else 0)   # off where counts cannot tell
 allocate = POOL.allocate
 trim = POOL.trim

@@ -144,7 +144,9 @@ class Controller:
             buffers.trim()
 
     def shutdown(self) -> None:
-        """Tell every engine to exit, wait (bounded) for the sends, close all sockets."""
+        """Finish the transfers in flight (bounded), tell every engine to exit, send
+        what clients are owed (bounded), close all sockets."""
+        self.drain()
         self.dispatcher.shutdown()
         for conn in list(self.clients.values()):
             self.flush_before_close(conn)
@@ -156,6 +158,22 @@ class Controller:
                 os.unlink(self.connection_file)
         except (OSError, ValueError):
             pass
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Let the MPI transfers in flight end, so no engine is left waiting in one and
+        results still landing reach their clients whole.  A request still arriving
+        from a client is cut off: its engines get the rest and the verdict "broken"."""
+        for conn in self.clients.values():
+            if conn.reader is not None and conn.reader.partial is not None:
+                conn.reader.partial.failed = True
+        deadline = time.monotonic() + timeout
+        dispatcher = self.dispatcher
+        while (dispatcher.requests or dispatcher.streams) and time.monotonic() < deadline:
+            if dispatcher.poll() | dispatcher.forward():
+                self.pump()
+            else:
+                os.sched_yield()
+        dispatcher.ring_unrung()
 
     def flush_before_close(self, conn: Connection, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout

@@ -6,9 +6,10 @@
                                       one engine:  Isend header (+ payload)      ───> engine
                                       several:     Isend headers, then
                                                    Ibcast / Iscatterv            ───> engines
-                     ──poll()─────> Iprobe reply headers; Irecv their frames,
-                                      or Igatherv every part into one buffer    <─── engines
-                                    every target answered: finished(client, reply)
+                     ──poll()─────> Iprobe reply headers; Irecv their frames in pieces,
+                                      or Igatherv rounds into one buffer        <─── engines
+                                    every target's header is in: finished(client, reply),
+                                      its frames Fillings the writer sends as they land
 
 A large request is streamed: the controller takes it as soon as its header is checked
 (``MessageReader(early=...)``), and a job whose payload is still arriving forwards it
@@ -21,8 +22,11 @@ Jobs reach each engine in FIFO order.  A job sent to several engines with a payl
 gathered from them, is a collective on a communicator of the controller plus its targets
 (cached per target list), so it starts once every target is idle with it at the head of
 its queue; since a job joins all its queues at once, the queues agree on the order and
-collectives cannot deadlock.  Everything here is non-blocking but the one-time creation
-of a communicator, which only involves idle engines.
+collectives cannot deadlock; a job posts its collectives in the order its engines do
+(payload, then for a gather the round count, then the rounds).  Everything here is
+non-blocking but the one-time creation of a communicator, which only involves engines
+with nothing to run (one may still be sending its last reply's pieces; MPI moves them
+while it waits).
 """
 from __future__ import annotations
 
@@ -108,8 +112,8 @@ class Engine:
 class Dispatcher:
     """The engines, their queues, and the MPI traffic of the jobs they run.
 
-    ``finished(client, header, frames)`` receives each job's reply when every target
-    has answered; ``output(client, header)`` receives output streamed while one runs;
+    ``finished(client, header, frames)`` receives each job's reply when every target's
+    reply header is in (frames may be Fillings, still landing); ``output(client, header)`` receives output streamed while one runs;
     ``ring(rank)`` wakes a sleeping engine (the doorbell).
     """
 
@@ -316,10 +320,6 @@ class Dispatcher:
         if deliver == "stream":
             self.streams.extend(Stream(job.message, regions[m.id][0], regions[m.id][1],
                                        m.rank) for m in members)
-        if job.gather:   # the targets agree on the number of gather rounds (send_gathered)
-            mine, largest = array.array("q", [0]), array.array("q", [0])
-            self.track(comm.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T],
-                                       op=MPI.MAX), keep=(mine, largest))
         payload = job.message.payload
         if deliver == "bcast":
             start, length, _ = regions[members[0].id]
@@ -330,6 +330,11 @@ class Dispatcher:
             displs = [0] + [regions[m.id][0] for m in members]
             self.track(comm.Iscatterv([payload, counts, displs, MPI.BYTE],
                                       bytes_spec(bytearray(0)), root=0), keep=payload)
+        if job.gather:   # after the payload, as on the engines: the targets agree on
+            # the number of gather rounds (engine.send_gathered)
+            mine, largest = array.array("q", [0]), array.array("q", [0])
+            self.track(comm.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T],
+                                       op=MPI.MAX), keep=(mine, largest))
 
     def poll(self) -> bool:
         """Receive reply headers and complete finished requests; True if anything moved."""

@@ -11,7 +11,8 @@ ranks 1..N-1 become engines with ids 0..N-2.  An engine serves the controller::
         on a communicator of controller+targets --> frames -> decode -> Interpreter.<verb>
                                              <---  OUTPUT while an execute runs (stream)
                                              <---  REPLY header, JSON: status, metas
-                                             <---  result frames: Isend each, or Igatherv
+                                             <---  result frames in CHUNK pieces: Isend,
+                                                   or Iallreduce + Igatherv rounds
 
 Every MPI wait is a Test loop with the backoff (MPI's own Wait spins, and the
 controller's non-blocking collectives only match non-blocking ones).  Runtime traffic

@@ -20,13 +20,20 @@ from pympec.errors import ClusterError, CompositeError, SecurityError
 from conftest import ENGINES
 
 
-def hung_up(sock: socket.socket) -> bool:
-    """True when the peer closed the connection (cleanly, or with a reset)."""
-    sock.settimeout(5)
+def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """True when the peer closes the connection (cleanly, or with a reset) within
+    ``timeout``; what it sent before (a reply to hello) is read and dropped."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
-        return sock.recv(100) == b""
+        while time.monotonic() < deadline:
+            if sock.recv(1 << 16) == b"":
+                return True
     except ConnectionResetError:
         return True
+    except socket.timeout:
+        pass
+    return False
 
 
 def serving(mec) -> bool:
@@ -244,6 +251,20 @@ def test_client_vanishing_mid_stream_loses_nothing_else(cluster, mec):
     assert serving(mec)
 
 
+def test_payload_to_several_engines_then_gathered(cluster, mec):
+    """A request that both broadcasts a payload and gathers the result posts its
+    collectives in the same order on the controller and the engines."""
+    import numpy as np
+    from pympec import serialize
+    metas, frames = serialize.encode_many([np.arange(100_000, dtype=np.float64)])
+    reply = mec._call("push", [0, 1], True, args={"names": ["pg"], "metas": metas},
+                      frames=frames, gather=True, decode=lambda message, method: message.header,
+                      finish=lambda header: header)
+    assert [r["status"] for r in reply["results"]] == ["ok", "ok"]
+    assert mec.execute("assert pg.sum() == 4999950000", targets=[0, 1]) is not None
+    assert serving(mec)
+
+
 def test_tampered_segment_mid_stream_is_dropped(cluster, mec):
     sock, raw = broken_push(cluster, 40 << 20)
     bad = bytearray(raw)
@@ -258,3 +279,16 @@ def test_tampered_segment_mid_stream_is_dropped(cluster, mec):
     sock.close()
     assert "cut" not in mec.keys(targets=0)[0]
     assert serving(mec)
+
+
+def test_shutdown_with_a_result_still_landing(private_cluster):
+    """Stopping the cluster while a large gather's rounds are still moving: the
+    controller lets the transfers end (bounded) before it tells the engines to exit, so
+    the gathering client gets its whole result and the MPI job exits."""
+    a, b = private_cluster.client(), private_cluster.client()
+    a.execute("import numpy as np; g = np.ones(12 << 20)")   # 2 x 96 MB
+    pending = a.gather("g", block=False)
+    b.kill(controller=True)
+    result = pending.get_result()
+    assert result.shape == (24 << 20,) and result.sum() == 24 << 20
+    private_cluster.process.wait(timeout=60)
