@@ -3,10 +3,17 @@
 The cluster's ranks are the Python descendants of its mpiexec; the controller is the one
 whose pid the controller reports.  Times come from /proc/<pid>/stat.  Baseline: none is
 needed (the goal is absolute), so the row names the goal instead.
+
+The window opens once the ranks are in their idle regime: the backoff has reached its
+long sleeps, and the warm buffers the last transfers left (pympec.buffers) have gone
+back to the system, which happens PYMPEC_BUFFER_KEEP seconds after their last use and
+is a cost of those transfers, not of idling.
 """
 from __future__ import annotations
 
 import time
+
+from pympec import buffers
 
 from .common import Result, children, cmdline, cpu_seconds
 from .context import Context
@@ -22,7 +29,7 @@ def run(ctx: Context) -> list[Result]:
         mec.execute("pass")           # then leave it alone
     finally:
         mec.close()
-    time.sleep(1.0)                   # let the backoff reach its idle regime
+    time.sleep(buffers.KEEP + 1.0)    # idle regime: long sleeps, pooled buffers given back
     ranks = [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
     before = {p: cpu_seconds(p) for p in ranks}
     t0 = time.monotonic()
