@@ -160,15 +160,17 @@ class Controller:
             pass
 
     def drain(self, timeout: float = 5.0) -> None:
-        """Let the MPI transfers in flight end, so no engine is left waiting in one and
-        results still landing reach their clients whole.  A request still arriving
+        """Let the jobs running and the MPI transfers in flight end (a gather's rounds
+        start only once every reply header is in), so no engine is left waiting in a
+        transfer, and results still landing reach their clients whole.  A request still arriving
         from a client is cut off: its engines get the rest and the verdict "broken"."""
         for conn in self.clients.values():
             if conn.reader is not None and conn.reader.partial is not None:
                 conn.reader.partial.failed = True
         deadline = time.monotonic() + timeout
         dispatcher = self.dispatcher
-        while (dispatcher.requests or dispatcher.streams) and time.monotonic() < deadline:
+        while ((dispatcher.requests or dispatcher.streams or dispatcher.busy())
+               and time.monotonic() < deadline):
             if dispatcher.poll() | dispatcher.forward():
                 self.pump()
             else:
