@@ -204,10 +204,18 @@ class Controller:
 
     def streamed(self, request: dict, nbytes: int) -> bool:
         """Whether to take a request as soon as its header is checked, and forward its
-        payload to the engines while it arrives: large requests for the engines."""
+        payload to its engine while it arrives: large requests for one engine.  (A
+        payload for several engines waits for the whole message and goes by
+        ``Ibcast``/``Iscatterv``: with warm buffers, measured in alternation, that
+        scatters 400 MB at 2.8 GB/s against 2.0-2.2 forwarded piece by piece to each.)"""
         verb = str(request.get("verb"))
-        return (nbytes >= STREAM_FROM and verb not in ("hello", "ack")
-                and not verb.startswith("task_") and not hasattr(self, f"do_{verb}"))
+        if (nbytes < STREAM_FROM or verb in ("hello", "ack") or verb.startswith("task_")
+                or hasattr(self, f"do_{verb}")):
+            return False
+        try:
+            return len(self.dispatcher.resolve_targets(request.get("targets"))) == 1
+        except (KernelError, TypeError):
+            return False   # submit() will answer with the error
 
     def close(self, conn: Connection, why: str) -> None:
         log.info("closing connection from %s: %s", conn.peer, why)

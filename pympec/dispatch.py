@@ -11,10 +11,11 @@
                                     every target's header is in: finished(client, reply),
                                       its frames Fillings the writer sends as they land
 
-A large request is streamed: the controller takes it as soon as its header is checked
-(``MessageReader(early=...)``), and a job whose payload is still arriving forwards it
-in CHUNK-sized pieces as the wire checks them, ``Isend`` to each engine, so the socket,
-the MAC and MPI overlap.  A one-byte verdict
+A large request for one engine is streamed: the controller takes it as soon as its
+header is checked (``MessageReader(early=...)``), and a job whose payload is still
+arriving forwards it in CHUNK-sized pieces as the wire checks them, ``Isend`` to the
+engine, so the socket, the MAC and MPI overlap.  (A payload for several engines goes
+whole, by collective: see ``Controller.streamed``.)  A one-byte verdict
 follows the last piece: 1 if the whole message arrived intact, 0 if the client's
 connection broke or a tag failed first, and then the engine drops the payload.
 
@@ -305,11 +306,8 @@ class Dispatcher:
         key, comm = self.group(members)
         job.members = [m.id for m in members]
         regions = {m.id: job.region(m.id) for m in members} if job.deliver != "none" else {}
+        # (its message is whole: only requests for one engine are streamed)
         deliver = {"none": "none", "same": "bcast", "parts": "scatter"}[job.deliver]
-        if deliver != "none" and not job.message.complete:
-            # Still arriving: Isend to each, piece by piece.  (Not Ibcast: a pipelined
-            # Ibcast per piece measured 15% slower, its tree needing every engine awake.)
-            deliver = "stream"
         for m in members:
             self.take(job, m)
             header = self.command(job, group=key, reply="gather" if job.gather else "p2p",
@@ -317,9 +315,6 @@ class Dispatcher:
             if m.id in regions:
                 header.update(region=regions[m.id][1], frames=regions[m.id][2])
             self.isend(encode_header(header), m.rank, TAG_COMMAND)
-        if deliver == "stream":
-            self.streams.extend(Stream(job.message, regions[m.id][0], regions[m.id][1],
-                                       m.rank) for m in members)
         payload = job.message.payload
         if deliver == "bcast":
             start, length, _ = regions[members[0].id]
