@@ -74,19 +74,15 @@ def bandwidth(total: int, push: int, repeat: int) -> dict:
                                        else None, root=0))
     run("bcast", lambda: comm.Bcast(pushbuf, root=0))
 
-    def send():
-        if rank == 0:
-            comm.Send(pushbuf, 1)
-        elif rank == 1:
-            comm.Recv(pushbuf, 0)
-    run("send", send)
-
-    def recv():
-        if rank == 1:
-            comm.Send(pushbuf, 0)
-        elif rank == 0:
-            comm.Recv(pushbuf, 1)
-    run("recv", recv)
+    def p2p(source: int, dest: int):
+        def move():
+            if rank == source:
+                comm.Send(pushbuf, dest)
+            elif rank == dest:
+                comm.Recv(pushbuf, source)
+        return move
+    run("send", p2p(0, 1))
+    run("recv", p2p(1, 0))
     return out
 
 

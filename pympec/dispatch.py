@@ -31,7 +31,6 @@ while it waits).
 """
 from __future__ import annotations
 
-import array
 import collections
 import functools
 import logging
@@ -41,11 +40,11 @@ from mpi4py import MPI
 
 from . import paths, wire
 from .buffers import allocate
-from .wire import Filling
 from .errors import InvalidEngineID, NoEnginesRegistered
 from .runtime import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT, TAG_REPLY,
-                      bytes_spec, encode_header, engine_rank, group_comm, pieces, recv_header,
-                      split)
+                      agree_largest, bytes_spec, encode_header, engine_rank, group_comm, pieces,
+                      recv_header, split)
+from .wire import Filling
 
 log = logging.getLogger("pympec.controller")
 
@@ -80,6 +79,7 @@ class Job:
         self.results: dict[int, tuple[dict, list]] = {}
         self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
         self.members: list[int] = []               # engines of the running collective
+        self.comm: MPI.Comm | None = None          # and its communicator
         self.joined: Filling | None = None          # the gathered buffer, after a gather
 
     def collective(self) -> bool:
@@ -304,7 +304,7 @@ class Dispatcher:
 
     def start_collective(self, job: Job, members: list[Engine]) -> None:
         key, comm = self.group(members)
-        job.members = [m.id for m in members]
+        job.members, job.comm = [m.id for m in members], comm
         regions = {m.id: job.region(m.id) for m in members} if job.deliver != "none" else {}
         # (its message is whole: only requests for one engine are streamed)
         deliver = {"none": "none", "same": "bcast", "parts": "scatter"}[job.deliver]
@@ -327,9 +327,8 @@ class Dispatcher:
                                       bytes_spec(bytearray(0)), root=0), keep=payload)
         if job.gather:   # after the payload, as on the engines: the targets agree on
             # the number of gather rounds (engine.send_gathered)
-            mine, largest = array.array("q", [0]), array.array("q", [0])
-            self.track(comm.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T],
-                                       op=MPI.MAX), keep=(mine, largest))
+            request, agreed = agree_largest(comm, 0)
+            self.track(request, keep=agreed)
 
     def poll(self) -> bool:
         """Receive reply headers and complete finished requests; True if anything moved."""
@@ -415,7 +414,6 @@ class Dispatcher:
         sizes = [job.gathering[e]["nbytes"] for e in members]
         starts = [sum(sizes[:i]) for i in range(len(members))]
         joined = Filling(allocate(sum(sizes)))
-        comm = self.groups[",".join(str(e) for e in members)]
 
         def landed(at: int, counts: list[int]) -> None:
             for start, n in zip(starts, counts):
@@ -425,7 +423,7 @@ class Dispatcher:
         for at in pieces(max(sizes)):
             counts = [min(CHUNK, max(0, n - at)) for n in sizes]
             where = [min(start + at, len(joined)) for start in starts]
-            self.track(comm.Igatherv(bytes_spec(bytearray(0)),
+            self.track(job.comm.Igatherv(bytes_spec(bytearray(0)),
                                      [joined.view, [0, *counts], [0, *where], MPI.BYTE], root=0),
                        functools.partial(landed, at, counts), joined)
         for start, e in zip(starts, members):

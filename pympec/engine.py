@@ -22,7 +22,6 @@ gets ``comm``, a communicator of the engines only, and ``mpi``, the mpi4py.MPI m
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import logging
 import os
@@ -38,7 +37,8 @@ from .backoff import RUNG, Backoff
 from .doorbell import Doorbell
 from .interpreter import Interpreter
 from .runtime import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA, TAG_OUTPUT,
-                      TAG_REPLY, bytes_spec, encode_header, group_comm, pieces, recv_header)
+                      TAG_REPLY, agree_largest, bytes_spec, encode_header, group_comm, pieces,
+                      recv_header)
 from .taskrun import TASK_COMMANDS   # load-balanced task batches (pympec.taskrun)
 from .wire import as_bytes_view
 
@@ -215,12 +215,11 @@ class Engine:
         group = self.groups[header["group"]]
         reply["nbytes"] = buf.nbytes
         self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-        mine, largest = array.array("q", [buf.nbytes]), array.array("q", [0])
-        request = group.Iallreduce([mine, MPI.INT64_T], [largest, MPI.INT64_T], op=MPI.MAX)
+        request, agreed = agree_largest(group, buf.nbytes)
         self.doorbell.ring(CONTROLLER)
         self.wait(request)
         self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
-                       for at in pieces(largest[0])], self.transfer)
+                       for at in pieces(agreed[1])], self.transfer)
 
     def send_output(self, job: int, name: str, text: str) -> None:
         """Pass on output of a running execute (the controller forwards it)."""

@@ -9,6 +9,7 @@ without unpickling anything a client sent.
 """
 from __future__ import annotations
 
+import array
 import json
 import struct
 from typing import Any, Sequence
@@ -54,6 +55,17 @@ def pieces(nbytes: int) -> range:
     """Where the CHUNK-sized pieces of ``nbytes`` bytes start (none for 0 bytes): both
     sides of a transfer in pieces cut it with this."""
     return range(0, nbytes, CHUNK)
+
+
+def agree_largest(comm: MPI.Comm, nbytes: int) -> tuple[MPI.Request, array.array]:
+    """Start the ``Iallreduce`` by which a gather's controller and targets agree on its
+    largest part, hence its number of rounds (the controller gives 0).  Returns the
+    request and a buffer whose item 1 holds the answer once it completes (item 0 is
+    this rank's part: one array holds both, so keeping it keeps both alive)."""
+    both = array.array("q", [nbytes, 0])
+    view = memoryview(both)
+    return comm.Iallreduce([view[0:1], MPI.INT64_T], [view[1:2], MPI.INT64_T],
+                           op=MPI.MAX), both
 
 
 def split(tail: memoryview, lengths: Sequence[int]) -> list[memoryview]:

@@ -488,7 +488,9 @@ class MessageWriter:
     def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
         """Queue a message (see the module doc for its layout)."""
         frames = list(frames)
-        views = [f.view if isinstance(f, Filling) else as_bytes_view(f) for f in frames]
+        fillings = [f if isinstance(f, Filling) else None for f in frames]
+        views = [as_bytes_view(f) if filling is None else filling.view
+                 for f, filling in zip(frames, fillings)]
         lengths = [len(v) for v in views]
         head = json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
@@ -504,8 +506,7 @@ class MessageWriter:
             if mac is None:
                 part += 1
                 mac = message_mac(kind, self._key, seq, part)
-            filling = frames[frame] if isinstance(frames[frame], Filling) else None
-            pieces.append([views[frame][start:stop], mac, False, filling, stop])
+            pieces.append([views[frame][start:stop], mac, False, fillings[frame], stop])
             if last:
                 pieces.append([None, mac, False, None, 0])
                 mac = None
