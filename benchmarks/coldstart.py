@@ -26,7 +26,7 @@ def empty_job() -> float:
 
 
 def cold_start() -> float:
-    from pympec.multiengine import MultiEngineClient
+    from pympec.client.multiengine import MultiEngineClient
     path = workdir() / "coldstart.json"
     t0 = time.perf_counter()
     try:

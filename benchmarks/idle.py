@@ -5,7 +5,7 @@ whose pid the controller reports.  Times come from /proc/<pid>/stat.  Baseline: 
 needed (the goal is absolute), so the row names the goal instead.
 
 The window opens once the ranks are in their idle regime: the backoff has reached its
-long sleeps, and the warm buffers the last transfers left (pympec.buffers) have gone
+long sleeps, and the warm buffers the last transfers left (pympec.protocol.buffers) have gone
 back to the system, which happens PYMPEC_BUFFER_KEEP seconds after their last use and
 is a cost of those transfers, not of idling.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from pympec import buffers
+from pympec.protocol import buffers
 
 from .common import Result, children, cmdline, cpu_seconds
 from .context import Context

@@ -77,7 +77,7 @@ def calibrated(run, repeat: int) -> tuple[int, list[float]]:
 
 
 def run(ctx: Context) -> list[Result]:
-    from pympec.task import MapTask
+    from pympec.client.tasks import MapTask
     repeat = 2 if ctx.quick else 3
     tc = ctx.cluster().task_client()
     try:

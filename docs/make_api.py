@@ -27,9 +27,9 @@ SECTIONS = [
                                  "TaskTimeout", "TaskRejectError", "InvalidProperty",
                                  "SecurityError", "ProtocolError", "ClusterError",
                                  "RemoteError"]),
-    ("IPython magics", "pympec.magics", ["load_ipython_extension", "activate", "deactivate",
+    ("IPython magics", "pympec.client.magics", ["load_ipython_extension", "activate", "deactivate",
                                          "active_client", "px_execute", "parse_targets"]),
-    ("Progress", "pympec.progress", ["wait_interactive", "wait_tasks", "make_bar",
+    ("Progress", "pympec.client.progress", ["wait_interactive", "wait_tasks", "make_bar",
                                      "have_tqdm"]),
 ]
 DUNDERS = ("__len__", "__getitem__", "__setitem__")

@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 import pympec
-from pympec import client, progress
+from pympec import client
+from pympec.client import progress
 
 PRICES = ("vcall", "vput", "acall", "aput")
 TITLES = {"vcall": "vanilla call", "vput": "vanilla put",

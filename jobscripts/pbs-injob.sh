@@ -42,7 +42,7 @@ JOB=${PBS_JOBID:-${SLURM_JOB_ID:-}}
 set -u
 CONN="$PWD/pympec-$JOB.json"     # the cluster's connection file (its key makes it mode 0600)
 # When the scheduler will kill the job: the controller tells clients, which warn before it.
-export PYMPEC_END_TIME=$("$PYTHON" -m pympec.batch.endtime)
+export PYMPEC_END_TIME=$("$PYTHON" -m pympec.cluster.batch.endtime)
 
 # Start the cluster in the background. The client runs on this node, so the controller binds
 # 127.0.0.1 (its default): nothing off the node can reach it.
@@ -61,7 +61,7 @@ done
 STATUS=$?
 
 # Stop the cluster: ask the controller to shut down, then make sure mpiexec is gone (30 s at most).
-"$PYTHON" -m pympec.cli cluster stop --connection-file "$CONN" || kill -TERM "$MPI_PID"
+"$PYTHON" -m pympec.cluster.cli cluster stop --connection-file "$CONN" || kill -TERM "$MPI_PID"
 for i in $(seq 60); do kill -0 "$MPI_PID" 2>/dev/null || break; sleep 0.5; done
 kill -KILL "$MPI_PID" 2>/dev/null
 wait "$MPI_PID" 2>/dev/null

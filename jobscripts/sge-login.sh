@@ -13,7 +13,7 @@
 #   3. When the connection file appears (`pympec cluster status` answers), connect. Stop with: qdel <job id>
 #
 # The controller binds the compute node's address on the network that reaches the login node (found
-# by `python -m pympec.batch.address`, never 0.0.0.0); the connection file records that address.
+# by `python -m pympec.cluster.batch.address`, never 0.0.0.0); the connection file records that address.
 # PYTHON, MPIEXEC, PYMPEC_CONNECTION_FILE and PYMPEC_SSHSERVER may instead be set in the environment
 # you submit from (#$ -V passes it on). Output: pympec.o<job id>
 # -----------------------------------------------------------------------------------------------
@@ -47,9 +47,9 @@ HOSTS=""
 JOB=$JOB_ID
 
 set -u
-IP=$("$PYTHON" -m pympec.batch.address)    # this node's address facing the submit (login) host
+IP=$("$PYTHON" -m pympec.cluster.batch.address)    # this node's address facing the submit (login) host
 # When the scheduler will kill the job: the controller tells clients, which warn before it.
-export PYMPEC_END_TIME=$("$PYTHON" -m pympec.batch.endtime)
+export PYMPEC_END_TIME=$("$PYTHON" -m pympec.cluster.batch.endtime)
 echo "pympec: job $JOB on $(hostname): controller at $IP, connection file $CONN"
 rm -f "$CONN"    # an old cluster's file must not be mistaken for this one
 exec "$MPIEXEC" $HOSTS -n "$NRANKS" "$PYTHON" -m pympec.engine --ip "$IP" --connection-file "$CONN" \

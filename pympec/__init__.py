@@ -9,11 +9,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # keep `import pympec` light: no MPI or NumPy until needed
     if name in ("Cluster", "running_cluster"):
-        from . import cluster
-        return getattr(cluster, name)
+        from .cluster import local
+        return getattr(local, name)
     raise AttributeError(f"module 'pympec' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):
-    from .magics import load_ipython_extension as load
+    from .client.magics import load_ipython_extension as load
     load(ipython)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pympec.batch import schedulers
+from pympec.cluster.batch import schedulers
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_WAIT = 60.0   # bound on any wait for a job to start or to go
@@ -79,12 +79,12 @@ class BatchEnv:
         return job_id
 
     def cli(self, *args: str, timeout: float = 120.0, **kw) -> subprocess.CompletedProcess:
-        """Run ``python -m pympec.cli ARGS`` with this environment; bounded by ``timeout``."""
-        return subprocess.run([sys.executable, "-m", "pympec.cli", *args], env=self.env,
+        """Run ``python -m pympec.cluster.cli ARGS`` with this environment; bounded by ``timeout``."""
+        return subprocess.run([sys.executable, "-m", "pympec.cluster.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, cwd=self.root, **kw)
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "pympec.cli", *args], env=self.env,
+        return subprocess.Popen([sys.executable, "-m", "pympec.cluster.cli", *args], env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=self.root)
 

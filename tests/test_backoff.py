@@ -1,4 +1,4 @@
-"""Unit tests of pympec.backoff (the polling policy, DESIGN contract 3) and pympec.doorbell."""
+"""Unit tests of pympec.protocol.backoff (the polling policy, DESIGN contract 3) and pympec.protocol.doorbell."""
 from __future__ import annotations
 
 import threading
@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from pympec.backoff import Backoff
-from pympec.doorbell import Doorbell, address
+from pympec.protocol.backoff import Backoff
+from pympec.protocol.doorbell import Doorbell, address
 
 
 # -- Backoff -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from batch_conftest_helpers import BatchEnv, roundtrip
 from pympec import connection
-from pympec.batch.hosts import parse_hosts
+from pympec.cluster.batch.hosts import parse_hosts
 
 pytestmark = pytest.mark.timeout(120)
 

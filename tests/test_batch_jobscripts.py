@@ -19,9 +19,9 @@ import pytest
 
 from batch_conftest_helpers import REPO, batch_env, needs, roundtrip  # noqa: F401
 from pympec import connection
-from pympec.batch import schedulers
-from pympec.batch.address import facing
-from pympec.batch.launch import controller_answers
+from pympec.cluster.batch import schedulers
+from pympec.cluster.batch.address import facing
+from pympec.cluster.batch.launch import controller_answers
 
 pytestmark = pytest.mark.timeout(150)
 SUBMIT = {"slurm": ["sbatch", "--parsable"], "sge": ["qsub", "-terse"], "pbs": ["sbatch", "--parsable"]}

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from batch_conftest_helpers import BatchEnv
-from pympec.batch import config, templates
-from pympec.batch.templates import JobSpec, TemplateError, parse_walltime, render
+from pympec.cluster.batch import config, templates
+from pympec.cluster.batch.templates import JobSpec, TemplateError, parse_walltime, render
 
 
 def directives(script: str, prefix: str) -> list[list[str]]:
@@ -96,7 +96,7 @@ def test_engine_options(pympec_dir):
     script = render(JobSpec("slurm", 2, ip="10.1.2.3"))
     assert "PYMPEC_IP=10.1.2.3" in script
     # Without --ip, the job finds the node's address facing the submit host; never 0.0.0.0.
-    assert "-m pympec.batch.address)" in render(JobSpec("slurm", 2))
+    assert "-m pympec.cluster.batch.address)" in render(JobSpec("slurm", 2))
 
 
 def test_not_a_job_array(pympec_dir):
@@ -210,9 +210,9 @@ def test_jobscript_command_errors(tmp_path):
 
 
 def test_address_never_wildcard():
-    out = subprocess.run([sys.executable, "-m", "pympec.batch.address"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pympec.cluster.batch.address"], capture_output=True,
                          text=True, timeout=30).stdout.strip()
     assert out and out != "0.0.0.0"
-    out = subprocess.run([sys.executable, "-m", "pympec.batch.address", "127.0.0.1"],
+    out = subprocess.run([sys.executable, "-m", "pympec.cluster.batch.address", "127.0.0.1"],
                          capture_output=True, text=True, timeout=30).stdout.strip()
     assert out == "127.0.0.1"

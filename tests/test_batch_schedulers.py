@@ -22,9 +22,9 @@ import pytest
 
 from batch_conftest_helpers import batch_env, needs, queued_ids, roundtrip, wait_gone  # noqa: F401
 from pympec import connection
-from pympec.batch import schedulers
-from pympec.batch.launch import BatchJob
-from pympec.batch.templates import JobSpec
+from pympec.cluster.batch import schedulers
+from pympec.cluster.batch.launch import BatchJob
+from pympec.cluster.batch.templates import JobSpec
 
 pytestmark = pytest.mark.timeout(150)
 

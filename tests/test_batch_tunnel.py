@@ -1,4 +1,4 @@
-"""ssh tunnels to a controller (``pympec.batch.tunnel``, ``pympec tunnel``, ``sshserver=``).
+"""ssh tunnels to a controller (``pympec.client.tunnel``, ``pympec tunnel``, ``sshserver=``).
 
 Failures are tested for real against ports and names that do not answer. Success needs an ssh
 server: these tests start Debian's ``sshd`` on 127.0.0.1 only, with throwaway keys, and skip when
@@ -19,7 +19,7 @@ import pytest
 
 from batch_conftest_helpers import BatchEnv, roundtrip
 from pympec import connection
-from pympec.batch.tunnel import close_tunnel, free_port, open_tunnel, split_server
+from pympec.client.tunnel import close_tunnel, free_port, open_tunnel, split_server
 
 pytestmark = pytest.mark.timeout(120)
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
@@ -124,7 +124,7 @@ def test_tunnel_command(sshd, small_cluster, tmp_path):
     env = BatchEnv(tmp_path)
     env.env["PATH"] = os.environ["PATH"]     # the ssh wrapper
     local = tmp_path / "local.json"
-    proc = subprocess.Popen([sys.executable, "-m", "pympec.cli", "tunnel", sshd, "--connection-file",
+    proc = subprocess.Popen([sys.executable, "-m", "pympec.cluster.cli", "tunnel", sshd, "--connection-file",
                              str(small_cluster.connection_file), "--write", str(local)],
                             env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

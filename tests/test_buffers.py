@@ -1,11 +1,11 @@
-"""The warm-buffer pool (pympec.buffers): reuse only what nobody holds, give back the rest."""
+"""The warm-buffer pool (pympec.protocol.buffers): reuse only what nobody holds, give back the rest."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from pympec.buffers import ALIGN, POOL_FROM, BufferPool
+from pympec.protocol.buffers import ALIGN, POOL_FROM, BufferPool
 
 MB = 1 << 20
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pympec import client
-from pympec.cluster import launch_record
+from pympec.cluster.local import launch_record
 
-PYMPEC = [sys.executable, "-m", "pympec.cli"]
+PYMPEC = [sys.executable, "-m", "pympec.cluster.cli"]
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_stop_without_cluster(home):
 def test_mpiexec_directly_with_fixed_port(home, tmp_path):
     """`mpiexec -n 3 python -m pympec.engine --port P --connection-file F` is a cluster."""
     import socket
-    from pympec.cluster import find_mpiexec
+    from pympec.cluster.local import find_mpiexec
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,7 +143,7 @@ def test_mpiexec_directly_with_fixed_port(home, tmp_path):
 
 
 def test_engine_needs_two_ranks(tmp_path):
-    from pympec.cluster import find_mpiexec
+    from pympec.cluster.local import find_mpiexec
     proc = subprocess.run([find_mpiexec(), "-n", "1", sys.executable, "-m", "pympec.engine",
                            "--connection-file", str(tmp_path / "c.json")],
                           capture_output=True, text=True, timeout=60)

@@ -54,7 +54,7 @@ def default_profile(cluster, tmp_path, monkeypatch):
 def test_tutorial_blocks_run(default_profile, capsys):
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
-    from pympec import magics
+    from pympec.client import magics
 
     found = blocks(TUTORIAL)
     assert len(found) >= 20 and any(lang == "ipython" for _, lang, _ in found)

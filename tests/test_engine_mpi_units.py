@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pympec.cluster import find_mpiexec
+from pympec.cluster.local import find_mpiexec
 
 HERE = Path(__file__).parent
 

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from pympec import client, wire
+from pympec import client
+from pympec.protocol import wire
 from pympec.connection import load
 from pympec.errors import ClusterError, CompositeError, SecurityError
 
@@ -194,7 +195,7 @@ def test_connection_file_mode(cluster):
     assert data["address"] == "127.0.0.1" and data["engines"] == ENGINES
 
 
-# -- streamed requests: a large push is forwarded while it arrives (pympec.dispatch) ----
+# -- streamed requests: a large push is forwarded while it arrives (pympec.controller.engines) ----
 
 def wire_bytes(writer: wire.MessageWriter, *messages: tuple) -> bytes:
     """The bytes ``writer`` sends for ``messages`` ((header, frames) pairs), in order."""
@@ -217,7 +218,7 @@ def broken_push(cluster, nbytes: int) -> tuple[socket.socket, bytes]:
     """An authenticated connection, and the bytes of hello + a push of ``nbytes`` to
     engine 0, large enough to be streamed."""
     import numpy as np
-    from pympec import serialize
+    from pympec.protocol import serialize
     info = load(cluster.connection_file)
     sock = socket.create_connection((info.address, info.port), timeout=10)
     send_key, _, mac = wire.client_handshake(sock, info.key_bytes, 10)
@@ -255,7 +256,7 @@ def test_payload_to_several_engines_then_gathered(cluster, mec):
     """A request that both broadcasts a payload and gathers the result posts its
     collectives in the same order on the controller and the engines."""
     import numpy as np
-    from pympec import serialize
+    from pympec.protocol import serialize
     metas, frames = serialize.encode_many([np.arange(100_000, dtype=np.float64)])
     reply = mec._call("push", [0, 1], True, args={"names": ["pg"], "metas": metas},
                       frames=frames, gather=True, decode=lambda message, method: message.header,

@@ -13,8 +13,8 @@ pytest.importorskip("IPython")
 
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
-from pympec import magics  # noqa: E402
-from pympec.results import PendingResult, ResultList  # noqa: E402
+from pympec.client import magics  # noqa: E402
+from pympec.client.results import PendingResult, ResultList  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_result_shows_stored_records(ip, mec, capsys):
 
 def test_activate_outside_ipython_prints_a_notice(cluster):
     code = textwrap.dedent(f"""
-        import pympec.magics as m
+        import pympec.client.magics as m
         from pympec import client
         mec = client.MultiEngineClient({str(cluster.connection_file)!r})
         mec.activate()

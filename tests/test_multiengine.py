@@ -6,7 +6,7 @@ import pytest
 
 from pympec import client
 from pympec.errors import (CompositeError, InvalidEngineID, NotAPendingResult, QueueCleared)
-from pympec.results import PendingResult, ResultList
+from pympec.client.results import PendingResult, ResultList
 
 from conftest import ENGINES
 
@@ -394,7 +394,7 @@ def test_execute_stream_prints_labelled_lines(mec, capsys):
 
 
 def test_reused_buffers_never_alias_live_arrays(mec):
-    """Large buffers are reused once free (pympec.buffers): pushing and gathering again
+    """Large buffers are reused once free (pympec.protocol.buffers): pushing and gathering again
     and again must leave every array still held, on engines and client, as it was."""
     n = 3 << 20   # 24 MB of float64: pooled, and streamed
     kept = np.full(n, 1.0)

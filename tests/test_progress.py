@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pympec import client, progress
+from pympec import client
+from pympec.client import progress
 
 
 def staggered(mec, step=0.25):

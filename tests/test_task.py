@@ -11,7 +11,7 @@ import pytest
 
 from pympec import client
 from pympec.errors import TaskAborted, TaskRejectError, TaskTimeout
-from pympec.task import TaskResult
+from pympec.client.tasks import TaskResult
 
 from conftest import ENGINES
 

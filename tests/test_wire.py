@@ -1,4 +1,4 @@
-"""Unit tests of pympec.wire over real sockets (socketpairs and loopback TCP), no mocks.
+"""Unit tests of pympec.protocol.wire over real sockets (socketpairs and loopback TCP), no mocks.
 
 Covers DESIGN contract 2 (frames travel as raw bytes into aligned, writable buffers)
 and contract 5 (challenge-response handshake; every message signed with a sequence
@@ -24,7 +24,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pympec import wire
+from pympec.protocol import wire
 from pympec.errors import ClusterError, ProtocolError, SecurityError
 
 KEY = secrets.token_bytes(32)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pympec import serialize
-from pympec.backoff import Backoff
-from pympec.engine import Engine
-from pympec.interpreter import Interpreter
-from pympec.runtime import (CHUNK, TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header,
+from pympec.protocol import serialize
+from pympec.protocol.backoff import Backoff
+from pympec.engine.loop import Engine
+from pympec.engine.interpreter import Interpreter
+from pympec.protocol.mpiwire import (CHUNK, TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header,
                             group_comm, pieces, recv_header)
 
 

@@ -1,0 +1,99 @@
+"""What every rank of ``mpiexec -n N python -m pympec.engine`` runs first.
+
+    mpiexec -n N python -m pympec.engine
+      every rank:  runtime = COMM_WORLD.Dup()     (pympec's own traffic, never user code's)
+                   engines = COMM_WORLD.Split()   (``comm`` for user code: the engines only)
+                   cluster id from rank 0, one log file per rank
+      rank 0:      pympec.controller.server.run_controller  (clients on TCP, engines on MPI)
+      rank >= 1:   pympec.engine.loop.Engine.serve           (engine id = rank - 1)
+
+Each rank imports only what it runs: the controller never loads the engine's interpreter
+or the serializer, and engines never load the controller.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from mpi4py import MPI
+
+from .paths import log_dir
+from .protocol.mpiwire import CONTROLLER
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pympec.engine",
+        description="One rank of a pympec cluster: run under mpiexec -n N (rank 0 is the "
+                    "controller, ranks 1..N-1 are engines).")
+    parser.add_argument("--ip", default="127.0.0.1",
+                        help="address or host name the controller binds (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="controller port (default: any)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--profile", default=None, help="profile name (default: default)")
+    where.add_argument("--connection-file", default=None, help="connection file path")
+    parser.add_argument("--sshserver", default=None,
+                        help="ssh server clients should tunnel through (written to the "
+                             "connection file)")
+    return parser.parse_args(argv)
+
+
+def setup_logging(cluster_id: str, rank: int) -> str:
+    path = str(log_dir() / f"pympec-{cluster_id}-rank{rank}.log")
+    logging.basicConfig(filename=path, level=logging.INFO,
+                        format=f"%(asctime)s rank{rank} %(name)s %(levelname)s: %(message)s")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run this rank: the controller on rank 0, an engine elsewhere, until shutdown."""
+    args = parse_args(argv)
+    world = MPI.COMM_WORLD
+    runtime = world.Dup()          # runtime traffic only: never seen by user code
+    rank, size = runtime.Get_rank(), runtime.Get_size()
+    engines = world.Split(0 if rank else MPI.UNDEFINED, rank)   # user code's `comm`
+    cluster_id = runtime.bcast(os.urandom(6).hex() if rank == CONTROLLER else None, root=0)
+    host = world.Split_type(MPI.COMM_TYPE_SHARED)   # the ranks on this rank's host
+    controller_here = bool(host.allreduce(int(rank == CONTROLLER)))
+    engines_here = host.Get_size() - 1   # on the controller's host
+    oversubscribed = host.Get_size() > (os.cpu_count() or 1)
+    host.Free()
+    setup_logging(cluster_id, rank)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if rank else signal.default_int_handler)
+    if size < 2:
+        print("pympec: a cluster needs at least 2 ranks (a controller and one engine); "
+              "run it as mpiexec -n N python -m pympec.engine", file=sys.stderr)
+        sys.exit(2)
+    sys.path.insert(0, os.getcwd())   # as ipengine did: modules of the launch dir import
+    with profiled(rank):
+        if rank == CONTROLLER:
+            from .controller.server import run_controller
+            run_controller(runtime, args, cluster_id, rung=engines_here == size - 1)
+        else:
+            from .engine.loop import run_engine
+            run_engine(runtime, engines, cluster_id, rung=controller_here,
+                       oversubscribed=oversubscribed)
+    runtime.Free()
+
+
+@contextlib.contextmanager
+def profiled(rank: int):
+    """With ``PYMPEC_PROFILE=DIR``, run this rank under cProfile and write its profile
+    to DIR/rank<rank>.prof on a clean exit (read it with ``python -m pstats``)."""
+    where = os.environ.get("PYMPEC_PROFILE")
+    if not where:
+        yield
+        return
+    import cProfile
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        os.makedirs(where, exist_ok=True)
+        profile.dump_stats(os.path.join(where, f"rank{rank}.prof"))
+

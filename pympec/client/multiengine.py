@@ -1,0 +1,569 @@
+"""MultiEngineClient: direct, explicit control of the engines (IPython 0.10's API).
+
+Every call names its ``targets`` (an id, a list of ids, or ``'all'``) and whether to
+``block``; ``None`` means the instance attributes.  A blocking call returns one entry
+per target engine; a non-blocking one returns a :class:`PendingResult` at once.
+Engine failures raise one :class:`CompositeError` naming each engine.
+
+Sequences are partitioned here, on the client, because it knows the engine ids; the
+controller then moves the parts with one MPI collective.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..protocol import serialize
+from ..errors import (CONTROLLER_ERRORS, CompositeError, NotAPendingResult, RemoteError,
+                      StopLocalExecution)
+from .partition import join, partition
+from .results import PendingResult, ResultList
+from .session import Session
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class MultiEngineClient:
+    """Explicit control of a pympec cluster's engines.
+
+    ``where`` is a connection file path, a profile name, or None for the default
+    profile.  Raises FileNotFoundError when there is no connection file, ClusterError
+    when the controller it names does not answer, SecurityError on a wrong key.
+    """
+
+    def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
+                 sshserver: str | None = None) -> None:
+        self._session = Session(where, timeout=timeout, sshserver=sshserver)
+        self._targets: Any = "all"
+        self._block = True
+
+    # -- targets and block ---------------------------------------------------------------
+
+    @property
+    def targets(self) -> Any:
+        """Default targets of calls: an engine id, a list of ids, or ``'all'``.
+        Setting anything else raises ValueError."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, value: Any) -> None:
+        self._targets = check_targets(value)
+
+    @property
+    def block(self) -> bool:
+        """Whether calls wait for their results (True) or return PendingResults.
+        Setting anything but True or False raises ValueError."""
+        return self._block
+
+    @block.setter
+    def block(self, value: bool) -> None:
+        self._block = check_block(value)
+
+    def _resolve(self, targets: Any, block: Any) -> tuple[Any, bool]:
+        targets = self._targets if targets is None else check_targets(targets)
+        return targets, self._block if block is None else check_block(block)
+
+    def _ids(self, targets: Any) -> list[int]:
+        """The engine ids ``targets`` means now (asks the controller for ``'all'``)."""
+        if targets == "all":
+            ids = self.get_ids()
+            if not ids:
+                from ..errors import NoEnginesRegistered
+                raise NoEnginesRegistered("no engines are registered")
+            return ids
+        return [targets] if isinstance(targets, int) else list(targets)
+
+    # -- the one way a call is made ------------------------------------------------------
+
+    def _call(self, verb: str, targets: Any, block: bool, *, args: dict | None = None,
+              frames: Sequence[Any] = (), parts: list[int] | None = None,
+              gather: bool = False, describe: str | None = None,
+              finish: Callable[[Any], Any] = list, method: str | None = None,
+              listener: Callable[[dict], None] | None = None,
+              decode: Callable[[Any, str], Any] | None = None) -> Any:
+        """Send one request; return ``finish(decode(reply))``, or a PendingResult.
+        ``decode`` defaults to the per-engine values; ``listener`` gets output streamed
+        while the call runs."""
+        header = {"id": uuid.uuid4().hex, "verb": verb, "targets": targets,
+                  "args": args or {}, "describe": describe or f"{verb}()"}
+        if listener is not None:
+            self._session.listeners[header["id"]] = listener
+        if frames:
+            header["deliver"] = "parts" if parts is not None else "same"
+        if parts is not None:
+            header["parts"] = parts
+        if gather:
+            header["gather"] = True
+        request_id = self._session.send(header, list(frames))
+        method = method or verb
+
+        def complete(message: Any) -> Any:
+            self._session.listeners.pop(request_id, None)
+            return finish((decode or engine_values)(message, method))
+
+        pending = PendingResult(self, request_id, complete, targets=targets,
+                                describe=header["describe"])
+        return pending.get_result() if block else pending
+
+    # -- the API -------------------------------------------------------------------------
+
+    def get_ids(self) -> list[int]:
+        """Ids of the registered engines (always blocking)."""
+        return self._session.call("get_ids")
+
+    def __len__(self) -> int:
+        """The number of registered engines (ignores ``targets``)."""
+        return len(self.get_ids())
+
+    def execute(self, lines: str, targets: Any = None, block: Any = None,
+                stream: bool | Callable[[int, str, str], None] = False) -> Any:
+        """Run ``lines`` in each target's namespace; a ResultList of per-engine records.
+
+        With ``stream=True``, output is printed here while the code runs, labelled
+        ``[stdout:0] ...``; a callable ``stream(engine_id, name, text)`` gets it instead.
+        """
+        if not isinstance(lines, str):
+            raise TypeError(f"execute needs a str of code, not {type(lines).__name__}")
+        targets, block = self._resolve(targets, block)
+        args = {"code": lines}
+        listener = None
+        if stream:
+            args["stream"] = True
+            listener = output_listener(stream if callable(stream) else print_output)
+        return self._call("execute", targets, block, args=args, listener=listener,
+                          describe=f"execute({_short(lines)})", finish=ResultList)
+
+    def run(self, filename: str, targets: Any = None, block: Any = None) -> Any:
+        """Execute a local file's source on the engines (syntax errors raise here)."""
+        with open(filename) as f:
+            source = f.read()
+        compile(source, filename, "exec")
+        return self.execute(source, targets, block)
+
+    def push(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+        """Update each target's namespace with ``namespace`` (name -> object)."""
+        if not isinstance(namespace, dict):
+            raise TypeError(f"push needs a dict of names to values, not "
+                            f"{type(namespace).__name__}")
+        return self._push("push", namespace, targets, block)
+
+    def push_function(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+        """Push functions; on the engines their global names resolve in the engine's
+        namespace, as in IPython 0.10 (closures and defaults are kept, too)."""
+        if not isinstance(namespace, dict):
+            raise TypeError("push_function needs a dict of names to functions")
+        for name, func in namespace.items():
+            if not callable(func):
+                raise TypeError(f"push_function: {name!r} is a {type(func).__name__}, "
+                                f"not a function")
+        return self._push("push_function", namespace, targets, block)
+
+    def _push(self, verb: str, namespace: dict, targets: Any, block: Any) -> Any:
+        targets, block = self._resolve(targets, block)
+        names = list(namespace)
+        metas, frames = serialize.encode_many(list(namespace.values()))
+        return self._call(verb, targets, block, args={"names": names, "metas": metas},
+                          frames=frames, describe=f"{verb}({_short(names)})",
+                          finish=lambda values: [None] * len(values))
+
+    def pull(self, keys: str | Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """Each target's value of ``keys``: a str gives the value, a list or tuple a list
+        of values per engine.  A missing name raises NameError (in a CompositeError)."""
+        return self._pull("pull", keys, targets, block)
+
+    def pull_function(self, keys: str | Sequence[str], targets: Any = None,
+                      block: Any = None) -> Any:
+        """Pull functions back (they travel whole, with cloudpickle)."""
+        return self._pull("pull_function", keys, targets, block)
+
+    def _pull(self, method: str, keys: Any, targets: Any, block: Any) -> Any:
+        targets, block = self._resolve(targets, block)
+        if isinstance(keys, str):
+            names, single = [keys], True
+        elif isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
+            names, single = list(keys), len(keys) == 1
+        else:
+            raise TypeError(f"keys must be a str or a list/tuple of str, not {keys!r}")
+        return self._call("pull", targets, block, args={"keys": names}, method=method,
+                          describe=f"{method}({_short(keys)})",
+                          finish=lambda values: [v[0] if single else v for v in values])
+
+    def zip_pull(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """pull, transposed: ``zip_pull(('a', 'b'))`` gives ``[(a0, a1..), (b0, b1..)]``."""
+        targets, block = self._resolve(targets, block)
+        single_target = isinstance(targets, int)
+
+        def transpose(values: list) -> Any:
+            if single_target:
+                return values
+            return list(zip(*values)) if not isinstance(keys, str) and len(keys) > 1 \
+                else values
+        result = self.pull(keys, targets, block=block)
+        if block:
+            return transpose(result)
+        result.add_callback(transpose)
+        return result
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        self.push({key: value})
+
+    def __getitem__(self, key: str) -> Any:
+        """``mec['a']`` is ``mec.pull('a')`` (TypeError for a non-str key)."""
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        return self.pull(key)
+
+    def scatter(self, key: str, seq: Sequence, dist: str = "b", flatten: bool = False,
+                targets: Any = None, block: Any = None) -> Any:
+        """Partition ``seq`` in blocks and push part *i* to the *i*-th target as ``key``.
+
+        Parts keep the sequence's type; NumPy arrays are split along axis 0 and travel
+        raw over MPI Scatterv.  Raises TypeError for a non-sequence.
+        """
+        check_dist(dist)
+        targets, block = self._resolve(targets, block)
+        ids = self._ids(targets)
+        values = partition(seq, len(ids), flatten)
+        parts, frames, metas = [], [], {}
+        for engine_id, value in zip(ids, values):
+            meta, more = serialize.encode(value)
+            metas[str(engine_id)] = [meta]
+            parts.append(len(more))
+            frames.extend(more)
+        return self._call("push", ids, block, args={"names": [key], "parts": metas},
+                          frames=frames, parts=parts, method="scatter",
+                          describe=f"scatter({key!r})",
+                          finish=lambda values: [None] * len(values))
+
+    def gather(self, key: str, dist: str = "b", targets: Any = None, block: Any = None) -> Any:
+        """Pull ``key`` from each target and join the parts: arrays concatenate (built in
+        place, with no copy, when the parts agree in dtype and trailing shape), lists and
+        tuples flatten into one list, other values come back as a list."""
+        check_dist(dist)
+        targets, block = self._resolve(targets, block)
+        return self._call("gather", targets, block, args={"key": key}, gather=True,
+                          describe=f"gather({key!r})", decode=gathered,
+                          finish=lambda value: value)
+
+    def map(self, func: Callable | str, *sequences: Sequence) -> Any:
+        """Parallel ``map`` over all engines (not load balanced): block partitioned, one
+        chunk per engine, results in input order.  ``func`` may name a function defined
+        on the engines.  Honours ``block``; ignores ``targets``, as IPython 0.10 did."""
+        return self.mapper().map(func, *sequences)
+
+    def raw_map(self, func: Callable | str, seqs: Sequence[Sequence], dist: str = "b",
+                targets: Any = None, block: Any = None) -> Any:
+        """``map`` with the sequences given as one list: ``raw_map(f, [s1, s2])``."""
+        if not isinstance(seqs, (list, tuple)):
+            raise TypeError(f"raw_map needs a list or tuple of sequences, not "
+                            f"{type(seqs).__name__}")
+        check_dist(dist)
+        if not (callable(func) or isinstance(func, str)):
+            raise TypeError(f"map needs a function or the name of one, not {func!r}")
+        targets, block = self._resolve(targets, block)
+        lengths = {len(s) for s in seqs}
+        if len(lengths) > 1:
+            raise ValueError(f"all sequences must have the same length, not {sorted(lengths)}")
+        ids = self._ids(targets)
+        chunks = partition(list(zip(*seqs)), len(ids))
+        parts, frames = [], []
+        for chunk in chunks:
+            more = serialize.dumps(chunk if isinstance(func, str) else (func, chunk))
+            parts.append(len(more))
+            frames.extend(more)
+        args = {"name": func} if isinstance(func, str) else {}
+        name = func if isinstance(func, str) else getattr(func, "__name__", "function")
+        return self._call("apply", ids, block, args=args, frames=frames, parts=parts,
+                          method="map", describe=f"map({name})",
+                          finish=lambda values: [x for chunk in values for x in chunk])
+
+    def mapper(self, dist: str = "b", targets: Any = "all", block: Any = None) -> "MultiEngineMapper":
+        """A mapper whose ``map(func, *seqs)`` uses these settings."""
+        return MultiEngineMapper(self, dist, targets, block)
+
+    def parallel(self, dist: str = "b", targets: Any = None, block: Any = None) -> Callable:
+        """Decorator: ``@mec.parallel()`` turns ``f`` into ``pf(*seqs) = mapper.map(f, *seqs)``.
+        targets and block are taken from the client when decorating."""
+        targets, block = self._resolve(targets, block)
+
+        def decorate(func: Callable | str) -> Callable:
+            mapper = self.mapper(dist, targets, block)
+
+            def parallel_function(*sequences: Sequence) -> Any:
+                return mapper.map(func, *sequences)
+            parallel_function.__name__ = getattr(func, "__name__", str(func))
+            parallel_function.__doc__ = getattr(func, "__doc__", None)
+            return parallel_function
+        return decorate
+
+    def get_result(self, i: int | None = None, targets: Any = None, block: Any = None) -> Any:
+        """Re-fetch execute record ``i`` (default: the latest) of each target."""
+        targets, block = self._resolve(targets, block)
+        return self._call("get_result", targets, block, args={"number": i}, finish=ResultList,
+                          describe=f"get_result({i})")
+
+    def reset(self, targets: Any = None, block: Any = None) -> Any:
+        """Clear each target's namespace and properties (seeded names come back)."""
+        targets, block = self._resolve(targets, block)
+        return self._call("reset", targets, block)
+
+    def keys(self, targets: Any = None, block: Any = None) -> Any:
+        """The names in each target's namespace."""
+        targets, block = self._resolve(targets, block)
+        return self._call("keys", targets, block)
+
+    def kill(self, controller: bool = False, targets: Any = None, block: Any = None) -> Any:
+        """Stop the target engines; with ``controller=True``, the whole cluster.
+
+        A stopped engine leaves ``get_ids()``; its MPI rank stays parked, at no CPU cost,
+        until the job ends, since an MPI job cannot shrink.
+        """
+        targets, block = self._resolve(targets, block)
+        if controller:
+            return self._session.call("shutdown")
+        return self._call("kill", targets, block)
+
+    def clear_queue(self, targets: Any = None, block: Any = None) -> None:
+        """Drop the commands still queued (not running) for the targets; each fails with
+        QueueCleared."""
+        targets, _ = self._resolve(targets, block)
+        self._session.call("clear_queue", targets=targets)
+
+    def queue_status(self, targets: Any = None, block: Any = None) -> list:
+        """``[(id, {'queue': [...], 'pending': ...}), ...]`` for the targets."""
+        targets, _ = self._resolve(targets, block)
+        return [tuple(entry) for entry in self._session.call("queue_status", targets=targets)]
+
+    def status(self) -> dict:
+        """The controller's view: engines, what each is running, uptime, end time."""
+        return self._session.call("status")
+
+    # engine properties, used by task dependencies
+
+    def set_properties(self, properties: dict, targets: Any = None, block: Any = None) -> Any:
+        """Update each target's properties (used by task ``depend`` functions)."""
+        targets, block = self._resolve(targets, block)
+        return self._call("set_properties", targets, block, frames=serialize.dumps(properties))
+
+    def get_properties(self, keys: Sequence[str] | None = None, targets: Any = None,
+                       block: Any = None) -> Any:
+        """Each target's properties: all of them, or those named by ``keys``."""
+        targets, block = self._resolve(targets, block)
+        return self._call("get_properties", targets, block,
+                          args={"keys": None if keys is None else list(_as_list(keys))})
+
+    def has_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """For each target, whether it has each of ``keys``."""
+        targets, block = self._resolve(targets, block)
+        return self._call("has_properties", targets, block, args={"keys": _as_list(keys)})
+
+    def del_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+        """Delete properties ``keys`` on each target (KeyError if one is missing)."""
+        targets, block = self._resolve(targets, block)
+        return self._call("del_properties", targets, block, args={"keys": _as_list(keys)})
+
+    def clear_properties(self, targets: Any = None, block: Any = None) -> Any:
+        """Remove every property of each target."""
+        targets, block = self._resolve(targets, block)
+        return self._call("clear_properties", targets, block)
+
+    # pending results
+
+    def barrier(self, pending_results: Iterable[PendingResult]) -> None:
+        """Wait for every PendingResult; their exceptions are raised later, on fetch."""
+        pending = list(pending_results)
+        for p in pending:
+            if not isinstance(p, PendingResult):
+                raise NotAPendingResult(f"barrier needs PendingResults, not {p!r}")
+        for p in sorted(pending):
+            try:
+                p.get_result(block=True)
+            except Exception:
+                pass
+
+    def flush(self) -> None:
+        """Forget results that arrived but were never fetched."""
+        self._session.replies.clear()
+
+    clear_pending_results = flush
+
+    def get_pending_deferred(self, result_id: str, block: bool = True) -> Any:
+        """Fetch a stored result by id (raw per-engine values)."""
+        message = self._session.wait(result_id, None if block else 0)
+        return None if message is None else engine_values(message, "get_pending_deferred")
+
+    def benchmark(self, push_size: int = 10000) -> dict:
+        """Latency of ``execute('pass')`` on one and on all engines (ms), and push
+        throughput of a float64 array of ``push_size`` items (MB/s)."""
+        ids = self.get_ids()
+        data = np.random.rand(push_size)
+        figures = {}
+        for label, targets in (("single", ids[0]), ("all", "all")):
+            start = time.perf_counter()
+            self.execute("pass", targets=targets, block=True)
+            figures[f"{label}_engine_latency_ms"] = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            self.push({"_benchmark": data}, targets=targets, block=True)
+            figures[f"{label}_engine_push_MBps"] = data.nbytes / 1e6 / (
+                time.perf_counter() - start)
+        return figures
+
+    def activate(self) -> None:
+        """Make this client the one the %px, %result and %autopx magics use."""
+        from . import magics
+        magics.activate(self)
+
+    def close(self) -> None:
+        """Close the connection (results still running are kept on the controller)."""
+        self._session.close()
+
+    def __enter__(self) -> "MultiEngineClient":
+        """``with mec: remote(); <code>`` runs <code> on the engines (IPython 0.10's
+        idiom; the result is kept in ``_with_context_result``).  Otherwise the block
+        is ordinary and the connection closes at its end."""
+        from .remoteblock import remote_body, skip_block
+        frame = sys._getframe(1)
+        code = remote_body(frame)
+        self._remote_block = code is not None
+        if code is not None:
+            self._with_context_result = self.execute(code)
+            self._remote_trace = skip_block(frame)
+        return self
+
+    def __exit__(self, etype: Any, value: Any, tb: Any) -> bool:
+        if getattr(self, "_remote_block", False):
+            self._remote_block = False
+            if self._remote_trace:
+                sys.settrace(None)
+            return etype is StopLocalExecution
+        self.close()
+        return False
+
+
+class MultiEngineMapper:
+    """``map`` bound to a client, distribution, targets and block."""
+
+    def __init__(self, client: MultiEngineClient, dist: str = "b", targets: Any = "all",
+                 block: Any = None) -> None:
+        self.client, self.dist, self.targets, self.block = client, dist, targets, block
+
+    def map(self, func: Callable | str, *sequences: Sequence) -> Any:
+        return self.client.raw_map(func, sequences, self.dist, self.targets, self.block)
+
+
+# -- helpers ------------------------------------------------------------------------
+
+def print_output(engine_id: int, name: str, text: str) -> None:
+    """Print streamed output, each line labelled with its engine: ``[stdout:0] ...``."""
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    for line in text.splitlines():
+        print(f"[{name}:{engine_id}] {line}", file=stream, flush=True)
+
+
+def output_listener(callback: Callable[[int, str, str], None]) -> Callable[[dict], None]:
+    return lambda output: callback(output["engine"], output["name"], output["text"])
+
+
+def check_targets(targets: Any) -> Any:
+    if isinstance(targets, bool) or not isinstance(targets, (str, list, tuple, int)):
+        raise ValueError("targets must be a str, list, tuple or int")
+    if isinstance(targets, (list, tuple)):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
+            raise ValueError(f"a targets list must hold engine ids (int), not {targets!r}")
+        return list(targets)
+    return targets
+
+
+def check_block(block: Any) -> bool:
+    if block is not True and block is not False:
+        raise ValueError(f"block must be True or False, not {block!r}")
+    return block
+
+
+def check_dist(dist: str) -> None:
+    if dist != "b":
+        raise ValueError(f"only dist='b' (block distribution) exists, not {dist!r}")
+
+
+def _as_list(keys: Any) -> list:
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+def engine_values(message: Any, method: str) -> list:
+    """Per-engine values of a reply, in target order; raises CompositeError if any
+    engine failed."""
+    values, errors = [], []
+    frames = message.frames
+    i = 0
+    for result in message.header["results"]:
+        n = result["nframes"]
+        mine = frames[i:i + n]
+        i += n
+        if "span" in result:
+            start, length = result["span"]
+            mine = [frames[message.header["joined"]][start:start + length]]
+        if result["status"] == "ok":
+            values.append(serialize.decode(result["metas"][0], mine) if result["metas"]
+                          else None)
+        else:
+            errors.append(remote_exception(result, mine, method))
+    if errors:
+        raise CompositeError.from_exceptions(method, errors)
+    return values
+
+
+def remote_exception(result: dict, frames: list, method: str) -> BaseException:
+    """The exception an engine raised, rebuilt here, tagged with where it came from."""
+    exc: BaseException | None = None
+    if result.get("metas"):
+        try:
+            exc = serialize.decode(result["metas"][0], frames)
+        except Exception:
+            exc = None
+    if exc is None:
+        cls = CONTROLLER_ERRORS.get(result["ename"])
+        exc = cls(result["evalue"]) if cls and result["ename"] == "QueueCleared" else \
+            RemoteError(result["ename"], result["evalue"], result.get("traceback", ""))
+    exc._ipython_engine_info = {"engineid": result["engine"], "method": method}
+    exc._ipython_traceback_text = result.get("traceback", "")
+    if result.get("stdout") or result.get("stderr"):
+        exc._pympec_output = {"stdout": result.get("stdout", ""),
+                              "stderr": result.get("stderr", "")}
+    return exc
+
+
+def gathered(message: Any, method: str) -> Any:
+    """Join a gather reply.  Parts gathered into one buffer that agree in dtype and
+    trailing shape become one array on that buffer: concatenated with no copy."""
+    header = message.header
+    results = header["results"]
+    if "joined" in header and all(r["status"] == "ok" for r in results):
+        metas = [r["metas"][0] for r in results]
+        if all(m["kind"] == "array" for m in metas) and _stackable(metas):
+            buf = message.frames[header["joined"]]
+            shape = [sum(m["shape"][0] for m in metas)] + metas[0]["shape"][1:]
+            return serialize.array_from({**metas[0], "shape": shape}, buf)
+    values = engine_values(message, method)
+    return join([_aligned(v) for v in values])
+
+
+def _stackable(metas: list[dict]) -> bool:
+    first = metas[0]
+    return all(m["dtype"] == first["dtype"] and len(m["shape"]) >= 1
+               and m["shape"][1:] == first["shape"][1:] for m in metas)
+
+
+def _aligned(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and not value.flags.aligned:
+        return value.copy()
+    return value

@@ -1,0 +1,336 @@
+"""TaskClient: a load-balanced task farm over the engines (IPython 0.10's API).
+
+    tc = client.TaskClient()
+    tid = tc.run(client.MapTask(f, args=(10,)))     # an int id, from 0 per controller
+    tc.barrier(tid); tc.get_task_result(tid)         # f(10)
+
+The data flow::
+
+    client                                   controller (pympec.controller.tasks)
+    MapTask / StringTask -> JSON spec + pickled frames
+    run / map: many tasks, one message  -->  task_submit: ids, queued, load balanced
+    get_task_result / barrier / imap:   -->  task_fetch: every finished result of this
+      results cached here, by id        <--    client (or the ids asked), many per message
+
+Task functions, arguments and ``depend`` travel pickled (cloudpickle, so lambdas and
+closures work) and are unpickled only on the engines.  A result is held by the controller
+until this client fetches it (then it is cached here) or until ``clear``.
+
+Failures: a MapTask's result raises the remote exception; a StringTask's result is a
+:class:`TaskResult` whose ``failure`` holds it.  If the cluster dies (with MPICH's hydra,
+a task that kills its engine process ends the whole MPI job), every call raises
+ClusterError naming the lost controller: the farm fails fast.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ..errors import ClusterError, TaskAborted
+from .session import Session
+from .tasks import BaseTask, ChunkTask, MapTask, Outcome
+
+SUBMIT_BATCH = 10000          # tasks per submit message
+
+
+# -- the client ----------------------------------------------------------------------
+
+class TaskClient:
+    """A load-balanced task farm on a pympec cluster.
+
+    ``where`` is a connection file path, a profile name, or None for the default
+    profile.  ``task_timeout`` (seconds, default 30 as in IPython 0.10) is how long a
+    task may wait once every engine has rejected it by ``depend`` before it fails with
+    TaskTimeout.  Raises FileNotFoundError when there is no connection file and
+    ClusterError when the controller does not answer.
+    """
+
+    def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
+                 sshserver: str | None = None, task_timeout: float = 30.0) -> None:
+        self._session = Session(where, timeout=timeout, sshserver=sshserver)
+        self._where = where
+        self.task_timeout = task_timeout
+        self._results: dict[int, Outcome] = {}
+        self._mine: set[int] = set()
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def run(self, task: BaseTask, block: bool = False) -> Any:
+        """Submit ``task``; returns its int id at once, or with ``block=True`` its
+        result (see :meth:`get_task_result`)."""
+        if not isinstance(task, BaseTask):
+            raise TypeError(f"run needs a MapTask or StringTask, not {type(task).__name__}")
+        tid = self.run_many([task])[0]
+        return self.get_task_result(tid, block=True) if block else tid
+
+    def run_many(self, tasks: Sequence[BaseTask]) -> list[int]:
+        """Submit several tasks in as few messages as possible; returns their ids."""
+        ids: list[int] = []
+        cache: dict = {}
+        for start in range(0, len(tasks), SUBMIT_BATCH):
+            specs, frames = [], []
+            for task in tasks[start:start + SUBMIT_BATCH]:
+                if not isinstance(task, BaseTask):
+                    raise TypeError(f"not a task: {task!r}")
+                spec, more = task.encode(cache, self.task_timeout)
+                specs.append(spec)
+                frames.extend(more)
+            first, count = self._call_value({"verb": "task_submit", "tasks": specs}, frames)
+            ids.extend(range(first, first + count))
+        self._mine.update(ids)
+        return ids
+
+    def _call_value(self, header: dict, frames: list = ()) -> Any:
+        request_id = self._session.send(header, list(frames))
+        message = self._session.wait(request_id, timeout=max(self._session.timeout, 60.0))
+        if message is None:
+            raise ClusterError(f"the controller did not answer {header['verb']} in time")
+        return message.header.get("value")
+
+    # -- results ------------------------------------------------------------------------
+
+    def _fetch(self, ids: list[int] | None = None, wait: float = 0.0) -> int:
+        """Bring finished results here (``ids``, or all of this client's); with nothing
+        ready, the controller waits up to ``wait`` s.  Returns how many came."""
+        request_id = self._session.send({"verb": "task_fetch", "ids": ids, "wait": wait})
+        message = self._session.wait(request_id,
+                                     timeout=wait + max(self._session.timeout, 60.0))
+        if message is None:
+            raise ClusterError("the controller did not answer a task fetch in time")
+        value = message.header["value"]
+        frames, i = message.frames, 0
+        if value.get("packed"):   # small results come joined in the first frame
+            packed, i = frames[0], 1
+        for info in value["tasks"]:
+            n = info["nframes"]
+            if "span" in info:
+                start, length = info["span"]
+                mine = [packed[start:start + length]]
+            else:
+                mine = frames[i:i + n]
+                i += n
+            self._results[info["tid"]] = Outcome(info, mine)
+        infos = value["tasks"]
+        return len(infos)
+
+    def _check_id(self, taskid: Any) -> None:
+        if isinstance(taskid, bool) or not isinstance(taskid, int):
+            raise TypeError(f"task ids are int, not {type(taskid).__name__}")
+
+    def _gather(self, taskids: list[int], block: bool, timeout: float | None = None) -> None:
+        """Fetch until every id in ``taskids`` is here (or once, if not ``block``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            missing = [t for t in taskids if t not in self._results]
+            if not missing:
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"{len(missing)} tasks not finished in {timeout:g} s "
+                                   f"(first: {missing[0]})")
+            wait = 0.0 if not block else min(1.0, left if left is not None else 1.0)
+            others = [t for t in missing if t not in self._mine]
+            if others:
+                self._fetch(others, wait=0.0 if len(others) < len(missing) else wait)
+            if len(others) < len(missing):
+                self._fetch(None, wait)
+            if not block:
+                return
+
+    def get_task_result(self, taskid: int, block: bool = False) -> Any:
+        """The task's result: None while it is unfinished (``block=True`` waits).
+
+        A MapTask gives its return value and raises its failure; a StringTask gives a
+        TaskResult.  Unknown ids raise IndexError; ClusterError if the cluster died.
+        """
+        self._check_id(taskid)
+        self._gather([taskid], block)
+        outcome = self._results.get(taskid)
+        return None if outcome is None else outcome.result()
+
+    def get_task_info(self, taskid: int, block: bool = False) -> dict | None:
+        """Timing of a finished task: epoch seconds ``submitted`` (controller),
+        ``started``/``completed`` (engine), ``received`` (here), and ``engine``."""
+        self._check_id(taskid)
+        self._gather([taskid], block)
+        outcome = self._results.get(taskid)
+        return None if outcome is None else dict(outcome.timing)
+
+    def wait_interactive(self, taskids: int | Sequence[int], *, interval: float = 0.2,
+                         timeout: float | None = None, **options: Any) -> bool:
+        """Wait for ``taskids`` showing a progress bar of finished tasks (tqdm when it is
+        installed, else plain text); returns whether all finished within ``timeout``."""
+        from .progress import wait_tasks
+        return wait_tasks(self, taskids, interval=interval, timeout=timeout, **options)
+
+    def barrier(self, taskids: int | Sequence[int], timeout: float | None = None) -> None:
+        """Block until every listed task has finished, successfully or not.  Raises
+        IndexError for unknown ids, TimeoutError after ``timeout`` seconds (if given)."""
+        ids = [taskids] if isinstance(taskids, int) else list(taskids)
+        for t in ids:
+            self._check_id(t)
+        self._gather(ids, True, timeout)
+
+    def abort(self, taskid: int) -> None:
+        """Abort a task: a queued one is dropped, a running one's result is discarded;
+        either way its result becomes a TaskAborted failure.  IndexError if it already
+        completed or was already aborted; TypeError for a non-int id."""
+        self._check_id(taskid)
+        outcome = self._results.get(taskid)
+        if outcome is not None:
+            raise IndexError("Task Already Aborted" if isinstance(outcome.error, TaskAborted)
+                             else "Task Already Completed")
+        self._call_value({"verb": "task_abort", "tid": taskid})
+
+    def spin(self) -> None:
+        """Nudge the farm: one round trip that also brings finished results here."""
+        self._fetch(None, 0.0)
+
+    def queue_status(self, verbose: bool = False) -> dict:
+        """``{'pending', 'failed', 'succeeded', 'scheduled'}``: counts, or lists of ids
+        with ``verbose``.  pending = running on an engine, scheduled = waiting."""
+        value = self._session.call("task_status", verbose=bool(verbose))
+        return value
+
+    def clear(self, taskids: int | Sequence[int] | None = None) -> int:
+        """Forget finished results (all, or ``taskids``), here and on the controller;
+        returns how many.  KeyError for an id with no finished result."""
+        if taskids is None:
+            local = list(self._results)
+            remote = None
+        else:
+            ids = [taskids] if isinstance(taskids, int) else list(taskids)
+            local = [t for t in ids if t in self._results]
+            remote = [t for t in ids if t not in self._results]
+        count = self._call_value({"verb": "task_clear", "ids": remote, "forget": local})
+        for t in local:
+            del self._results[t]
+            self._mine.discard(t)
+        return count
+
+    def configure(self, result_cap: int | None = None) -> dict:
+        """Set the controller's cap on unfetched result bytes; returns the settings."""
+        return self._session.call("task_config", result_cap=result_cap)
+
+    # -- map ----------------------------------------------------------------------------
+
+    def map(self, func: Callable, *sequences: Sequence, chunksize: int | None = None) -> list:
+        """Load-balanced ``map``: results in input order; a failure raises.
+        ``chunksize`` calls go in one task (picked automatically when None)."""
+        return self.mapper(chunksize=chunksize).map(func, *sequences)
+
+    def mapper(self, clear_before: bool = False, clear_after: bool = False, retries: int = 0,
+               recovery_task: BaseTask | None = None,
+               depend: Callable[[dict], bool] | None = None, block: bool = True,
+               chunksize: int | None = None) -> "TaskMapper":
+        """A mapper whose ``map`` makes tasks with these options; with ``block=False``
+        its ``map`` returns the task ids."""
+        return TaskMapper(self, dict(clear_before=clear_before, clear_after=clear_after,
+                                     retries=retries, recovery_task=recovery_task,
+                                     depend=depend), block, chunksize)
+
+    def parallel(self, clear_before: bool = False, clear_after: bool = False,
+                 retries: int = 0, recovery_task: BaseTask | None = None,
+                 depend: Callable[[dict], bool] | None = None, block: bool = True,
+                 chunksize: int | None = None) -> Callable:
+        """Decorator: ``@tc.parallel()`` makes ``f`` into ``pf(*seqs)``, a load-balanced map."""
+        mapper = self.mapper(clear_before, clear_after, retries, recovery_task, depend,
+                             block, chunksize)
+
+        def decorate(func: Callable) -> Callable:
+            def parallel_function(*sequences: Sequence) -> Any:
+                return mapper.map(func, *sequences)
+            parallel_function.__name__ = getattr(func, "__name__", "parallel_function")
+            parallel_function.__doc__ = getattr(func, "__doc__", None)
+            return parallel_function
+        return decorate
+
+    def imap(self, func: Callable, *iterables: Iterable, chunksize: int = 1,
+             max_outstanding: int = 1000) -> Iterator:
+        """Lazy load-balanced map over iterables of any length: results in order, with
+        at most ``max_outstanding`` tasks submitted and not yet yielded."""
+        if not callable(func):
+            raise TypeError(f"imap needs a function, not {type(func).__name__}")
+        if chunksize < 1 or max_outstanding < 1:
+            raise ValueError("chunksize and max_outstanding must be >= 1")
+        source = iter(zip(*iterables))
+        window: list[int] = []
+        exhausted = False
+        while True:
+            if not exhausted and len(window) < max_outstanding:
+                tasks = []
+                while len(window) + len(tasks) < max_outstanding:
+                    chunk = [args for _, args in zip(range(chunksize), source)]
+                    if not chunk:
+                        exhausted = True
+                        break
+                    tasks.append(MapTask(func, chunk[0]) if chunksize == 1
+                                 else ChunkTask(func, chunk))
+                if tasks:
+                    window.extend(self.run_many(tasks))
+            if not window:
+                return
+            tid = window.pop(0)
+            self._gather([tid], True)
+            outcome = self._results.pop(tid)
+            self._mine.discard(tid)
+            value = outcome.result()
+            if chunksize == 1:
+                yield value
+            else:
+                yield from value
+
+    def executor(self, max_outstanding: int = 1000) -> "Any":
+        """A ``concurrent.futures.Executor`` on this cluster (its own connection and
+        thread); see :class:`pympec.client.executor.TaskExecutor`."""
+        from .executor import TaskExecutor
+        return TaskExecutor(self._session.path, max_outstanding=max_outstanding,
+                            task_timeout=self.task_timeout)
+
+    # -- the connection -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (unfetched results stay on the controller)."""
+        self._session.close()
+
+    def __enter__(self) -> "TaskClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class TaskMapper:
+    """``map`` bound to a TaskClient and task options."""
+
+    def __init__(self, client: TaskClient, options: dict, block: bool = True,
+                 chunksize: int | None = None) -> None:
+        self.client, self.options, self.block, self.chunksize = client, options, block, chunksize
+
+    def map(self, func: Callable, *sequences: Sequence) -> Any:
+        """One task per element (or per chunk); blocking: the results in order."""
+        if not callable(func):
+            raise TypeError(f"map needs a function, not {type(func).__name__}")
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        lengths = {len(s) for s in sequences}
+        if len(lengths) > 1:
+            raise ValueError(f"all sequences must have the same length, not {sorted(lengths)}")
+        items = list(zip(*sequences))
+        size = self.chunksize
+        if size is None:
+            engines = max(1, len(self.client._session.call("get_ids")))
+            size = max(1, math.ceil(len(items) / (4 * engines))) if self.block else 1
+        if size == 1:
+            tasks = [MapTask(func, args, **self.options) for args in items]
+        else:
+            tasks = [ChunkTask(func, items[i:i + size], **self.options)
+                     for i in range(0, len(items), size)]
+        ids = self.client.run_many(tasks)
+        if not self.block:
+            return ids
+        self.client.barrier(ids)
+        results = [self.client.get_task_result(t) for t in ids]
+        return results if size == 1 else [x for chunk in results for x in chunk]

@@ -1,0 +1,479 @@
+"""The engine side of the controller: per-engine FIFO queues, and their MPI traffic.
+
+    Controller.handle ──submit(request)──> Job, appended to each target's queue
+                                            │
+    Controller loop ──dispatch()──> an idle engine's head job starts:
+                                      one engine:  Isend header (+ payload)      ───> engine
+                                      several:     Isend headers, then
+                                                   Ibcast / Iscatterv            ───> engines
+                     ──poll()─────> Iprobe reply headers; Irecv their frames in pieces,
+                                      or Igatherv rounds into one buffer        <─── engines
+                                    every target's header is in: finished(client, reply),
+                                      its frames Fillings the writer sends as they land
+
+A large request for one engine is streamed: the controller takes it as soon as its
+header is checked (``MessageReader(early=...)``), and a job whose payload is still
+arriving forwards it in CHUNK-sized pieces as the wire checks them, ``Isend`` to the
+engine, so the socket, the MAC and MPI overlap.  (A payload for several engines goes
+whole, by collective: see ``Controller.streamed``.)  A one-byte verdict
+follows the last piece: 1 if the whole message arrived intact, 0 if the client's
+connection broke or a tag failed first, and then the engine drops the payload.
+
+Jobs reach each engine in FIFO order.  A job sent to several engines with a payload, or
+gathered from them, is a collective on a communicator of the controller plus its targets
+(cached per target list), so it starts once every target is idle with it at the head of
+its queue; since a job joins all its queues at once, the queues agree on the order and
+collectives cannot deadlock; a job posts its collectives in the order its engines do
+(payload, then for a gather the round count, then the rounds).  Everything here is
+non-blocking but the one-time creation of a communicator, which only involves engines
+with nothing to run (one may still be sending its last reply's pieces; MPI moves them
+while it waits).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+from typing import Any, Callable
+
+from mpi4py import MPI
+
+from .. import paths
+from ..protocol import wire
+from ..protocol.buffers import allocate
+from ..errors import InvalidEngineID, NoEnginesRegistered
+from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA,
+                                TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
+                                encode_header, engine_rank, group_comm, pieces, recv_header,
+                                split)
+from ..protocol.wire import Filling
+
+log = logging.getLogger("pympec.controller")
+
+STREAM_FROM = 2 * CHUNK    # requests with at least this many frame bytes are streamed
+
+
+class Stream:
+    """Forwarding of one payload region to one engine while its message arrives."""
+
+    def __init__(self, message: wire.Message, start: int, length: int, rank: int) -> None:
+        self.message, self.start, self.length, self.rank = message, start, length, rank
+        self.sent = 0
+
+
+class Job:
+    """One client request, as it runs on its target engines."""
+
+    def __init__(self, seq: int, request: dict, message: wire.Message, client: str,
+                 targets: list[int]) -> None:
+        self.seq = seq
+        self.id = request["id"]
+        self.client = client
+        self.verb = request["verb"]
+        self.args = request.get("args") or {}
+        self.message = message
+        self.targets = targets
+        self.deliver = request.get("deliver", "none") if message.frames else "none"
+        self.parts = request.get("parts")          # frames per target, for deliver="parts"
+        self.gather = bool(request.get("gather"))
+        self.describe = request.get("describe") or f"{self.verb}()"
+        self.todo = list(targets)                  # targets not dispatched yet
+        self.results: dict[int, tuple[dict, list]] = {}
+        self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
+        self.members: list[int] = []               # engines of the running collective
+        self.comm: MPI.Comm | None = None          # and its communicator
+        self.joined: Filling | None = None          # the gathered buffer, after a gather
+
+    def collective(self) -> bool:
+        return len(self.todo) > 1 and (self.deliver != "none" or self.gather)
+
+    def region(self, engine_id: int) -> tuple[int, int, list[list[int]]]:
+        """(offset, length, frames relative to offset) of what ``engine_id`` receives."""
+        message = self.message
+        if self.deliver == "parts":
+            i = self.targets.index(engine_id)
+            first = sum(self.parts[:i])
+            last = first + self.parts[i] - 1
+        else:
+            first, last = 0, len(message.frames) - 1
+        start, length = message.span(first, last)
+        frames = [[message.offsets[k] - start, len(message.frames[k])]
+                  for k in range(first, last + 1)]
+        return start, length, frames
+
+
+class Engine:
+    """The controller's view of one engine."""
+
+    def __init__(self, engine_id: int) -> None:
+        self.id = engine_id
+        self.rank = engine_rank(engine_id)
+        self.queue: collections.deque[Job] = collections.deque()
+        self.running: Job | None = None
+
+
+class Dispatcher:
+    """The engines, their queues, and the MPI traffic of the jobs they run.
+
+    ``finished(client, header, frames)`` receives each job's reply when every target's
+    reply header is in (frames may be Fillings, still landing); ``output(client, header)`` receives output streamed while one runs;
+    ``ring(rank)`` wakes a sleeping engine (the doorbell).
+    """
+
+    def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list], None],
+                 output: Callable[[str, dict], None], ring: Callable[[int], None]) -> None:
+        self.comm = comm
+        self.finished, self.output, self.ring = finished, output, ring
+        self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
+        self.stopped: list[Engine] = []            # killed engines: parked until shutdown
+        self.jobs: dict[int, Job] = {}
+        self.seq = 0
+        self.groups: dict[str, MPI.Comm] = {}
+        self.requests: list[tuple[MPI.Request, Callable[[], None] | None, Any]] = []
+        self.status = MPI.Status()
+        self.tasks: Any = None                     # the task farm (pympec.controller.tasks)
+        self.unrung: dict[int, None] = {}          # ranks sent a command, not rung yet
+        self.streams: list[Stream] = []            # payloads forwarded as they arrive
+
+    def busy(self) -> bool:
+        """True while some engine runs something (a reply may come any moment)."""
+        return any(e.running for e in self.engines.values())
+
+    def shutdown(self) -> None:
+        """Tell every engine, stopped ones too, to exit; free the communicators."""
+        for engine in [*self.engines.values(), *self.stopped]:
+            self.comm.Isend(encode_header({"verb": "_shutdown"}), engine.rank,
+                            TAG_COMMAND).Wait()
+            self.ring(engine.rank)
+        for group in self.groups.values():
+            group.Free()
+
+    def resolve_targets(self, targets: Any) -> list[int]:
+        """The engine ids ``targets`` names; raises InvalidEngineID or NoEnginesRegistered."""
+        ids = list(self.engines)
+        if targets is None or targets == "all":
+            if not ids:
+                raise NoEnginesRegistered(
+                    f"no engines are registered (logs: {paths.log_dir()})")
+            return ids
+        if isinstance(targets, str):
+            raise InvalidEngineID(f"targets must be 'all', an id or a list of ids, "
+                                  f"not {targets!r}")
+        if isinstance(targets, int):
+            targets = [targets]
+        for t in targets:
+            if not isinstance(t, int) or t not in self.engines:
+                raise InvalidEngineID(f"no engine has id {t!r}; the engines are {ids}")
+        if len(set(targets)) != len(targets):
+            raise InvalidEngineID(f"targets name an engine twice: {targets}")
+        return list(targets)
+
+    def submit(self, client: str, request: dict, message: wire.Message) -> None:
+        """Queue a request on each of its targets (ValueError for a malformed one)."""
+        targets = self.resolve_targets(request.get("targets"))
+        if request.get("deliver") == "parts" and (
+                len(request.get("parts") or ()) != len(targets)
+                or sum(request["parts"]) != len(message.frames)):
+            raise ValueError("parts must give a frame count for each target")
+        self.seq += 1
+        job = Job(self.seq, request, message, client, targets)
+        self.jobs[job.seq] = job
+        for t in targets:
+            self.engines[t].queue.append(job)
+
+
+    def engine_status(self) -> list[dict]:
+        return [{"id": e.id, "running": e.running.describe if e.running else None,
+                 "queued": len(e.queue)} for e in self.engines.values()]
+
+    def queue_status(self, targets: Any) -> list:
+        return [[t, {"queue": [job.describe for job in self.engines[t].queue],
+                     "pending": self.engines[t].running.describe
+                     if self.engines[t].running else "None"}]
+                for t in self.resolve_targets(targets)]
+
+    def dispatch(self) -> bool:
+        """Start the head job of every idle engine that can start; True if any did."""
+        started = False
+        for engine in list(self.engines.values()):
+            if engine.running or not engine.queue:
+                continue
+            job = engine.queue[0]
+            if not job.collective():
+                self.start_one(job, engine)
+                started = True
+                continue
+            members = [self.engines[t] for t in job.todo]
+            if all(m.running is None and m.queue and m.queue[0] is job for m in members):
+                self.start_collective(job, members)
+                started = True
+        if self.tasks is not None:   # idle engines with nothing queued take tasks
+            started |= self.tasks.dispatch()
+        if self.streams:
+            started |= self.forward()
+        self.ring_unrung()
+        return started
+
+    def forward(self) -> bool:
+        """Forward the checked pieces of streamed payloads; once one has all arrived,
+        send its verdict.  True if anything was sent."""
+        moved = False
+        for stream in list(self.streams):
+            message = stream.message
+            broken = message.failed
+            # once broken, the rest goes anyway: the engines have posted receives for it
+            limit = len(message.payload) if broken else message.verified
+            while stream.sent < stream.length:
+                n = min(CHUNK, stream.length - stream.sent)
+                at = stream.start + stream.sent
+                if at + n > limit:
+                    break
+                self.isend(message.payload[at:at + n], stream.rank, TAG_DATA)
+                self.unrung[stream.rank] = None   # wake it for the piece
+                stream.sent += n
+                moved = True
+            if stream.sent == stream.length and (message.complete or broken):
+                self.isend(BROKEN if broken else COMPLETE, stream.rank, TAG_DATA)
+                self.streams.remove(stream)
+                moved = True
+        return moved
+
+    def ring_unrung(self) -> None:
+        """Ring the engines sent commands since the last call.  Rung after all the sends,
+        since a rung engine may take this core at once, before the next send."""
+        for rank in self.unrung:
+            self.ring(rank)
+        self.unrung.clear()
+
+    def take(self, job: Job, engine: Engine) -> None:
+        engine.queue.popleft()
+        engine.running = job
+        job.todo.remove(engine.id)
+
+    def command(self, job: Job, **fields: Any) -> dict:
+        return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
+
+    def isend(self, buf: Any, rank: int, tag: int) -> None:
+        self.track(self.comm.Isend(bytes_spec(buf), rank, tag), keep=buf)
+        if tag == TAG_COMMAND:
+            self.unrung[rank] = None
+
+    def track(self, request: MPI.Request, done: Callable[[], None] | None = None,
+              keep: Any = None) -> None:
+        self.requests.append((request, done, keep))
+
+    def start_one(self, job: Job, engine: Engine) -> None:
+        self.take(job, engine)
+        header = self.command(job, reply="p2p")
+        if job.deliver == "none":
+            self.send_command(engine.rank, header)
+            return
+        start, length, frames = job.region(engine.id)
+        if not job.message.complete:
+            header.update(deliver="stream", region=length, frames=frames)
+            self.isend(encode_header(header), engine.rank, TAG_COMMAND)
+            self.streams.append(Stream(job.message, start, length, engine.rank))
+            return
+        self.send_command(engine.rank, header, job.message.payload[start:start + length],
+                          frames)
+
+    def send_command(self, rank: int, header: dict, payload: memoryview | None = None,
+                     frames: list | None = None) -> None:
+        """One command to one engine: the header, with ``payload`` inline when it is
+        small, else in a second message.  ``frames``: [offset, length] in ``payload``."""
+        if payload is None:
+            self.isend(encode_header(header), rank, TAG_COMMAND)
+        elif len(payload) <= INLINE:
+            header.update(deliver="inline", frames=frames)
+            self.isend(encode_header(header, [payload]), rank, TAG_COMMAND)
+        else:
+            header.update(deliver="p2p", region=len(payload), frames=frames)
+            self.isend(encode_header(header), rank, TAG_COMMAND)
+            self.isend(payload, rank, TAG_DATA)
+
+    def group(self, members: list[Engine]) -> tuple[str, MPI.Comm]:
+        """The communicator of the controller plus ``members`` (in order), made once."""
+        key = ",".join(str(m.id) for m in members)
+        if key not in self.groups:
+            ranks = [0] + [m.rank for m in members]
+            for m in members:
+                self.comm.Isend(encode_header({"verb": "_group", "key": key, "ranks": ranks}),
+                                m.rank, TAG_COMMAND).Wait()
+                self.ring(m.rank)
+            # Blocks until the members join; they are all idle, so within one poll.
+            self.groups[key] = group_comm(self.comm, ranks)
+        return key, self.groups[key]
+
+    def start_collective(self, job: Job, members: list[Engine]) -> None:
+        key, comm = self.group(members)
+        job.members, job.comm = [m.id for m in members], comm
+        regions = {m.id: job.region(m.id) for m in members} if job.deliver != "none" else {}
+        # (its message is whole: only requests for one engine are streamed)
+        deliver = {"none": "none", "same": "bcast", "parts": "scatter"}[job.deliver]
+        for m in members:
+            self.take(job, m)
+            header = self.command(job, group=key, reply="gather" if job.gather else "p2p",
+                                  deliver=deliver)
+            if m.id in regions:
+                header.update(region=regions[m.id][1], frames=regions[m.id][2])
+            self.isend(encode_header(header), m.rank, TAG_COMMAND)
+        payload = job.message.payload
+        if deliver == "bcast":
+            start, length, _ = regions[members[0].id]
+            view = memoryview(payload)[start:start + length]
+            self.track(comm.Ibcast(bytes_spec(view), root=0), keep=view)
+        elif deliver == "scatter":
+            counts = [0] + [regions[m.id][1] for m in members]
+            displs = [0] + [regions[m.id][0] for m in members]
+            self.track(comm.Iscatterv([payload, counts, displs, MPI.BYTE],
+                                      bytes_spec(bytearray(0)), root=0), keep=payload)
+        if job.gather:   # after the payload, as on the engines: the targets agree on
+            # the number of gather rounds (engine.send_gathered)
+            request, agreed = agree_largest(comm, 0)
+            self.track(request, keep=agreed)
+
+    def poll(self) -> bool:
+        """Receive reply headers and complete finished requests; True if anything moved."""
+        moved = False
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
+            moved = True
+            source = self.status.Get_source()
+            self.on_reply(self.engine_at(source), *recv_header(self.comm, self.status))
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
+            moved = True
+            source = self.status.Get_source()
+            self.on_output(source - 1, recv_header(self.comm, self.status)[0])
+        pending, self.requests = self.requests, []
+        for entry in pending:
+            if entry[0].Test():
+                moved = True
+                if entry[1] is not None:
+                    entry[1]()
+            else:
+                self.requests.append(entry)
+        self.ring_unrung()
+        return moved
+
+    def engine_at(self, rank: int) -> Engine:
+        engine = self.engines.get(rank - 1)
+        return engine or next(e for e in self.stopped if e.rank == rank)
+
+    def on_reply(self, engine: Engine, reply: dict, tail: memoryview) -> None:
+        """A reply header arrived: get its frames, then finish the engine's part."""
+        if "tasks" in reply:   # a task batch's reply
+            self.receive_frames(engine, reply, tail, lambda frames: self.tasks.settle(
+                engine, reply, frames[0] if frames else None), streamed=False)
+            return
+        job = self.jobs[reply.pop("job")]
+        if "nbytes" in reply:
+            job.gathering[engine.id] = reply
+            if len(job.gathering) == len(job.members):
+                self.start_gather(job)
+            return
+        self.receive_frames(engine, reply, tail,
+                            lambda frames: self.engine_done(job, engine, reply, frames))
+
+    def receive_frames(self, engine: Engine, reply: dict, tail: memoryview,
+                       then: Callable[[list], None], streamed: bool = True) -> None:
+        """Get the reply's frames: inline in its message, or in CHUNK-sized MPI pieces,
+        received without blocking.  ``then(frames)`` gets them once they are all here,
+        or, if ``streamed``, at once as Fillings (the client's writer sends each piece
+        as it lands)."""
+        lengths = reply.pop("lengths", [])
+        if reply.pop("inline", False) or not lengths:
+            then(split(tail, lengths))
+            return
+        frames = [Filling(allocate(n)) for n in lengths]
+        left = [sum(len(pieces(n)) for n in lengths)]
+
+        def landed(frame: Filling, at: int, n: int) -> None:
+            frame.land(at, at + n)
+            left[0] -= 1
+            if not left[0] and not streamed:
+                then([f.view for f in frames])
+
+        for frame in frames:  # posted in order, so they match the engine's sends in order
+            for at in pieces(len(frame)):
+                n = min(CHUNK, len(frame) - at)
+                self.track(self.comm.Irecv(bytes_spec(frame.view[at:at + n]), engine.rank,
+                                           TAG_DATA), functools.partial(landed, frame, at, n))
+        if streamed:
+            then(frames)
+
+    def on_output(self, engine_id: int, output: dict) -> None:
+        """Forward output of a running execute to its client, if connected (output is
+        a convenience: the final record holds all of it anyway)."""
+        job = self.jobs.get(output["job"])
+        if job is not None:
+            self.output(job.client, {"id": job.id, "stream": {
+                "engine": engine_id, "name": output["name"], "text": output["text"]}})
+
+    def start_gather(self, job: Job) -> None:
+        """All gather headers are in: receive every part into one buffer, in place, one
+        ``Igatherv`` round per CHUNK of the largest part; the reply goes to the client
+        at once and streams as the rounds land."""
+        members = job.members
+        sizes = [job.gathering[e]["nbytes"] for e in members]
+        starts = [sum(sizes[:i]) for i in range(len(members))]
+        joined = Filling(allocate(sum(sizes)))
+
+        def landed(at: int, counts: list[int]) -> None:
+            for start, n in zip(starts, counts):
+                if n:
+                    joined.land(start + at, start + at + n)
+
+        for at in pieces(max(sizes)):
+            counts = [min(CHUNK, max(0, n - at)) for n in sizes]
+            where = [min(start + at, len(joined)) for start in starts]
+            self.track(job.comm.Igatherv(bytes_spec(bytearray(0)),
+                                     [joined.view, [0, *counts], [0, *where], MPI.BYTE], root=0),
+                       functools.partial(landed, at, counts), joined)
+        for start, e in zip(starts, members):
+            reply = job.gathering.pop(e)
+            reply["span"] = [start, reply.pop("nbytes")]
+            self.engine_done(job, self.engines.get(e) or self.engine_at(e + 1), reply, [],
+                             joined=joined)
+
+    def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
+                    joined: Filling | None = None) -> None:
+        engine.running = None
+        job.results[engine.id] = (reply, frames)
+        if joined is not None:
+            job.joined = joined
+        if reply.get("status") == "error" and not job.message.failed:
+            # (a broken message is its vanished client's loss alone: keep the queue)
+            self.clear_queue(engine, f"an earlier command failed on engine {engine.id}: "
+                                     f"{reply.get('ename')}: {reply.get('evalue')}")
+        elif job.verb == "kill":
+            log.info("engine %d stopped by kill()", engine.id)
+            self.stopped.append(self.engines.pop(engine.id))
+            self.clear_queue(engine, f"engine {engine.id} was killed")
+        if len(job.results) == len(job.targets):
+            self.finish(job)
+
+    def clear_queue(self, engine: Engine, why: str) -> None:
+        """Fail every job still queued on ``engine`` with QueueCleared."""
+        while engine.queue:
+            job = engine.queue.popleft()
+            job.todo.remove(engine.id)
+            job.results[engine.id] = ({"status": "error", "ename": "QueueCleared",
+                                       "evalue": why, "traceback": "", "metas": []}, [])
+            if len(job.results) == len(job.targets):
+                self.finish(job)
+
+    def finish(self, job: Job) -> None:
+        """Every target answered: one reply to the client, results in target order."""
+        del self.jobs[job.seq]
+        results, frames = [], []
+        joined = job.joined
+        for t in job.targets:
+            reply, more = job.results[t]
+            reply["engine"] = t
+            reply["nframes"] = len(more)
+            results.append(reply)
+            frames.extend(more)
+        header = {"id": job.id, "results": results}
+        if joined is not None:
+            header["joined"] = len(frames)   # index of the joined buffer among the frames
+            frames.append(joined)
+        self.finished(job.client, header, frames)

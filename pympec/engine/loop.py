@@ -1,0 +1,290 @@
+"""The engine's loop: ranks 1..N-1 of a cluster, engine id = rank - 1.
+
+An engine serves the controller (rank 0, :mod:`pympec.controller`)::
+
+      controller (rank 0)                          engine (rank id+1)
+    ---------------------------------------------------------------------------------
+      COMMAND header, JSON, point to point  --->  Iprobe; between polls, sleep on the
+        (and a doorbell byte, pympec.protocol.doorbell)      doorbell with the Backoff as timeout
+      payload bytes: Isend, or Ibcast/Iscatterv
+        on a communicator of controller+targets --> frames -> decode -> Interpreter.<verb>
+                                             <---  OUTPUT while an execute runs (stream)
+                                             <---  REPLY header, JSON: status, metas
+                                             <---  result frames in CHUNK pieces: Isend,
+                                                   or Iallreduce + Igatherv rounds
+
+Every MPI wait is a Test loop with the backoff (MPI's own Wait spins, and the
+controller's non-blocking collectives only match non-blocking ones).  Runtime traffic
+runs on a duplicate of COMM_WORLD, so user MPI code cannot collide with it; user code
+gets ``comm``, a communicator of the engines only, and ``mpi``, the mpi4py.MPI module.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from typing import Any, Callable
+
+from mpi4py import MPI
+
+from ..protocol import buffers, serialize
+from ..protocol.backoff import RUNG, Backoff
+from ..protocol.doorbell import Doorbell
+from .interpreter import Interpreter
+from ..protocol.mpiwire import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA,
+                                TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
+                                encode_header, group_comm, pieces, recv_header)
+from .tasks import TASK_COMMANDS   # load-balanced task batches (pympec.engine.tasks)
+from ..protocol.wire import as_bytes_view
+
+log = logging.getLogger("pympec.engine")
+
+TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
+TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advancing
+PIECE_SPIN = 5e-4     # seconds a rung engine polls for one piece of a streamed payload
+
+
+# -- the commands: header args and payload frames in, one value out ----------------
+
+def _namespace(interp: Interpreter, args: dict, frames: list) -> dict:
+    """The pushed names and values; a scatter gives each engine its own metas."""
+    metas = args["metas"] if "metas" in args else args["parts"][str(interp.id)]
+    return dict(zip(args["names"], serialize.decode_many(metas, frames)))
+
+
+def _apply(interp: Interpreter, args: dict, frames: list) -> list:
+    """A map chunk: frames hold (function, chunk), or just chunk when ``name`` names
+    an engine-side function."""
+    if "name" in args:
+        return interp.apply(args["name"], serialize.loads(frames))
+    func, chunk = serialize.loads(frames)
+    return interp.apply(func, chunk)
+
+
+COMMANDS: dict[str, Callable[[Interpreter, dict, list], Any]] = {
+    "execute": lambda i, a, f: i.execute(a["code"], a.get("_live")),
+    "push": lambda i, a, f: i.push(_namespace(i, a, f)),
+    "push_function": lambda i, a, f: i.push_function(_namespace(i, a, f)),
+    "pull": lambda i, a, f: i.pull(a["keys"]),
+    "gather": lambda i, a, f: i.pull([a["key"]])[0],
+    "apply": _apply,
+    "keys": lambda i, a, f: i.keys(),
+    "reset": lambda i, a, f: i.reset(),
+    "get_result": lambda i, a, f: i.get_result(a.get("number")),
+    "kill": lambda i, a, f: None,
+    "set_properties": lambda i, a, f: i.set_properties(serialize.loads(f)),
+    "get_properties": lambda i, a, f: i.get_properties(a.get("keys")),
+    "has_properties": lambda i, a, f: i.has_properties(a["keys"]),
+    "del_properties": lambda i, a, f: i.del_properties(a["keys"]),
+    "clear_properties": lambda i, a, f: i.clear_properties(),
+}
+
+
+class Engine:
+    """Receives commands from the controller, runs them, replies."""
+
+    def __init__(self, comm, interp: Interpreter, backoff: Backoff,
+                 doorbell: Doorbell | None = None, rung: bool = False,
+                 oversubscribed: bool = False) -> None:
+        """``rung``: the controller's doorbell rings reach this engine (same host).
+        ``oversubscribed``: ranks outnumber cores here, so a spinning rank takes CPU
+        from ranks with work; then, where rung, the engine sleeps right after each
+        reply and during streamed payloads, until the controller rings."""
+        self.comm = comm
+        self.interp = interp
+        self.backoff = backoff
+        # sleeps end early when the controller rings (pympec.protocol.doorbell)
+        self.doorbell = doorbell or Doorbell(None)
+        self.spin_after_reply = not (rung and oversubscribed)
+        self.transfer = Backoff(spin=TRANSFER_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
+        # a streamed payload comes piece by piece, each with a ring: spin only while
+        # one piece moves, sleep between pieces
+        self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
+        self.groups: dict[str, Any] = {}   # collective communicators, by key
+
+    def serve(self) -> None:
+        """Serve until the controller says shutdown."""
+        status = MPI.Status()
+        while True:
+            if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
+                buffers.trim()   # idle: free buffers nobody reused go back to the system
+                if self.doorbell.wait(self.backoff.delay()):
+                    self.backoff.reset()   # rung: poll until the command shows in Iprobe
+                continue
+            header, tail = recv_header(self.comm, status)
+            verb = header["verb"]
+            if verb == "_shutdown":
+                log.info("shutdown")
+                return
+            if verb == "_group":
+                self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
+                continue
+            try:
+                frames = self.receive_payload(header, tail)
+            except MessageBroken as e:
+                self.send_reply(header, {**error_reply(e, verb)[0], "job": header["job"]}, [])
+                continue
+            args = header.get("args") or {}
+            if args.get("stream"):
+                args["_live"] = lambda name, text, job=header["job"]: \
+                    self.send_output(job, name, text)
+            reply, out = self.run(verb, args, frames)
+            reply["job"] = header["job"]
+            self.send_reply(header, reply, out)
+            self.backoff.reset(spin=self.spin_after_reply)
+
+    def receive_payload(self, header: dict, tail: memoryview) -> list[memoryview]:
+        deliver = header.get("deliver", "none")
+        if deliver == "none":
+            return []
+        if deliver == "inline":   # small payloads came inside the command message
+            return [tail[o:o + n] for o, n in header["frames"]]
+        buf = buffers.allocate(header["region"])
+        if deliver.startswith("stream"):
+            self.receive_stream(header, buf)
+        elif deliver == "p2p":
+            self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
+        elif deliver == "bcast":
+            self.wait(self.groups[header["group"]].Ibcast(bytes_spec(buf), root=0))
+        else:
+            self.wait(self.groups[header["group"]].Iscatterv(None, bytes_spec(buf), root=0))
+        view = memoryview(buf)
+        return [view[o:o + n] for o, n in header["frames"]]
+
+    def receive_stream(self, header: dict, buf: memoryview) -> None:
+        """Receive a payload the controller forwards while it arrives from the client:
+        CHUNK-sized pieces, then the verdict byte.  Raises MessageBroken if the
+        client's message broke off."""
+        requests = [self.comm.Irecv(bytes_spec(buf[at:at + CHUNK]), CONTROLLER, TAG_DATA)
+                    for at in pieces(len(buf))]
+        verdict = bytearray(1)
+        requests.append(self.comm.Irecv(bytes_spec(verdict), CONTROLLER, TAG_DATA))
+        self.wait_all(requests, self.pieces)
+        if verdict != COMPLETE:
+            raise MessageBroken("the client's message broke off before all of it arrived "
+                                "(its connection was lost or a signature failed); the "
+                                "command did not run")
+
+    def run(self, verb: str, args: dict, frames: list) -> tuple[dict, list]:
+        """Run one command; returns the reply header and its frames."""
+        if verb in TASK_COMMANDS:   # task batches build their own per-task reply
+            return TASK_COMMANDS[verb](self.interp, args, frames)
+        try:
+            value = COMMANDS[verb](self.interp, args, frames)
+            if verb == "execute":   # its record is plain JSON: no pickling
+                return {"status": "ok", "metas": [serialize.encode_json(value)]}, []
+            if verb == "gather":   # one contiguous buffer, ready for Gatherv
+                meta, buf = serialize.encode_inband(value)
+                return {"status": "ok", "metas": [meta]}, [buf]
+            metas, out = serialize.encode_many([value])
+            return {"status": "ok", "metas": metas}, out
+        except BaseException as e:  # SystemExit too: engines outlive user code
+            if isinstance(e, KeyboardInterrupt) and verb != "execute":
+                raise
+            return error_reply(e, verb)
+
+    def send_reply(self, header: dict, reply: dict, frames: list) -> None:
+        """The reply header, then its frames in CHUNK-sized pieces (the controller
+        passes each on to the client as it lands): point to point, or for a gather,
+        one ``Igatherv`` round per piece, every target taking part in each."""
+        views = [as_bytes_view(f) for f in frames]
+        if header.get("reply") == "gather":
+            self.send_gathered(header, reply, views[0] if views else memoryview(b""))
+            return
+        reply["lengths"] = [v.nbytes for v in views]
+        if sum(reply["lengths"]) <= INLINE:   # one message
+            reply["inline"] = True
+            self.comm.Send(encode_header(reply, views), CONTROLLER, TAG_REPLY)
+            self.doorbell.ring(CONTROLLER)
+            return
+        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+        sends = [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
+                 for v in views for at in pieces(len(v))]
+        self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
+        self.wait_all(sends, self.transfer)
+
+    def send_gathered(self, header: dict, reply: dict, buf: memoryview) -> None:
+        """This engine's part of a gather: the reply header, then the rounds.  Every
+        target takes part in every round, so first they agree (an ``Iallreduce`` the
+        controller joins too) on the largest part, which sets the number of rounds."""
+        group = self.groups[header["group"]]
+        reply["nbytes"] = buf.nbytes
+        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+        request, agreed = agree_largest(group, buf.nbytes)
+        self.doorbell.ring(CONTROLLER)
+        self.wait(request)
+        self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
+                       for at in pieces(agreed[1])], self.transfer)
+
+    def send_output(self, job: int, name: str, text: str) -> None:
+        """Pass on output of a running execute (the controller forwards it)."""
+        message = encode_header({"job": job, "name": name, "text": text})
+        request = self.comm.Isend(bytes_spec(message), CONTROLLER, TAG_OUTPUT)
+        self.doorbell.ring(CONTROLLER)
+        self.wait(request)
+
+    def wait(self, request) -> None:
+        """Wait for one request (see :meth:`wait_all`)."""
+        self.wait_all([request], self.transfer)
+
+    def wait_all(self, requests: list, backoff: Backoff) -> None:
+        """Wait for requests, in order, by polling: MPI's own Wait spins without end,
+        and the controller's side is non-blocking, which only non-blocking calls match.
+
+        A large transfer advances only while both sides call into MPI, so the
+        ``backoff`` spins first (for a plain transfer, TRANSFER_SPIN seconds, yielding
+        the CPU in between), then sleeps on the doorbell; a ring restarts the spin."""
+        backoff.reset()
+        for request in requests:
+            while not request.Test():
+                if self.doorbell.wait(backoff.delay()):
+                    backoff.reset()
+
+
+class MessageBroken(Exception):
+    """A streamed payload's message did not arrive whole: nothing may use it."""
+
+
+def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:
+    """The reply for a failed command: the exception's name, value and traceback as
+    JSON, and the pickled exception itself when it pickles."""
+    reply = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+             "traceback": remote_traceback(e), "metas": []}
+    record = getattr(e, "record", None)
+    if record:
+        reply["stdout"] = record.get("stdout", "")
+        reply["stderr"] = record.get("stderr", "")
+        reply["number"] = record["number"]
+    try:
+        e.__traceback__ = None  # tracebacks do not pickle; the text travels instead
+        if hasattr(e, "record"):
+            del e.record
+        metas, frames = serialize.encode_many([e])
+        serialize.loads(frames[:serialize.nframes(metas[0])])  # it must also unpickle
+        reply["metas"] = metas
+        return reply, frames
+    except Exception:
+        return reply, []
+
+
+def remote_traceback(e: BaseException) -> str:
+    """The traceback of ``e``, without the engine's own frames."""
+    tb = e.__traceback__
+    here = os.path.dirname(os.path.abspath(__file__))
+    while tb is not None and os.path.dirname(os.path.abspath(
+            tb.tb_frame.f_code.co_filename)) == here:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb))
+
+
+def run_engine(runtime: MPI.Comm, engines: MPI.Comm, cluster_id: str, rung: bool,
+               oversubscribed: bool) -> None:
+    """Serve as engine ``rank - 1`` until shutdown.  ``engines`` becomes user code's
+    ``comm``; ``rung``: the controller shares this host and rings its doorbell."""
+    rank = runtime.Get_rank()
+    interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
+    log.info("engine %d up (pid %d)", rank - 1, os.getpid())
+    # Where the controller's rings reach, the backoff is only a safety net.
+    backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {}))
+    Engine(runtime, interp, backoff, Doorbell(cluster_id, rank), rung=rung,
+           oversubscribed=oversubscribed).serve()

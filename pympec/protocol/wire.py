@@ -1,0 +1,559 @@
+"""Framed, authenticated messages over one TCP socket.
+
+A connection opens with a challenge and response that proves both sides know the
+cluster key; nothing else is read before it succeeds::
+
+    controller -> client    b"PYMPEC03" + snonce + offer       (32 random bytes; MACs it has)
+    client -> controller    cnonce + choice + HMAC(key, b"client" + snonce + cnonce + offer + choice)
+    controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
+                            (or it hangs up)
+
+Each side then derives one key per direction from the cluster key and both nonces, and
+every message after that is::
+
+    +--------+------------+---------+---------------+--------+-----+-----------+-----+--
+    | b"PMSG"| header len | nframes | frame lengths | header | tag | segment 1 | tag | ...
+    |   4 B  |    u32     |   u32   | nframes x u64 |  JSON  |     | <= 1 MiB  |     |
+    +--------+------------+---------+---------------+--------+-----+-----------+-----+--
+     |<------------------ part 0 ------------------------>|      |<- part 1 ->|
+
+    The frames, back to back, are cut into segments of SEGMENT bytes (the last may be
+    shorter), and every part carries its own tag:
+
+    tag = HMAC-SHA256(direction key, seq || part || the part's bytes), or, when both
+          sides have the ``cryptography`` package and the frames hold 64 KiB or more,
+          Poly1305 over the part's bytes under a one-time key
+          HMAC-SHA256(direction key, b"poly1305" || seq || part)
+
+The sequence number counts messages per direction and is never sent, so a replayed,
+dropped or reordered message fails the check; the part number binds each segment to
+its place, and part 0 covers the lengths, so a message cannot be cut short or spliced.
+Lengths are bounds-checked, each tag is checked before its bytes are used, and nothing
+here unpickles.  Tags per segment let a receiver use a large message while it arrives:
+the controller forwards each verified segment to the engines while the next one is
+still on the wire (``MessageReader(early=...)``).
+
+Frames are received straight into one preallocated buffer per message, each at a
+64-byte aligned address, so NumPy arrays built on them are aligned and writable; they
+are sent with ``sendmsg`` (scatter/gather I/O), so nothing is joined in memory.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import secrets
+import socket
+import struct
+from typing import Any, Callable, Iterable, Iterator
+
+from .buffers import ALIGN, allocate
+from ..errors import ClusterError, ProtocolError, SecurityError
+
+GREETING = b"PYMPEC03"    # the protocol version: 03 signs messages per segment
+NONCE = 32
+TAG = 32                  # handshake proofs: HMAC-SHA256
+ANSWER = 32 + 1 + TAG     # the client's answer: cnonce, chosen MAC, proof
+MAGIC = b"PMSG"
+PREFIX = struct.Struct("!4sII")
+LENGTH = struct.Struct("!Q")
+MAX_HEADER = 64 << 20
+MAX_FRAMES = 1 << 20
+MAX_MESSAGE = int(os.environ.get("PYMPEC_MAX_MESSAGE", 1 << 40))   # bytes of frames
+_STAGE = 1 << 16          # reads smaller than this go through one staging buffer
+_IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
+SEGMENT = 1 << 20         # frame bytes per signed segment (part) of a message
+_BATCH = 4 << 20          # bytes signed ahead of what the socket has taken
+_READ_BUDGET = 8 << 20    # bytes per read() call: one big sender cannot starve others,
+                          # and streamed payloads are forwarded as they come
+
+
+def aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def as_bytes_view(buf: Any) -> memoryview:
+    """A flat byte view of any contiguous buffer (bytes, NumPy array, PickleBuffer...)."""
+    view = buf.raw() if hasattr(buf, "raw") else memoryview(buf)
+    if view.format == "B" and view.ndim == 1:
+        return view
+    return view.cast("B") if view.nbytes else memoryview(b"")   # (0, n) shapes don't cast
+
+
+# -- message authentication codes ---------------------------------------------------
+
+HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
+POLY1305_FROM = 64 << 10         # smaller messages use HMAC-SHA256 even when Poly1305 is on
+
+
+try:
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+except ImportError:   # pympec[fast] not installed: HMAC-SHA256 only
+    Poly1305 = None
+
+
+def supported_macs() -> int:
+    """The MACs this process can use: HMAC-SHA256 always, Poly1305 when the
+    ``cryptography`` package (``pip install pympec[fast]``) is installed."""
+    return HMAC_SHA256 if Poly1305 is None else HMAC_SHA256 | POLY1305
+
+
+class _Poly1305:
+    """Poly1305 under a one-time key per message, HMAC-SHA256(direction key, b"poly1305"
+    || sequence number): Poly1305 must never see a key twice, and this one never does."""
+
+    def __init__(self, key: bytes, seq: int, part: int) -> None:
+        self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq), LENGTH.pack(part)))
+        self.update = self._poly.update
+
+    def digest(self) -> bytes:
+        return self._poly.finalize()
+
+
+def message_mac(kind: int, key: bytes, seq: int, part: int) -> Any:
+    """The MAC of part ``part`` of message ``seq``: an object with ``update(bytes)`` and
+    ``digest()``."""
+    if kind == POLY1305:
+        return _Poly1305(key, seq, part)
+    return hmac.new(key, LENGTH.pack(seq) + LENGTH.pack(part), hashlib.sha256)
+
+
+def segments(lengths: list[int]) -> Iterator[tuple[int, int, int, bool]]:
+    """The frame bytes of a message as signed segments: ``(frame, start, stop, last)``
+    runs in wire order, ``last`` where a segment (and its tag) ends.  Writer and reader
+    both cut messages with this one function."""
+    room, left = SEGMENT, sum(lengths)
+    for i, n in enumerate(lengths):
+        start = 0
+        while start < n:
+            stop = min(n, start + room)
+            room -= stop - start
+            left -= stop - start
+            yield i, start, stop, room == 0 or left == 0
+            if room == 0:
+                room = SEGMENT
+            start = stop
+
+
+def mac_for(kind: int, nbytes: int) -> int:
+    """The MAC a message of ``nbytes`` of frames uses: Poly1305 pays off on bulk data,
+    while HMAC-SHA256 is cheaper to set up for small messages."""
+    return kind if nbytes >= POLY1305_FROM else HMAC_SHA256
+
+
+def tag_size(kind: int) -> int:
+    return 16 if kind == POLY1305 else 32
+
+
+# -- the handshake -----------------------------------------------------------------
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+def session_keys(key: bytes, snonce: bytes, cnonce: bytes) -> tuple[bytes, bytes]:
+    """(client-to-controller key, controller-to-client key) for one connection."""
+    return _mac(key, b"c2s", snonce, cnonce), _mac(key, b"s2c", snonce, cnonce)
+
+
+def greeting(snonce: bytes, offer: int) -> bytes:
+    """What the controller sends first: who it is, its challenge, the MACs it offers."""
+    return GREETING + snonce + bytes([offer])
+
+
+def client_response(key: bytes, snonce: bytes, offer: int = HMAC_SHA256) -> tuple[bytes, bytes]:
+    """The client's answer to a challenge: (cnonce + chosen MAC + proof, cnonce).
+    It picks Poly1305 when both sides have it; the proof covers offer and choice, so
+    nobody in between can downgrade them."""
+    cnonce = secrets.token_bytes(NONCE)
+    choice = POLY1305 if offer & supported_macs() & POLY1305 else HMAC_SHA256
+    picked = bytes([offer, choice])
+    return cnonce + picked[1:] + _mac(key, b"client", snonce, cnonce, picked), cnonce
+
+
+def check_client(key: bytes, snonce: bytes, answer: bytes,
+                 offer: int = HMAC_SHA256) -> tuple[bytes, bytes, int] | None:
+    """On the controller: (cnonce, proof of the server, chosen MAC) if ``answer`` is
+    right, else None."""
+    if len(answer) != ANSWER:
+        return None
+    cnonce, choice, proof = answer[:NONCE], answer[NONCE], answer[NONCE + 1:]
+    picked = bytes([offer, choice])
+    if choice not in (HMAC_SHA256, POLY1305) or not choice & offer or not \
+            hmac.compare_digest(proof, _mac(key, b"client", snonce, cnonce, picked)):
+        return None
+    return cnonce, _mac(key, b"server", snonce, cnonce, picked), choice
+
+
+def client_handshake(sock: socket.socket, key: bytes,
+                     timeout: float) -> tuple[bytes, bytes, int]:
+    """Authenticate a freshly connected (blocking) socket; returns (send key, receive
+    key, MAC kind).
+
+    Raises SecurityError when the controller rejects the key or cannot prove it knows it,
+    and ClusterError when the peer is not a pympec controller or does not answer in time.
+    """
+    sock.settimeout(timeout)
+    try:
+        hello = _recv_exactly(sock, len(GREETING) + NONCE + 1)
+        if not hello.startswith(GREETING):
+            if hello.startswith(GREETING[:6]):
+                raise ClusterError(
+                    f"the controller speaks pympec protocol {hello[6:8].decode(errors='replace')}"
+                    f" and this client {GREETING[6:].decode()}: run the same pympec version "
+                    f"on both sides")
+            raise ClusterError("the peer is not a pympec controller (bad greeting)")
+        snonce, offer = hello[len(GREETING):-1], hello[-1]
+        answer, cnonce = client_response(key, snonce, offer)
+        picked = bytes([offer, answer[NONCE]])
+        sock.sendall(answer)
+        try:
+            proof = _recv_exactly(sock, TAG)
+        except ClusterError:
+            raise SecurityError("the controller rejected this client's key: the connection "
+                                "file does not belong to the running cluster") from None
+        if not hmac.compare_digest(proof, _mac(key, b"server", snonce, cnonce, picked)):
+            raise SecurityError("the controller failed to prove it knows the key")
+    except socket.timeout:
+        raise ClusterError(f"no pympec handshake from the controller within {timeout:g} s") from None
+    c2s, s2c = session_keys(key, snonce, cnonce)
+    return c2s, s2c, picked[1]
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ClusterError("the controller closed the connection during the handshake")
+        data += chunk
+    return bytes(data)
+
+
+# -- messages ----------------------------------------------------------------------
+
+class Message:
+    """A received message: its JSON header and its frames, views into one buffer.
+
+    A message handed out early (``MessageReader(early=...)``) is still arriving:
+    ``verified`` is how far into ``payload`` the bytes are checked and usable, until
+    ``complete``; ``failed`` if the connection broke or a tag failed first."""
+
+    __slots__ = ("header", "frames", "payload", "offsets", "verified", "complete", "failed")
+
+    def __init__(self, header: dict, payload: memoryview, offsets: list[int],
+                 lengths: list[int]):
+        self.header = header
+        self.payload = payload
+        self.offsets = offsets
+        self.frames = [payload[o:o + n] for o, n in zip(offsets, lengths)]
+        self.verified = 0
+        self.complete = self.failed = False
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """(offset, length) in ``payload`` covering frames first..last inclusive."""
+        if last < first:
+            return 0, 0
+        start = self.offsets[first]
+        return start, self.offsets[last] + len(self.frames[last]) - start
+
+
+class MessageReader:
+    """Parses a stream into Messages, checking each tag before the bytes it covers are used.
+
+    ``read(sock)`` works on non-blocking sockets and keeps its state between calls, so a
+    message may arrive over many calls (and a KeyboardInterrupt never loses the place).
+    A message is handed out once complete or, if ``early(header, nbytes)`` says so, as
+    soon as its header is checked; it then fills in as later reads check its segments.
+    """
+
+    def __init__(self, key: bytes, mac: int = HMAC_SHA256,
+                 early: Callable[[dict, int], bool] | None = None) -> None:
+        self._key = key
+        self._kind = mac
+        self._early = early
+        self._seq = 0
+        self._stage = bytearray(_STAGE)
+        self._staged = memoryview(b"")
+        self._begin_message()
+
+    @property
+    def partial(self) -> Message | None:
+        """The message handed out early and still arriving, if any."""
+        return self._message if self._announced else None
+
+    def _begin_message(self) -> None:
+        self._message: Message | None = None
+        self._payload = None   # (so a finished message's buffer can be reused)
+        self._announced = False
+        self._step = self._got_prefix
+        self._target = memoryview(bytearray(PREFIX.size))
+        self._pos = 0
+        self._signed = False
+
+    def _expect(self, target: memoryview, step, signed: bool = True) -> None:
+        self._target, self._step, self._pos, self._signed = target, step, 0, signed
+
+    def read(self, sock: socket.socket) -> list[Message]:
+        """Read what the socket has now; returns the messages completed (or begun early).
+
+        Raises ClusterError on end of stream, ProtocolError on a bad frame or tag.
+        """
+        messages: list[Message] = []
+        budget = _READ_BUDGET
+        while budget > 0:
+            while self._staged and self._target is not None:
+                self._take_staged(messages)
+            need = len(self._target) - self._pos
+            try:
+                if need >= _STAGE:
+                    n = sock.recv_into(self._target[self._pos:])
+                    if n:
+                        self._advance(n, messages)
+                else:
+                    n = sock.recv_into(self._stage)
+                    self._staged = memoryview(self._stage)[:n]
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionError, OSError) as e:
+                if messages:   # hand over what arrived whole; the next read raises
+                    break
+                raise ClusterError(f"connection lost: {e}") from None
+            if n == 0:
+                if messages:
+                    break
+                raise ClusterError("connection closed by peer")
+            budget -= n
+        return messages
+
+    def _take_staged(self, messages: list[Message]) -> None:
+        n = min(len(self._staged), len(self._target) - self._pos)
+        self._target[self._pos:self._pos + n] = self._staged[:n]
+        self._staged = self._staged[n:]
+        self._advance(n, messages)
+
+    def _advance(self, n: int, messages: list[Message]) -> None:
+        if self._signed:
+            self._mac.update(self._target[self._pos:self._pos + n])
+        self._pos += n
+        while self._pos == len(self._target):
+            done = self._step()
+            if done is not None:
+                messages.append(done)
+
+    def _got_prefix(self) -> None:
+        magic, self._header_len, nframes = PREFIX.unpack(self._target)
+        if magic != MAGIC or self._header_len > MAX_HEADER or nframes > MAX_FRAMES:
+            raise ProtocolError("bad frame prefix: not a pympec message")
+        self._prefix = self._target
+        self._expect(memoryview(bytearray(LENGTH.size * nframes)), self._got_lengths,
+                     signed=False)
+
+    def _got_lengths(self) -> None:
+        raw = self._target
+        self._lengths = [LENGTH.unpack_from(raw, i)[0] for i in range(0, len(raw), LENGTH.size)]
+        self._offsets, total = [], 0
+        for n in self._lengths:
+            self._offsets.append(total)
+            total += aligned(n)
+        if total > MAX_MESSAGE:
+            raise ProtocolError(f"message of {total} bytes is over the limit of "
+                                f"{MAX_MESSAGE} (PYMPEC_MAX_MESSAGE)")
+        try:
+            self._payload = allocate(total)
+        except (MemoryError, ValueError) as e:
+            raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
+        self._nbytes = sum(self._lengths)
+        self._tag_kind = mac_for(self._kind, self._nbytes)
+        self._part = 0
+        self._mac = message_mac(self._tag_kind, self._key, self._seq, 0)
+        self._mac.update(self._prefix)
+        self._mac.update(raw)
+        self._expect(memoryview(bytearray(self._header_len)), self._got_header)
+
+    def _got_header(self) -> None:
+        self._header_bytes = self._target
+        self._expect_tag(self._got_head_tag)
+
+    def _expect_tag(self, step) -> None:
+        self._expect(memoryview(bytearray(tag_size(self._tag_kind))), step, signed=False)
+
+    def _check_tag(self) -> None:
+        if not hmac.compare_digest(self._mac.digest(), self._target):
+            raise ProtocolError("message signature mismatch: corrupted, replayed or forged")
+        self._mac = None
+
+    def _got_head_tag(self) -> Message | None:
+        self._check_tag()
+        try:
+            header = json.loads(bytes(self._header_bytes))
+        except ValueError as e:
+            raise ProtocolError(f"bad message header: {e}") from None
+        self._message = Message(header, self._payload, self._offsets, self._lengths)
+        self._runs = segments(self._lengths)
+        self._announced = bool(self._nbytes and self._early
+                               and self._early(header, self._nbytes))
+        message = self._message
+        done = self._next_run()
+        return message if self._announced or done else None
+
+    def _next_run(self) -> Message | None:
+        """Expect the next run of frame bytes; at the end, finish the message."""
+        run = next(self._runs, None)
+        if run is None:
+            message, announced = self._message, self._announced
+            message.verified, message.complete = len(message.payload), True
+            self._seq += 1
+            self._begin_message()
+            return None if announced else message
+        frame, start, stop, self._run_ends = run
+        if self._mac is None:
+            self._part += 1
+            self._mac = message_mac(self._tag_kind, self._key, self._seq, self._part)
+        at = self._offsets[frame]
+        self._run_stop = at + stop
+        self._expect(self._payload[at + start:at + stop], self._got_run)
+        return None
+
+    def _got_run(self) -> Message | None:
+        if self._run_ends:
+            self._expect_tag(self._got_segment_tag)
+            return None
+        return self._next_run()
+
+    def _got_segment_tag(self) -> Message | None:
+        self._check_tag()
+        self._message.verified = self._run_stop
+        return self._next_run()
+
+
+class Filling:
+    """A frame that is still being received (from MPI, in pieces) while the message
+    carrying it goes out: ``ready`` is how many bytes from its start have landed.
+    MessageWriter sends each segment of it only once the segment has landed, so a
+    large result streams to the client while the engines are still sending it."""
+
+    __slots__ = ("view", "ready", "_landed")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.ready = 0
+        self._landed: dict[int, int] = {}   # start -> stop of pieces past ``ready``
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def land(self, start: int, stop: int) -> None:
+        """Bytes start..stop have arrived (pieces may land in any order)."""
+        self._landed[start] = stop
+        while self.ready in self._landed:
+            self.ready = self._landed.pop(self.ready)
+
+
+class MessageWriter:
+    """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
+
+    ``queue()`` appends a message; ``flush(sock)`` writes what the socket takes now and
+    says whether everything is out.  Bytes are signed as they go out, a segment at a
+    time, so the peer checks one segment while this side signs the next: signing and
+    checking a large message overlap instead of adding up.  A frame may be a
+    :class:`Filling`: its segments wait until they have landed (``stalled`` says the
+    writer waits on one), and the rest of the stream waits behind them.
+    """
+
+    def __init__(self, key: bytes, mac: int = HMAC_SHA256) -> None:
+        self._key = key
+        self._kind = mac
+        self._seq = 0
+        # [view, mac, signed, filling, stop]: view None stands for a tag, made once all
+        # before it is signed; a piece of a Filling goes once its ``ready`` reaches stop
+        self._pieces: collections.deque[list] = collections.deque()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pieces)
+
+    @property
+    def stalled(self) -> bool:
+        """True when the next bytes to send have not landed yet."""
+        return bool(self._pieces) and not self._landed(self._pieces[0])
+
+    @staticmethod
+    def _landed(piece: list) -> bool:
+        return piece[3] is None or piece[3].ready >= piece[4]
+
+    def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
+        """Queue a message (see the module doc for its layout)."""
+        frames = list(frames)
+        fillings = [f if isinstance(f, Filling) else None for f in frames]
+        views = [as_bytes_view(f) if filling is None else filling.view
+                 for f, filling in zip(frames, fillings)]
+        lengths = [len(v) for v in views]
+        head = json.dumps(header, separators=(",", ":")).encode()
+        lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
+                         *(LENGTH.pack(n) for n in lengths), head])
+        kind, seq = mac_for(self._kind, sum(lengths)), self._seq
+        self._seq += 1
+        mac = message_mac(kind, self._key, seq, 0)
+        pieces = self._pieces
+        pieces.append([memoryview(lead), mac, False, None, 0])
+        pieces.append([None, mac, False, None, 0])
+        part, mac = 0, None
+        for frame, start, stop, last in segments(lengths):
+            if mac is None:
+                part += 1
+                mac = message_mac(kind, self._key, seq, part)
+            pieces.append([views[frame][start:stop], mac, False, fillings[frame], stop])
+            if last:
+                pieces.append([None, mac, False, None, 0])
+                mac = None
+
+    def _batch(self) -> list[memoryview]:
+        """The next pieces to send (about _BATCH bytes, only those landed), each signed
+        before it goes."""
+        batch, size = [], 0
+        for piece in itertools.islice(self._pieces, _IOV_MAX):
+            view, mac, signed = piece[:3]
+            if not signed:
+                if not self._landed(piece):
+                    break
+                if view is None:
+                    view = piece[0] = memoryview(mac.digest())
+                else:
+                    mac.update(view)
+                piece[2] = True
+            batch.append(view)
+            size += len(view)
+            if size >= _BATCH:
+                break
+        return batch
+
+    def flush(self, sock: socket.socket) -> bool:
+        """Write as much as the socket takes now (and as has landed); True when
+        nothing is left.
+
+        Raises ClusterError when the peer has gone.
+        """
+        pieces = self._pieces
+        while pieces:
+            batch = self._batch()
+            if not batch:   # stalled: the next bytes have not landed
+                return False
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as e:
+                raise ClusterError(f"connection lost: {e}") from None
+            while sent:
+                head = pieces[0][0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    pieces.popleft()
+                else:
+                    pieces[0][0] = head[sent:]
+                    sent = 0
+        return True
