@@ -63,6 +63,11 @@ class ProtocolError(KernelError):
     """The peer sent bytes that are not a valid pympec frame."""
 
 
+class MessageBroken(KernelError):
+    """A request's payload did not arrive whole (its client's connection broke, or a
+    signature failed), so the engines dropped it and the command did not run."""
+
+
 class StopLocalExecution(KernelError):
     """Used by ``with mec: remote()`` to stop the local run of the block."""
 

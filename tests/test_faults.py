@@ -252,20 +252,6 @@ def test_client_vanishing_mid_stream_loses_nothing_else(cluster, mec):
     assert serving(mec)
 
 
-def test_payload_to_several_engines_then_gathered(cluster, mec):
-    """A request that both broadcasts a payload and gathers the result posts its
-    collectives in the same order on the controller and the engines."""
-    import numpy as np
-    from pympec.protocol import serialize
-    metas, frames = serialize.encode_many([np.arange(100_000, dtype=np.float64)])
-    reply = mec._call("push", [0, 1], True, args={"names": ["pg"], "metas": metas},
-                      frames=frames, gather=True, decode=lambda message, method: message.header,
-                      finish=lambda header: header)
-    assert [r["status"] for r in reply["results"]] == ["ok", "ok"]
-    assert mec.execute("assert pg.sum() == 4999950000", targets=[0, 1]) is not None
-    assert serving(mec)
-
-
 def test_tampered_segment_mid_stream_is_dropped(cluster, mec):
     sock, raw = broken_push(cluster, 40 << 20)
     bad = bytearray(raw)

@@ -944,7 +944,7 @@ def test_early_message_fills_in_as_segments_check(pair):
     header, data = big_message()
     writer = wire.MessageWriter(KEY, wire.POLY1305 if wire.Poly1305 else wire.HMAC_SHA256)
     raw = encoded(writer, header, [data]) + encoded(writer, {"next": 1}, [b"x" * 10])
-    reader = wire.MessageReader(KEY, writer._kind, early=lambda h, n: n > 1000)
+    reader = wire.MessageReader(KEY, writer._kind, early=lambda m: sum(map(len, m.frames)) > 1000)
     a, b = pair
     handed, seen = [], []
     for at in range(0, len(raw), 1 << 16):
@@ -974,7 +974,7 @@ def test_early_message_is_handed_out_before_its_payload(pair):
     header, data = big_message()
     raw = encoded(wire.MessageWriter(KEY), header, [data])
     tags = layout(raw)["tags"]
-    reader = wire.MessageReader(KEY, early=lambda h, n: True)
+    reader = wire.MessageReader(KEY, early=lambda m: True)
     a, b = pair
     got = send_through(a, b, reader, raw[:tags[1]])   # part 0 and its tag, segment 1
     assert len(got) == 1 and got[0].header == header
@@ -988,7 +988,7 @@ def test_tampered_later_segment_stops_at_the_last_good_one(pair):
     raw = encoded(wire.MessageWriter(KEY), header, [data])
     tags = layout(raw)["tags"]
     bad = flip(raw, tags[2] - 5)                 # inside segment 2
-    reader = wire.MessageReader(KEY, early=lambda h, n: True)
+    reader = wire.MessageReader(KEY, early=lambda m: True)
     a, b = pair
     message, = send_through(a, b, reader, bad[:tags[2] - 10])
     assert message.verified == wire.SEGMENT

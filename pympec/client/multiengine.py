@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..protocol import serialize
-from ..errors import (CONTROLLER_ERRORS, CompositeError, NotAPendingResult, RemoteError,
-                      StopLocalExecution)
+from ..errors import CompositeError, InvalidEngineID, NotAPendingResult, StopLocalExecution
+from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
 from .session import Session
@@ -84,7 +84,7 @@ class MultiEngineClient:
 
     def _call(self, verb: str, targets: Any, block: bool, *, args: dict | None = None,
               frames: Sequence[Any] = (), parts: list[int] | None = None,
-              gather: bool = False, describe: str | None = None,
+              describe: str | None = None,
               finish: Callable[[Any], Any] = list, method: str | None = None,
               listener: Callable[[dict], None] | None = None,
               decode: Callable[[Any, str], Any] | None = None) -> Any:
@@ -99,8 +99,6 @@ class MultiEngineClient:
             header["deliver"] = "parts" if parts is not None else "same"
         if parts is not None:
             header["parts"] = parts
-        if gather:
-            header["gather"] = True
         request_id = self._session.send(header, list(frames))
         method = method or verb
 
@@ -251,7 +249,7 @@ class MultiEngineClient:
         tuples flatten into one list, other values come back as a list."""
         check_dist(dist)
         targets, block = self._resolve(targets, block)
-        return self._call("gather", targets, block, args={"key": key}, gather=True,
+        return self._call("gather", targets, block, args={"key": key},
                           describe=f"gather({key!r})", decode=gathered,
                           finish=lambda value: value)
 
@@ -475,13 +473,18 @@ def output_listener(callback: Callable[[int, str, str], None]) -> Callable[[dict
 
 
 def check_targets(targets: Any) -> Any:
-    if isinstance(targets, bool) or not isinstance(targets, (str, list, tuple, int)):
-        raise ValueError("targets must be a str, list, tuple or int")
-    if isinstance(targets, (list, tuple)):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
-            raise ValueError(f"a targets list must hold engine ids (int), not {targets!r}")
+    """``targets`` as sent: ``'all'``, an engine id, or a list of ids.  Raises
+    InvalidEngineID (a ValueError) for anything else; which ids exist is the
+    controller's to say."""
+    if targets == "all":
+        return targets
+    if isinstance(targets, int) and not isinstance(targets, bool):
+        return targets
+    if isinstance(targets, (list, tuple)) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in targets):
         return list(targets)
-    return targets
+    raise InvalidEngineID(f"targets must be 'all', an engine id or a list of ids, "
+                          f"not {targets!r}")
 
 
 def check_block(block: Any) -> bool:
@@ -516,30 +519,11 @@ def engine_values(message: Any, method: str) -> list:
             values.append(serialize.decode(result["metas"][0], mine) if result["metas"]
                           else None)
         else:
-            errors.append(remote_exception(result, mine, method))
+            errors.append(rebuild(result, mine, {"engineid": result["engine"],
+                                                 "method": method}))
     if errors:
         raise CompositeError.from_exceptions(method, errors)
     return values
-
-
-def remote_exception(result: dict, frames: list, method: str) -> BaseException:
-    """The exception an engine raised, rebuilt here, tagged with where it came from."""
-    exc: BaseException | None = None
-    if result.get("metas"):
-        try:
-            exc = serialize.decode(result["metas"][0], frames)
-        except Exception:
-            exc = None
-    if exc is None:
-        cls = CONTROLLER_ERRORS.get(result["ename"])
-        exc = cls(result["evalue"]) if cls and result["ename"] == "QueueCleared" else \
-            RemoteError(result["ename"], result["evalue"], result.get("traceback", ""))
-    exc._ipython_engine_info = {"engineid": result["engine"], "method": method}
-    exc._ipython_traceback_text = result.get("traceback", "")
-    if result.get("stdout") or result.get("stderr"):
-        exc._pympec_output = {"stdout": result.get("stdout", ""),
-                              "stderr": result.get("stderr", "")}
-    return exc
 
 
 def gathered(message: Any, method: str) -> Any:

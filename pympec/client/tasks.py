@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import cloudpickle
 
 from ..protocol import serialize
-from ..errors import CONTROLLER_ERRORS, RemoteError, TaskAborted, TaskTimeout
+from .failures import rebuild
 
 _SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
 
@@ -269,7 +269,8 @@ class Outcome:
         if info["status"] == "ok":
             self.value = serialize.decode(info["meta"], frames) if "meta" in info else None
         else:
-            self.error = _exception(info, frames)
+            self.error = rebuild(info, frames, {"engineid": self.engine, "method": "task",
+                                                "taskid": self.tid})
         if self.kind == "string":
             self.value = TaskResult(self.tid, self.engine, self.value or {}, self.error,
                                     self.timing)
@@ -282,20 +283,3 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.error is not None
-
-
-def _exception(info: dict, frames: list) -> BaseException:
-    exc: BaseException | None = None
-    if frames:
-        try:
-            exc = pickle.loads(frames[0])
-        except Exception:
-            exc = None
-    if exc is None:
-        cls = CONTROLLER_ERRORS.get(info["ename"])
-        exc = cls(info["evalue"]) if cls in (TaskAborted, TaskTimeout) else \
-            RemoteError(info["ename"], info["evalue"], info.get("traceback", ""))
-    exc._ipython_engine_info = {"engineid": info.get("engine"), "method": "task",
-                                "taskid": info["tid"]}
-    exc._ipython_traceback_text = info.get("traceback", "")
-    return exc

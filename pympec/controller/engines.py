@@ -2,6 +2,7 @@
 
     Controller.handle ──submit(request)──> Job, appended to each target's queue
                                             │
+    TaskFarm ──send_batch(engine)──> Batch: a few tasks for one engine with nothing queued
     Controller loop ──dispatch()──> an idle engine's head job starts:
                                       one engine:  Isend header (+ payload)      ───> engine
                                       several:     Isend headers, then
@@ -9,7 +10,11 @@
                      ──poll()─────> Iprobe reply headers; Irecv their frames in pieces,
                                       or Igatherv rounds into one buffer        <─── engines
                                     every target's header is in: finished(client, reply),
-                                      its frames Fillings the writer sends as they land
+                                      its frames Fillings the writer sends as they land;
+                                      a batch's whole reply goes to its farm callback
+
+Jobs and task batches share one id space (``Dispatcher.work``): an engine's reply names
+the id, and the id says what it answers.
 
 A large request for one engine is streamed: the controller takes it as soon as its
 header is checked (``MessageReader(early=...)``), and a job whose payload is still
@@ -34,12 +39,13 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Union
 
 from mpi4py import MPI
 
 from .. import paths
 from ..protocol import wire
+from ..protocol.commands import GATHER, Command
 from ..protocol.buffers import allocate
 from ..errors import InvalidEngineID, NoEnginesRegistered
 from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA,
@@ -64,18 +70,19 @@ class Stream:
 class Job:
     """One client request, as it runs on its target engines."""
 
-    def __init__(self, seq: int, request: dict, message: wire.Message, client: str,
-                 targets: list[int]) -> None:
+    def __init__(self, seq: int, command: Command, request: dict, message: wire.Message,
+                 client: str, targets: list[int]) -> None:
         self.seq = seq
+        self.command = command
         self.id = request["id"]
         self.client = client
-        self.verb = request["verb"]
+        self.verb = command.name
         self.args = request.get("args") or {}
         self.message = message
         self.targets = targets
         self.deliver = request.get("deliver", "none") if message.frames else "none"
         self.parts = request.get("parts")          # frames per target, for deliver="parts"
-        self.gather = bool(request.get("gather"))
+        self.gather = command.reply == GATHER
         self.describe = request.get("describe") or f"{self.verb}()"
         self.todo = list(targets)                  # targets not dispatched yet
         self.results: dict[int, tuple[dict, list]] = {}
@@ -102,6 +109,27 @@ class Job:
         return start, length, frames
 
 
+class Batch:
+    """Load-balanced tasks running on one engine (see :mod:`.tasks`): ``done(reply,
+    frames)`` gets the engine's whole reply."""
+
+    def __init__(self, seq: int, engine_id: int, describe: str,
+                 done: Callable[[dict, list], None]) -> None:
+        self.seq, self.engine_id, self.describe, self.done = seq, engine_id, describe, done
+
+
+Work = Union[Job, Batch]
+
+
+class Pending(NamedTuple):
+    """An MPI request in flight: ``then()`` runs when it completes; ``keep`` holds its
+    buffer alive until then."""
+
+    request: MPI.Request
+    then: Callable[[], None] | None
+    keep: Any
+
+
 class Engine:
     """The controller's view of one engine."""
 
@@ -110,14 +138,24 @@ class Engine:
         self.rank = engine_rank(engine_id)
         self.queue: collections.deque[Job] = collections.deque()
         self.running: Job | None = None
+        self.batches: dict[int, Batch] = {}   # task batches in flight, by id
+
+    def describe(self) -> str | None:
+        """What it runs now, for status displays."""
+        if self.running is not None:
+            return self.running.describe
+        if self.batches:
+            return ", ".join(b.describe for b in self.batches.values())
+        return None
 
 
 class Dispatcher:
     """The engines, their queues, and the MPI traffic of the jobs they run.
 
     ``finished(client, header, frames)`` receives each job's reply when every target's
-    reply header is in (frames may be Fillings, still landing); ``output(client, header)`` receives output streamed while one runs;
-    ``ring(rank)`` wakes a sleeping engine (the doorbell).
+    reply header is in (frames may be Fillings, still landing); ``output(client,
+    header)`` receives output streamed while one runs; ``ring(rank)`` wakes a sleeping
+    engine (the doorbell).  The task farm uses :meth:`task_slots` and :meth:`send_batch`.
     """
 
     def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list], None],
@@ -126,18 +164,17 @@ class Dispatcher:
         self.finished, self.output, self.ring = finished, output, ring
         self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
         self.stopped: list[Engine] = []            # killed engines: parked until shutdown
-        self.jobs: dict[int, Job] = {}
+        self.work: dict[int, Work] = {}            # jobs and task batches, by id
         self.seq = 0
         self.groups: dict[str, MPI.Comm] = {}
-        self.requests: list[tuple[MPI.Request, Callable[[], None] | None, Any]] = []
+        self.requests: list[Pending] = []
         self.status = MPI.Status()
-        self.tasks: Any = None                     # the task farm (pympec.controller.tasks)
         self.unrung: dict[int, None] = {}          # ranks sent a command, not rung yet
         self.streams: list[Stream] = []            # payloads forwarded as they arrive
 
     def busy(self) -> bool:
         """True while some engine runs something (a reply may come any moment)."""
-        return any(e.running for e in self.engines.values())
+        return any(e.running or e.batches for e in self.engines.values())
 
     def shutdown(self) -> None:
         """Tell every engine, stopped ones too, to exit; free the communicators."""
@@ -168,35 +205,38 @@ class Dispatcher:
             raise InvalidEngineID(f"targets name an engine twice: {targets}")
         return list(targets)
 
-    def submit(self, client: str, request: dict, message: wire.Message) -> None:
-        """Queue a request on each of its targets (ValueError for a malformed one)."""
+    def submit(self, client: str, command: Command, request: dict,
+               message: wire.Message) -> None:
+        """Queue a checked request (pympec.protocol.commands) on each of its targets.
+        Raises InvalidEngineID, NoEnginesRegistered, or ValueError when ``parts`` does
+        not give a frame count per target."""
         targets = self.resolve_targets(request.get("targets"))
-        if request.get("deliver") == "parts" and (
-                len(request.get("parts") or ()) != len(targets)
-                or sum(request["parts"]) != len(message.frames)):
-            raise ValueError("parts must give a frame count for each target")
-        self.seq += 1
-        job = Job(self.seq, request, message, client, targets)
-        self.jobs[job.seq] = job
+        if request.get("deliver") == "parts" and len(request["parts"]) != len(targets):
+            raise ValueError(f"parts gives {len(request['parts'])} frame counts for "
+                             f"{len(targets)} targets")
+        job = Job(self.next_id(), command, request, message, client, targets)
+        self.work[job.seq] = job
         for t in targets:
             self.engines[t].queue.append(job)
 
+    def next_id(self) -> int:
+        self.seq += 1
+        return self.seq
 
     def engine_status(self) -> list[dict]:
-        return [{"id": e.id, "running": e.running.describe if e.running else None,
-                 "queued": len(e.queue)} for e in self.engines.values()]
+        return [{"id": e.id, "running": e.describe(), "queued": len(e.queue)}
+                for e in self.engines.values()]
 
     def queue_status(self, targets: Any) -> list:
         return [[t, {"queue": [job.describe for job in self.engines[t].queue],
-                     "pending": self.engines[t].running.describe
-                     if self.engines[t].running else "None"}]
+                     "pending": self.engines[t].describe() or "None"}]
                 for t in self.resolve_targets(targets)]
 
     def dispatch(self) -> bool:
         """Start the head job of every idle engine that can start; True if any did."""
         started = False
         for engine in list(self.engines.values()):
-            if engine.running or not engine.queue:
+            if engine.running or engine.batches or not engine.queue:
                 continue
             job = engine.queue[0]
             if not job.collective():
@@ -204,15 +244,40 @@ class Dispatcher:
                 started = True
                 continue
             members = [self.engines[t] for t in job.todo]
-            if all(m.running is None and m.queue and m.queue[0] is job for m in members):
+            if all(m.running is None and not m.batches and m.queue and m.queue[0] is job
+                   for m in members):
                 self.start_collective(job, members)
                 started = True
-        if self.tasks is not None:   # idle engines with nothing queued take tasks
-            started |= self.tasks.dispatch()
         if self.streams:
             started |= self.forward()
-        self.ring_unrung()
         return started
+
+    # -- the task farm's port --------------------------------------------------------
+
+    def task_slots(self, window: int) -> list[tuple[int, int]]:
+        """``(engine id, batches in flight)`` of the engines that may take another task
+        batch: nothing queued or running for them directly (direct commands keep
+        priority and FIFO order), and fewer than ``window`` batches in flight."""
+        return [(e.id, len(e.batches)) for e in self.engines.values()
+                if not e.queue and e.running is None and len(e.batches) < window]
+
+    def send_batch(self, engine_id: int, args: dict, parts: list, describe: str,
+                   done: Callable[[dict, list], None]) -> None:
+        """Send a task batch (``args``, and ``parts``: its frames) to an engine;
+        ``done(reply, frames)`` gets its whole reply."""
+        engine = self.engines[engine_id]
+        batch = Batch(self.next_id(), engine_id, describe, done)
+        self.work[batch.seq] = batch
+        engine.batches[batch.seq] = batch
+        header = {"job": batch.seq, "verb": "task_batch", "args": args, "reply": "p2p"}
+        if not parts:
+            self.send_command(engine.rank, header)
+            return
+        offsets, at = [], 0
+        for part in parts:
+            offsets.append([at, len(part)])
+            at += len(part)
+        self.send_command(engine.rank, header, memoryview(b"".join(parts)), offsets)
 
     def forward(self) -> bool:
         """Forward the checked pieces of streamed payloads; once one has all arrived,
@@ -260,7 +325,7 @@ class Dispatcher:
 
     def track(self, request: MPI.Request, done: Callable[[], None] | None = None,
               keep: Any = None) -> None:
-        self.requests.append((request, done, keep))
+        self.requests.append(Pending(request, done, keep))
 
     def start_one(self, job: Job, engine: Engine) -> None:
         self.take(job, engine)
@@ -345,10 +410,10 @@ class Dispatcher:
             self.on_output(source - 1, recv_header(self.comm, self.status)[0])
         pending, self.requests = self.requests, []
         for entry in pending:
-            if entry[0].Test():
+            if entry.request.Test():
                 moved = True
-                if entry[1] is not None:
-                    entry[1]()
+                if entry.then is not None:
+                    entry.then()
             else:
                 self.requests.append(entry)
         self.ring_unrung()
@@ -360,11 +425,13 @@ class Dispatcher:
 
     def on_reply(self, engine: Engine, reply: dict, tail: memoryview) -> None:
         """A reply header arrived: get its frames, then finish the engine's part."""
-        if "tasks" in reply:   # a task batch's reply
-            self.receive_frames(engine, reply, tail, lambda frames: self.tasks.settle(
-                engine, reply, frames[0] if frames else None), streamed=False)
+        work = self.work[reply.pop("job")]
+        if isinstance(work, Batch):
+            self.receive_frames(engine, reply, tail,
+                                functools.partial(self.batch_done, engine, work, reply),
+                                streamed=False)
             return
-        job = self.jobs[reply.pop("job")]
+        job = work
         if "nbytes" in reply:
             job.gathering[engine.id] = reply
             if len(job.gathering) == len(job.members):
@@ -403,8 +470,8 @@ class Dispatcher:
     def on_output(self, engine_id: int, output: dict) -> None:
         """Forward output of a running execute to its client, if connected (output is
         a convenience: the final record holds all of it anyway)."""
-        job = self.jobs.get(output["job"])
-        if job is not None:
+        job = self.work.get(output["job"])
+        if isinstance(job, Job):
             self.output(job.client, {"id": job.id, "stream": {
                 "engine": engine_id, "name": output["name"], "text": output["text"]}})
 
@@ -434,6 +501,11 @@ class Dispatcher:
             self.engine_done(job, self.engines.get(e) or self.engine_at(e + 1), reply, [],
                              joined=joined)
 
+    def batch_done(self, engine: Engine, batch: Batch, reply: dict, frames: list) -> None:
+        del self.work[batch.seq]
+        del engine.batches[batch.seq]
+        batch.done(reply, frames)
+
     def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
                     joined: Filling | None = None) -> None:
         engine.running = None
@@ -444,7 +516,7 @@ class Dispatcher:
             # (a broken message is its vanished client's loss alone: keep the queue)
             self.clear_queue(engine, f"an earlier command failed on engine {engine.id}: "
                                      f"{reply.get('ename')}: {reply.get('evalue')}")
-        elif job.verb == "kill":
+        elif job.command.ends_engine:
             log.info("engine %d stopped by kill()", engine.id)
             self.stopped.append(self.engines.pop(engine.id))
             self.clear_queue(engine, f"engine {engine.id} was killed")
@@ -463,7 +535,7 @@ class Dispatcher:
 
     def finish(self, job: Job) -> None:
         """Every target answered: one reply to the client, results in target order."""
-        del self.jobs[job.seq]
+        del self.work[job.seq]
         results, frames = [], []
         joined = job.joined
         for t in job.targets:

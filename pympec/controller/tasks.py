@@ -1,6 +1,6 @@
 """Controller side of the task farm: one load-balanced queue shared by all engines.
 
-    client (pympec.client.taskclient)      TaskQueue (in the controller loop)          engines
+    client (pympec.client.taskclient)  TaskFarm (in the controller loop)       engines
     ------------------------------------------------------------------------------------
     task_submit {tasks: [spec]}  -> ids 0, 1, 2...; each task queued:
       + each task's frames            ``ready`` (FIFO) or ``held`` (depend, retries:
@@ -8,13 +8,18 @@
                                     dispatch(): an engine with nothing queued for it
                                       directly and fewer than ``window`` batches in
                                       flight gets the next batch it may run     --->  task_batch
-                                    on_reply(): per task ok / error / rejected  <---  one reply
+                                    settle(): per task ok / error / rejected    <---  one reply
                                       rejected -> back in ``held``, not for that engine
                                       error -> retry elsewhere, recovery task, or done
                                       done -> result held until fetched or cleared
     task_fetch {ids|mine, wait}  <- finished results, many per message (a fetch with
                                       nothing ready waits up to ``wait`` seconds)
     task_abort / task_clear / task_status / task_config: answered at once
+
+The farm owns the tasks; it reaches the rest of the controller through two small
+ports: the dispatcher's ``task_slots()`` / ``send_batch()`` (which engines may take a
+batch, and sending one), and ``reply(client, request id, value, frames)``, which says
+whether the client is connected.  A task's state is kept once, in ``states``.
 
 The controller never unpickles: specs are JSON and the frames travel as bytes, so
 ``depend`` runs on the engine, which answers "rejected".  Direct (MultiEngineClient)
@@ -36,9 +41,10 @@ import collections
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from ..errors import KernelError
+from .engines import Dispatcher
 
 log = logging.getLogger("pympec.controller.tasks")
 
@@ -48,24 +54,26 @@ SHORT = 0.005          # tasks shorter than this (on average) are batched
 MAX_BATCH = 256
 MAX_FETCH = 20000      # results per fetch reply
 DEFAULT_CAP = int(os.environ.get("PYMPEC_TASK_RESULT_CAP", 1 << 30))
+LATER = object()       # a handler's value when it answers the client itself, later
+
+Reply = Callable[[str, Any, Any, list], bool]   # (client, request id, value, frames)
 
 
 class Task:
-    """One submitted task as the controller sees it: JSON spec and frames (bytes)."""
+    """One submitted task as the controller sees it: JSON spec and frames (bytes).
+    Its state is the farm's ``states[id]``."""
 
-    __slots__ = ("id", "client", "spec", "frames", "recovery", "retries", "state",
-                 "rejected", "avoid", "stuck_since", "offered", "submitted", "abort",
-                 "timeout")
+    __slots__ = ("id", "client", "spec", "frames", "recovery", "retries", "rejected",
+                 "avoid", "stuck_since", "offered", "submitted", "abort", "timeout")
 
     def __init__(self, tid: int, client: str, spec: dict, frames: list,
-                 recovery: tuple[dict, list] | None, submitted: float) -> None:
+                 recovery: Recovery | None, submitted: float) -> None:
         self.id = tid
         self.client = client
         self.spec = spec
         self.frames = frames
         self.recovery = recovery
         self.retries = int(spec.get("retries") or 0)
-        self.state = QUEUED
         self.rejected: set[int] = set()          # engines whose depend said no
         self.avoid: dict[int, float] = {}        # engine -> when it may retry this task
         self.stuck_since: float | None = None    # every engine rejected it, since then
@@ -84,129 +92,118 @@ class Task:
         return self.id < other.id
 
 
-class InFlight:
-    """Stands in ``Engine.running`` while an engine has task batches: the controller's
-    own dispatch then leaves the engine alone, and status shows what it runs."""
+class Recovery(NamedTuple):
+    """The task to run, under the same id, once all retries failed."""
 
-    def __init__(self) -> None:
-        self.batches: dict[int, list[Task]] = {}
-
-    @property
-    def describe(self) -> str:
-        ids = [t.id for batch in self.batches.values() for t in batch]
-        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
-        return f"task({shown})"
+    spec: dict
+    frames: list
 
 
-class TaskQueue:
-    """The task farm of one controller (``controller.tasks``)."""
+class Result(NamedTuple):
+    """A finished task's outcome, held until its client fetches it."""
 
-    def __init__(self, controller: Any) -> None:
-        self.c = controller
+    info: dict
+    frames: list
+
+
+class ParkedFetch(NamedTuple):
+    """A fetch that found nothing ready, answered once something is, or at ``deadline``."""
+
+    client: str
+    request_id: str
+    ids: list | None
+    deadline: float
+
+
+class TaskFarm:
+    """The task farm of one controller."""
+
+    def __init__(self, dispatcher: Dispatcher, reply: Reply) -> None:
+        self.dispatcher = dispatcher
+        self.reply = reply
         self.next_id = 0
-        self.state = bytearray()                 # per task id, QUEUED..CLEARED
+        self.states = bytearray()                # per task id, QUEUED..CLEARED
         self.live: dict[int, Task] = {}          # queued or running
         self.ready: collections.deque[Task] = collections.deque()
         self.held: list[Task] = []               # constrained tasks, by id
-        self.done: dict[int, tuple[dict, list]] = {}   # results held, by id
+        self.done: dict[int, Result] = {}        # results held, by id
         self.unfetched: dict[str, dict[int, None]] = collections.defaultdict(dict)
         self.held_bytes = 0
         self.cap = DEFAULT_CAP
-        self.parked: list[tuple[str, str, list | None, float]] = []
+        self.parked: list[ParkedFetch] = []
         self.avg: float | None = None            # mean task run time, moving
-        self.batch_seq = 0
-        self.flights: dict[int, InFlight] = {}
         self.last_check = 0.0
 
-    # -- requests from clients ---------------------------------------------------------
+    # -- requests from clients (pympec.protocol.commands checked them) --------------
 
-    def handle(self, conn: Any, message: Any) -> None:
-        """Answer a ``task_*`` request; a bad one gets an error reply naming the
-        exception (IndexError, KeyError, MemoryError, ...), rebuilt on the client."""
-        try:
-            self._handle(conn, message)
-        except Exception as e:
-            self.c.send(conn, {"id": message.header.get("id"), "error": {
-                "ename": type(e).__name__, "evalue": str(e)}})
-
-    def _handle(self, conn: Any, message: Any) -> None:
-        request = message.header
-        verb = request["verb"]
-        if verb == "task_submit":
-            value = self.submit(conn.client, request, message.frames)
-        elif verb == "task_fetch":
-            self.fetch(conn.client, request)
-            return
-        elif verb == "task_abort":
-            value = self.abort(request["tid"])
-        elif verb == "task_clear":
-            value = self.clear(request.get("ids"), request.get("forget") or [])
-        elif verb == "task_status":
-            value = self.status(bool(request.get("verbose")))
-        elif verb == "task_config":
-            if request.get("result_cap") is not None:
-                self.cap = int(request["result_cap"])
-            value = {"result_cap": self.cap, "held_bytes": self.held_bytes}
-        else:
-            raise ValueError(f"unknown task request {verb!r}")
-        self.c.send(conn, {"id": request["id"], "value": value})
+    def handlers(self) -> dict[str, Callable[[str, dict, list], Any]]:
+        """The ``task_*`` verbs this farm answers: ``handler(client, request, frames)``
+        returns the value to reply with, or LATER when it replies itself."""
+        return {"task_submit": self.submit, "task_fetch": self.fetch,
+                "task_abort": lambda client, request, frames: self.abort(request["tid"]),
+                "task_clear": lambda client, request, frames: self.clear(
+                    request.get("ids"), request.get("forget") or []),
+                "task_status": lambda client, request, frames: self.status(
+                    bool(request.get("verbose"))),
+                "task_config": self.configure}
 
     def submit(self, client: str, request: dict, frames: list) -> list[int]:
-        """Queue the request's tasks; returns [first id, count]."""
+        """Queue the request's tasks; returns [first id, count].  Raises MemoryError
+        past the result cap, ValueError when the specs name more frames than there are."""
         if self.held_bytes > self.cap:
             raise MemoryError(
                 f"the controller holds {self.held_bytes} bytes of task results nobody has "
                 f"fetched (cap {self.cap}); fetch them (get_task_result, barrier) or "
                 f"clear() them before submitting more")
         specs = request["tasks"]
-        first = self.next_id
-        now = time.time()
-        i = 0
+        if sum(spec["n"] + spec.get("recovery", {}).get("n", 0) for spec in specs) \
+                > len(frames):
+            raise ValueError("task specs name more frames than the message has")
+        first, now, i = self.next_id, time.time(), 0
         for spec in specs:
             mine = frames[i:i + spec["n"]]
             i += spec["n"]
             recovery = None
             if spec.get("recovery"):
                 rspec = spec.pop("recovery")
-                recovery = (rspec, frames[i:i + rspec["n"]])
+                recovery = Recovery(rspec, frames[i:i + rspec["n"]])
                 i += rspec["n"]
-            if i > len(frames):
-                raise ValueError("task specs name more frames than the message has")
             task = Task(self.next_id, client, spec, mine, recovery, now)
             self.next_id += 1
-            self.state.append(QUEUED)
+            self.states.append(QUEUED)
             self.live[task.id] = task
             self.enqueue(task)
         return [first, len(specs)]
 
     def enqueue(self, task: Task) -> None:
-        task.state = QUEUED
-        self.state[task.id] = QUEUED
+        self.states[task.id] = QUEUED
         if task.constrained():
             bisect.insort(self.held, task)
         else:
             self.ready.append(task)
 
-    def fetch(self, client: str, request: dict) -> None:
+    def fetch(self, client: str, request: dict, frames: list) -> Any:
         """Reply with finished results (``ids``, or all of this client's); with none
         ready and ``wait`` > 0, park the request until some are or it expires."""
         ids = request.get("ids")
         if ids is not None:
             for tid in ids:
                 self.check_known(tid)
-        infos, frames, owners = self.collect(client, ids)
+        infos, out, owners = self.collect(client, ids)
         wait = float(request.get("wait") or 0)
         if infos or wait <= 0:
-            self.answer(client, request["id"], infos, frames, owners)
+            self.answer(client, request["id"], infos, out, owners)
         else:
-            self.parked.append((client, request["id"], ids, time.monotonic() + wait))
+            self.parked.append(ParkedFetch(client, request["id"], ids,
+                                           time.monotonic() + wait))
+        return LATER
 
-    def check_known(self, tid: Any) -> None:
-        if not isinstance(tid, int) or tid < 0 or tid >= self.next_id:
+    def check_known(self, tid: int) -> None:
+        if tid < 0 or tid >= self.next_id:
             raise IndexError(f"task ID not registered: {tid!r}")
-        if self.state[tid] == CLEARED:
+        if self.states[tid] == CLEARED:
             raise IndexError(f"task {tid}'s result was cleared")
-        if self.state[tid] in (OK, FAILED) and tid not in self.done:
+        if self.states[tid] in (OK, FAILED) and tid not in self.done:
             raise KernelError(f"task {tid}'s result was already fetched by the client "
                               f"that submitted it")
 
@@ -227,42 +224,36 @@ class TaskQueue:
 
     def answer(self, client: str, request_id: str, infos: list, frames: list,
                owners: list) -> None:
-        conn = self.c.clients.get(client)
-        if conn is None:   # the client went away: put the results back for its return
-            for info, owner in zip(infos, owners):
-                info["owner"] = owner
-                self.store(info, frames[:info["nframes"]])
-                frames = frames[info["nframes"]:]
+        if self.reply(client, request_id, {"tasks": infos, "packed": True},
+                      pack(infos, frames)):
             return
-        self.c.send(conn, {"id": request_id, "value": {"tasks": infos, "packed": True}},
-                    pack(infos, frames))
+        for info, owner in zip(infos, owners):   # gone: keep them for its return
+            info["owner"] = owner
+            self.store(info, frames[:info["nframes"]])
+            frames = frames[info["nframes"]:]
 
     def answer_parked(self, now: float) -> None:
         parked, self.parked = self.parked, []
-        for client, request_id, ids, deadline in parked:
-            if client not in self.c.clients:
-                continue
-            infos, frames, owners = self.collect(client, ids)
-            if infos or now >= deadline:
-                self.answer(client, request_id, infos, frames, owners)
+        for fetch in parked:
+            infos, frames, owners = self.collect(fetch.client, fetch.ids)
+            if infos or now >= fetch.deadline:
+                self.answer(fetch.client, fetch.request_id, infos, frames, owners)
             else:
-                self.parked.append((client, request_id, ids, deadline))
+                self.parked.append(fetch)
 
-    def abort(self, tid: Any) -> None:
-        if not isinstance(tid, int):
-            raise TypeError(f"task ids are int, not {type(tid).__name__}")
+    def abort(self, tid: int) -> None:
         if tid < 0 or tid >= self.next_id:
             raise IndexError(f"task ID not registered: {tid}")
         task = self.live.get(tid)
         if task is None:
             done = self.done.get(tid)
-            if done is not None and done[0].get("ename") == "TaskAborted":
+            if done is not None and done.info.get("ename") == "TaskAborted":
                 raise IndexError("Task Already Aborted")
             raise IndexError("Task Already Completed")
         if task.abort:
             raise IndexError("Task Already Aborted")
         task.abort = True
-        if task.state == QUEUED:   # lazily dropped from its queue by dispatch
+        if self.states[tid] == QUEUED:   # lazily dropped from its queue by dispatch
             self.finish(task, self.failure(task, "TaskAborted", f"task {tid} was aborted"))
 
     def clear(self, ids: list | None, forget: list = ()) -> int:
@@ -270,9 +261,9 @@ class TaskQueue:
         ``forget`` ids: results a client fetched and now drops."""
         forgotten = 0
         for tid in forget:
-            if isinstance(tid, int) and 0 <= tid < self.next_id and \
-                    self.state[tid] in (OK, FAILED) and tid not in self.done:
-                self.state[tid] = CLEARED
+            if 0 <= tid < self.next_id and self.states[tid] in (OK, FAILED) \
+                    and tid not in self.done:
+                self.states[tid] = CLEARED
                 forgotten += 1
         if ids is None:
             ids = list(self.done)
@@ -284,20 +275,23 @@ class TaskQueue:
             info, more = self.done.pop(tid)
             self.unfetched[info["owner"]].pop(tid, None)
             self.held_bytes -= sum(len(f) for f in more)
-            self.state[tid] = CLEARED
+            self.states[tid] = CLEARED
         return len(ids) + forgotten
 
     def status(self, verbose: bool) -> dict:
-        if not verbose:   # counted in C, over one byte per task id
-            return {"pending": self.state.count(RUNNING), "scheduled": self.state.count(QUEUED),
-                    "succeeded": self.state.count(OK), "failed": self.state.count(FAILED)}
-        groups: dict[str, list[int]] = {"pending": [], "scheduled": [], "succeeded": [],
-                                        "failed": []}
         names = {QUEUED: "scheduled", RUNNING: "pending", OK: "succeeded", FAILED: "failed"}
-        for tid, s in enumerate(self.state):
-            if s in names:
-                groups[names[s]].append(tid)
-        return groups if verbose else {k: len(v) for k, v in groups.items()}
+        if not verbose:   # counted in C, over one byte per task id
+            return {name: self.states.count(state) for state, name in names.items()}
+        groups: dict[str, list[int]] = {name: [] for name in names.values()}
+        for tid, state in enumerate(self.states):
+            if state in names:
+                groups[names[state]].append(tid)
+        return groups
+
+    def configure(self, client: str, request: dict, frames: list) -> dict:
+        if request.get("result_cap") is not None:
+            self.cap = request["result_cap"]
+        return {"result_cap": self.cap, "held_bytes": self.held_bytes}
 
     # -- engines -----------------------------------------------------------------------
 
@@ -312,16 +306,10 @@ class TaskQueue:
         if not self.ready and not self.held:
             return False
         sent = False
-        for engine in list(self.c.engines.values()):
-            if engine.queue or (engine.running is not None
-                                and not isinstance(engine.running, InFlight)):
-                continue
-            flight = self.flights.get(engine.id)
-            if flight is not None and len(flight.batches) >= self.window():
-                continue
-            batch = self.take(engine.id, now)
+        for engine_id, _ in self.dispatcher.task_slots(self.window()):
+            batch = self.take(engine_id, now)
             if batch:
-                self.send_batch(engine, batch)
+                self.send_batch(engine_id, batch)
                 sent = True
             if not self.ready and not self.held:
                 break
@@ -333,7 +321,8 @@ class TaskQueue:
     def batch_size(self) -> int:
         if self.avg is None or self.avg >= SHORT:
             return 1
-        spread = -(-len(self.ready) // (2 * max(1, len(self.c.engines))))
+        engines = max(1, len(self.dispatcher.engines))
+        spread = -(-len(self.ready) // (2 * engines))
         return max(1, min(MAX_BATCH, int(SHORT / max(self.avg, 1e-7)), spread))
 
     def take(self, engine_id: int, now: float) -> list[Task]:
@@ -344,7 +333,7 @@ class TaskQueue:
         if self.held:
             keep = []
             for task in self.held:
-                if task.state != QUEUED:
+                if self.states[task.id] != QUEUED:
                     continue
                 if len(batch) < size and task.may_run_on(engine_id, now):
                     batch.append(task)
@@ -353,15 +342,15 @@ class TaskQueue:
             self.held = keep
         while self.ready and len(batch) < size:
             task = self.ready.popleft()
-            if task.state == QUEUED:
+            if self.states[task.id] == QUEUED:
                 batch.append(task)
         return batch
 
     def check_held(self, now: float) -> None:
         """Time out tasks no engine accepts; re-offer them every PENALTY seconds."""
-        engines = set(self.c.engines)
+        engines = set(self.dispatcher.engines)
         for task in list(self.held):
-            if task.state != QUEUED or not task.rejected:
+            if self.states[task.id] != QUEUED or not task.rejected:
                 continue
             if engines <= task.rejected:
                 if task.stuck_since is None:
@@ -375,99 +364,96 @@ class TaskQueue:
                 elif now - task.offered > PENALTY:
                     task.rejected.clear()   # properties may have changed: ask again
 
-    def send_batch(self, engine: Any, batch: list[Task]) -> None:
-        self.batch_seq += 1
+    def send_batch(self, engine_id: int, batch: list[Task]) -> None:
         specs, parts = [], []
         for task in batch:
-            task.state = RUNNING
-            self.state[task.id] = RUNNING
+            self.states[task.id] = RUNNING
             specs.append({**task.spec, "tid": task.id, "n": len(task.frames)})
             parts.extend(task.frames)
-        flight = self.flights.setdefault(engine.id, InFlight())
-        flight.batches[self.batch_seq] = batch
-        engine.running = flight
-        header = {"job": self.batch_seq, "verb": "task_batch", "args": {"tasks": specs},
-                  "reply": "p2p"}
-        if not parts:
-            self.c.dispatcher.send_command(engine.rank, header)
-            return
-        offsets, at = [], 0
-        for p in parts:
-            offsets.append([at, len(p)])
-            at += len(p)
-        self.c.dispatcher.send_command(engine.rank, header, memoryview(b"".join(parts)),
-                                       offsets)
+        ids = [t.id for t in batch]
+        describe = f"task({', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
+        running = {t.id: t for t in batch}
+        self.dispatcher.send_batch(
+            engine_id, {"tasks": specs}, parts, describe,
+            lambda reply, frames: self.settle(engine_id, running, reply,
+                                              frames[0] if frames else None))
 
-    def settle(self, engine: Any, reply: dict, buf: memoryview | None) -> None:
-        """A batch's reply and its packed results are here: record each task's outcome."""
-        flight = self.flights[engine.id]
-        batch = {t.id: t for t in flight.batches.pop(reply["job"])}
-        if not flight.batches:
-            del self.flights[engine.id]
-            if engine.running is flight:
-                engine.running = None
+    def settle(self, engine_id: int, batch: dict[int, Task], reply: dict,
+               buf: memoryview | None) -> None:
+        """A batch's reply and its packed results are here: record each task's outcome.
+        A batch the engine could not run at all fails each of its tasks."""
         view = memoryview(buf) if buf is not None else memoryview(b"")
         now = time.monotonic()
+        if "tasks" not in reply:
+            for task in batch.values():
+                self.ran(task, engine_id, self.failure(task, reply.get("ename", "KernelError"),
+                                                       reply.get("evalue", "")), now)
+            return
         for info in reply["tasks"]:
             task = batch[info.pop("tid")]
-            status = info["status"]
-            if status == "rejected":
-                task.rejected.add(engine.id)
-                task.offered = now
-                if task.abort:
-                    self.finish(task, self.failure(task, "TaskAborted",
-                                                   f"task {task.id} was aborted"))
-                else:
-                    self.enqueue(task)
+            if info["status"] == "rejected":
+                self.rejected(task, engine_id, now)
                 continue
             task.stuck_since = None
             run_time = info["completed"] - info["started"]
             self.avg = run_time if self.avg is None else 0.8 * self.avg + 0.2 * run_time
             start, length = info.pop("span")
-            frames = [view[start:start + length]] if length else []
-            info["engine"] = engine.id
-            if task.abort:
-                self.finish(task, self.failure(task, "TaskAborted",
-                                               f"task {task.id} was aborted", info))
-            elif status == "ok":
-                self.finish(task, (info, frames))
-            elif task.retries > 0:
-                task.retries -= 1
-                task.avoid[engine.id] = now + PENALTY
-                self.enqueue(task)
-            elif task.recovery is not None:
-                task.spec, task.frames = task.recovery
-                task.recovery = None
-                task.retries = int(task.spec.get("retries") or 0)
-                task.avoid.clear()
-                task.rejected.clear()
-                self.enqueue(task)
-            else:
-                self.finish(task, (info, frames))
+            info["engine"] = engine_id
+            self.ran(task, engine_id, Result(info, [view[start:start + length]] if length
+                                             else []), now)
         if self.parked:
             self.answer_parked(time.monotonic())
+
+    def rejected(self, task: Task, engine_id: int, now: float) -> None:
+        """``depend`` said no on this engine: offer it to others."""
+        task.rejected.add(engine_id)
+        task.offered = now
+        if task.abort:
+            self.finish(task, self.failure(task, "TaskAborted", f"task {task.id} was aborted"))
+        else:
+            self.enqueue(task)
+
+    def ran(self, task: Task, engine_id: int, result: Result, now: float) -> None:
+        """The task ran: done, or retried elsewhere, or its recovery task queued."""
+        if task.abort:
+            self.finish(task, self.failure(task, "TaskAborted",
+                                           f"task {task.id} was aborted", result.info))
+        elif result.info["status"] == "ok":
+            self.finish(task, result)
+        elif task.retries > 0:
+            task.retries -= 1
+            task.avoid[engine_id] = now + PENALTY
+            self.enqueue(task)
+        elif task.recovery is not None:
+            task.spec, task.frames = task.recovery
+            task.recovery = None
+            task.retries = int(task.spec.get("retries") or 0)
+            task.avoid.clear()
+            task.rejected.clear()
+            self.enqueue(task)
+        else:
+            self.finish(task, result)
 
     # -- results -----------------------------------------------------------------------
 
     def failure(self, task: Task, ename: str, evalue: str,
-                info: dict | None = None) -> tuple[dict, list]:
+                info: dict | None = None) -> Result:
         info = dict(info or {})
         info.update(status="error", ename=ename, evalue=evalue, traceback="")
         info.pop("meta", None)
-        return info, []
+        return Result(info, [])
 
-    def finish(self, task: Task, result: tuple[dict, list]) -> None:
+    def finish(self, task: Task, result: Result) -> None:
         info, frames = result
         info.update(tid=task.id, kind=task.spec.get("kind"), owner=task.client,
                     submitted=task.submitted)
         del self.live[task.id]
-        task.state = OK if info["status"] == "ok" else FAILED
-        self.state[task.id] = task.state
+        self.states[task.id] = OK if info["status"] == "ok" else FAILED
         self.store(info, frames)
 
     def store(self, info: dict, frames: list) -> None:
         info["nframes"] = len(frames)
-        self.done[info["tid"]] = (info, frames)
+        self.done[info["tid"]] = Result(info, frames)
         self.unfetched[info["owner"]][info["tid"]] = None
         self.held_bytes += sum(len(f) for f in frames)
 

@@ -71,8 +71,9 @@ class Interpreter:
         """Run ``code`` statement by statement, as an interactive session would.
 
         Returns IPython 0.10's record: id, number, input, and stdout/stderr/display
-        when there were any.  An exception propagates with ``record`` attached.  With
-        ``live``, output is also passed on while the code runs: ``live(name, text)``.
+        when there were any.  The record is ``history[number]`` from the start, so after
+        an exception (which propagates) it still holds the output.  With ``live``,
+        output is also passed on while the code runs: ``live(name, text)``.
         """
         self.number += 1
         record: dict[str, Any] = {"id": self.id, "number": self.number,
@@ -85,9 +86,6 @@ class Interpreter:
             with redirect(out, err, shown.append):
                 for statement in statements(code):
                     exec(statement, self.namespace)
-        except BaseException as e:
-            e.record = record
-            raise
         finally:
             for stream in (out, err):
                 stream.flush()

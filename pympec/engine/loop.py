@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
 from typing import Any, Callable
 
 from mpi4py import MPI
 
+from ..errors import MessageBroken, ProtocolError
 from ..protocol import buffers, serialize
 from ..protocol.backoff import RUNG, Backoff
 from ..protocol.doorbell import Doorbell
@@ -34,7 +34,8 @@ from .interpreter import Interpreter
 from ..protocol.mpiwire import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA,
                                 TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
                                 encode_header, group_comm, pieces, recv_header)
-from .tasks import TASK_COMMANDS   # load-balanced task batches (pympec.engine.tasks)
+from . import failure
+from .tasks import run_batch
 from ..protocol.wire import as_bytes_view
 
 log = logging.getLogger("pympec.engine")
@@ -44,7 +45,7 @@ TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advan
 PIECE_SPIN = 5e-4     # seconds a rung engine polls for one piece of a streamed payload
 
 
-# -- the commands: header args and payload frames in, one value out ----------------
+# -- the commands: header args and payload frames in, the reply and its frames out ----
 
 def _namespace(interp: Interpreter, args: dict, frames: list) -> dict:
     """The pushed names and values; a scatter gives each engine its own metas."""
@@ -61,22 +62,54 @@ def _apply(interp: Interpreter, args: dict, frames: list) -> list:
     return interp.apply(func, chunk)
 
 
-COMMANDS: dict[str, Callable[[Interpreter, dict, list], Any]] = {
-    "execute": lambda i, a, f: i.execute(a["code"], a.get("_live")),
-    "push": lambda i, a, f: i.push(_namespace(i, a, f)),
-    "push_function": lambda i, a, f: i.push_function(_namespace(i, a, f)),
-    "pull": lambda i, a, f: i.pull(a["keys"]),
-    "gather": lambda i, a, f: i.pull([a["key"]])[0],
-    "apply": _apply,
-    "keys": lambda i, a, f: i.keys(),
-    "reset": lambda i, a, f: i.reset(),
-    "get_result": lambda i, a, f: i.get_result(a.get("number")),
-    "kill": lambda i, a, f: None,
-    "set_properties": lambda i, a, f: i.set_properties(serialize.loads(f)),
-    "get_properties": lambda i, a, f: i.get_properties(a.get("keys")),
-    "has_properties": lambda i, a, f: i.has_properties(a["keys"]),
-    "del_properties": lambda i, a, f: i.del_properties(a["keys"]),
-    "clear_properties": lambda i, a, f: i.clear_properties(),
+Handler = Callable[[Interpreter, dict, list], "tuple[dict, list]"]
+
+
+def _value(run: Callable[[Interpreter, dict, list], Any]) -> Handler:
+    """A verb whose reply is one object per engine (raw arrays, else pickled)."""
+    def handler(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:
+        metas, out = serialize.encode_many([run(interp, args, frames)])
+        return {"status": "ok", "metas": metas}, out
+    return handler
+
+
+def _execute(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:
+    """Its record is plain JSON, never pickled; a failure keeps the record's output."""
+    try:
+        record = interp.execute(args["code"], args.get("_live"))
+    except BaseException as e:   # SystemExit and KeyboardInterrupt too
+        reply, out = failure.encode(e)
+        record = interp.history.get(interp.number, {})
+        reply.update(stdout=record.get("stdout", ""), stderr=record.get("stderr", ""),
+                     number=record.get("number"))
+        return reply, out
+    return {"status": "ok", "metas": [serialize.encode_json(record)]}, []
+
+
+def _gather(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:
+    """One contiguous buffer per engine, ready for ``Igatherv``."""
+    meta, buf = serialize.encode_inband(interp.pull([args["key"]])[0])
+    return {"status": "ok", "metas": [meta]}, [buf]
+
+
+# The verbs of pympec.protocol.commands that engines run and answer.
+HANDLERS: dict[str, Handler] = {
+    "execute": _execute,
+    "push": _value(lambda i, a, f: i.push(_namespace(i, a, f))),
+    "push_function": _value(lambda i, a, f: i.push_function(_namespace(i, a, f))),
+    "pull": _value(lambda i, a, f: i.pull(a["keys"])),
+    "gather": _gather,
+    "apply": _value(_apply),
+    "keys": _value(lambda i, a, f: i.keys()),
+    "reset": _value(lambda i, a, f: i.reset()),
+    "get_result": _value(lambda i, a, f: i.get_result(a.get("number"))),
+    "kill": _value(lambda i, a, f: None),
+    "set_properties": _value(lambda i, a, f: i.set_properties(serialize.loads(f))),
+    "get_properties": _value(lambda i, a, f: i.get_properties(a.get("keys"))),
+    "has_properties": _value(lambda i, a, f: i.has_properties(a["keys"])),
+    "del_properties": _value(lambda i, a, f: i.del_properties(a["keys"])),
+    "clear_properties": _value(lambda i, a, f: i.clear_properties()),
+    "task_batch": run_batch,   # its reply holds one outcome per task
 }
 
 
@@ -112,35 +145,46 @@ class Engine:
                     self.backoff.reset()   # rung: poll until the command shows in Iprobe
                 continue
             header, tail = recv_header(self.comm, status)
-            verb = header["verb"]
+            verb = header.get("verb")
             if verb == "_shutdown":
                 log.info("shutdown")
                 return
             if verb == "_group":
                 self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
                 continue
-            try:
-                frames = self.receive_payload(header, tail)
-            except MessageBroken as e:
-                self.send_reply(header, {**error_reply(e, verb)[0], "job": header["job"]}, [])
-                continue
-            args = header.get("args") or {}
-            if args.get("stream"):
-                args["_live"] = lambda name, text, job=header["job"]: \
-                    self.send_output(job, name, text)
-            reply, out = self.run(verb, args, frames)
-            reply["job"] = header["job"]
-            self.send_reply(header, reply, out)
+            self.answer(header, tail)
             self.backoff.reset(spin=self.spin_after_reply)
 
+    def answer(self, header: dict, tail: memoryview) -> None:
+        """Run one command and send its reply.  Whatever fails, the user's code or the
+        encoding of its result, becomes an error reply: the loop goes on."""
+        try:
+            frames = self.receive_payload(header, tail)
+            reply, out = self.run(header, frames)
+        except BaseException as e:   # SystemExit and KeyboardInterrupt too
+            reply, out = failure.encode(e)
+        reply["job"] = header["job"]
+        try:
+            self.send_reply(header, reply, out)
+        except BaseException as e:   # the result's bytes could not be sent (MemoryError...)
+            log.exception("engine %d could not send a reply", self.interp.id)
+            reply, _ = failure.encode(e)
+            reply["job"] = header["job"]
+            self.send_reply(header, reply, [])
+
     def receive_payload(self, header: dict, tail: memoryview) -> list[memoryview]:
+        """The command's frames, however the controller sends them (``deliver``).
+        Raises MessageBroken for a streamed payload that broke off, and ProtocolError
+        for a delivery mode this engine does not know (it cannot have been sent)."""
         deliver = header.get("deliver", "none")
         if deliver == "none":
             return []
         if deliver == "inline":   # small payloads came inside the command message
             return [tail[o:o + n] for o, n in header["frames"]]
+        if deliver not in ("stream", "p2p", "bcast", "scatter"):
+            raise ProtocolError(f"engine {self.interp.id} knows no delivery {deliver!r}")
         buf = buffers.allocate(header["region"])
-        if deliver.startswith("stream"):
+        if deliver == "stream":
             self.receive_stream(header, buf)
         elif deliver == "p2p":
             self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
@@ -165,23 +209,17 @@ class Engine:
                                 "(its connection was lost or a signature failed); the "
                                 "command did not run")
 
-    def run(self, verb: str, args: dict, frames: list) -> tuple[dict, list]:
-        """Run one command; returns the reply header and its frames."""
-        if verb in TASK_COMMANDS:   # task batches build their own per-task reply
-            return TASK_COMMANDS[verb](self.interp, args, frames)
-        try:
-            value = COMMANDS[verb](self.interp, args, frames)
-            if verb == "execute":   # its record is plain JSON: no pickling
-                return {"status": "ok", "metas": [serialize.encode_json(value)]}, []
-            if verb == "gather":   # one contiguous buffer, ready for Gatherv
-                meta, buf = serialize.encode_inband(value)
-                return {"status": "ok", "metas": [meta]}, [buf]
-            metas, out = serialize.encode_many([value])
-            return {"status": "ok", "metas": metas}, out
-        except BaseException as e:  # SystemExit too: engines outlive user code
-            if isinstance(e, KeyboardInterrupt) and verb != "execute":
-                raise
-            return error_reply(e, verb)
+    def run(self, header: dict, frames: list) -> tuple[dict, list]:
+        """Run one command; returns the reply header and its frames.  Raises what the
+        command raised, or ProtocolError for a verb engines do not run."""
+        handler = HANDLERS.get(header.get("verb"))
+        if handler is None:
+            raise ProtocolError(f"engine {self.interp.id} runs no verb {header.get('verb')!r}")
+        args = dict(header.get("args") or {})
+        if args.get("stream"):
+            args["_live"] = lambda name, text, job=header["job"]: \
+                self.send_output(job, name, text)
+        return handler(self.interp, args, frames)
 
     def send_reply(self, header: dict, reply: dict, frames: list) -> None:
         """The reply header, then its frames in CHUNK-sized pieces (the controller
@@ -239,42 +277,6 @@ class Engine:
             while not request.Test():
                 if self.doorbell.wait(backoff.delay()):
                     backoff.reset()
-
-
-class MessageBroken(Exception):
-    """A streamed payload's message did not arrive whole: nothing may use it."""
-
-
-def error_reply(e: BaseException, verb: str) -> tuple[dict, list]:
-    """The reply for a failed command: the exception's name, value and traceback as
-    JSON, and the pickled exception itself when it pickles."""
-    reply = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
-             "traceback": remote_traceback(e), "metas": []}
-    record = getattr(e, "record", None)
-    if record:
-        reply["stdout"] = record.get("stdout", "")
-        reply["stderr"] = record.get("stderr", "")
-        reply["number"] = record["number"]
-    try:
-        e.__traceback__ = None  # tracebacks do not pickle; the text travels instead
-        if hasattr(e, "record"):
-            del e.record
-        metas, frames = serialize.encode_many([e])
-        serialize.loads(frames[:serialize.nframes(metas[0])])  # it must also unpickle
-        reply["metas"] = metas
-        return reply, frames
-    except Exception:
-        return reply, []
-
-
-def remote_traceback(e: BaseException) -> str:
-    """The traceback of ``e``, without the engine's own frames."""
-    tb = e.__traceback__
-    here = os.path.dirname(os.path.abspath(__file__))
-    while tb is not None and os.path.dirname(os.path.abspath(
-            tb.tb_frame.f_code.co_filename)) == here:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(e), e, tb))
 
 
 def run_engine(runtime: MPI.Comm, engines: MPI.Comm, cluster_id: str, rung: bool,

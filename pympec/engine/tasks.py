@@ -19,15 +19,17 @@ costs one MPI message each way.
 
 ``clear_before``/``clear_after`` reset the namespace but keep the engine's properties,
 so ``depend`` keeps seeing them.  The engine loop (:mod:`pympec.engine.loop`) calls
-:data:`TASK_COMMANDS` entries directly: they return the reply header and its frames.
+:func:`run_batch` for the ``task_batch`` verb; it returns the reply header and its frames.
 """
 from __future__ import annotations
 
 import pickle
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..protocol import serialize
+from ..protocol.wire import as_bytes_view
+from . import failure
 from .interpreter import Interpreter, bind
 
 _FUNCTIONS: dict[bytes, tuple[dict, Any]] = {}   # bound task functions, by their pickle
@@ -86,23 +88,14 @@ def _run_one(interp: Interpreter, spec: dict, frames: list) -> Any:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-def _failure(e: BaseException) -> tuple[dict, bytes]:
-    """JSON fields for a failed task, and the pickled exception (b"" if it won't pickle)."""
-    from .loop import remote_traceback   # lazily: the engine module imports this one
-    info = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
-            "traceback": remote_traceback(e)}
-    record = getattr(e, "record", None)
-    if record:
-        info["stdout"] = record.get("stdout", "")
-        info["stderr"] = record.get("stderr", "")
-        del e.record
-    e.__traceback__ = None
-    try:
-        _, stream = serialize.encode_inband(e)
-        pickle.loads(stream)            # it must also unpickle on the client
-        return info, stream
-    except Exception:
-        return info, b""
+def _failure(interp: Interpreter, spec: dict, e: BaseException) -> tuple[dict, list]:
+    """A failed task's fields and frames (pympec.engine.failure); a StringTask's keep
+    the output of its execute."""
+    info, frames = failure.encode(e)
+    if spec.get("kind") == "string":
+        record = interp.history.get(interp.number, {})
+        info.update(stdout=record.get("stdout", ""), stderr=record.get("stderr", ""))
+    return info, frames
 
 
 def run_batch(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:
@@ -119,27 +112,21 @@ def run_batch(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list
             info["status"] = "rejected"
             infos.append(info)
             continue
-        blob: Any = b""
         try:
             if spec.get("clear_before"):
                 _reset_namespace(interp)
-            value = _run_one(interp, spec, mine)
-            meta, blob = _encode(value)
+            meta, blob = _encode(_run_one(interp, spec, mine))
+            view = as_bytes_view(blob)
             info.update(status="ok", meta=meta)
         except BaseException as e:   # SystemExit too: engines outlive user code
-            info_, blob = _failure(e)
+            info_, frames_ = _failure(interp, spec, e)
             info.update(info_)
+            view = memoryview(frames_[0] if frames_ else b"")
         finally:
             if spec.get("clear_after"):
                 _reset_namespace(interp)
-        view = memoryview(blob).cast("B")
         info["span"] = [len(out), view.nbytes]
         out += view
         info["completed"] = time.time()
         infos.append(info)
     return {"status": "ok", "tasks": infos, "metas": []}, ([out] if out else [])
-
-
-TASK_COMMANDS: dict[str, Callable[[Interpreter, dict, list], tuple[dict, list]]] = {
-    "task_batch": run_batch,
-}

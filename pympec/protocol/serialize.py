@@ -44,10 +44,16 @@ def is_raw_array(obj: Any) -> bool:
     return type(obj) is np.ndarray and not obj.dtype.hasobject
 
 
+def raw_bytes(a: np.ndarray) -> np.ndarray:
+    """The bytes of an array as a flat uint8 array (a view when it is contiguous): the
+    buffer protocol cannot export some dtypes (datetime64, timedelta64) as they are."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
 def encode(obj: Any) -> tuple[dict, list[Any]]:
     """``(meta, frames)`` for one object (see module doc)."""
     if is_raw_array(obj):
-        return array_meta(obj), [np.ascontiguousarray(obj)]
+        return array_meta(obj), [raw_bytes(obj)]
     frames = dumps(obj)
     return {"kind": "pickle", "n": len(frames)}, frames
 
@@ -111,7 +117,7 @@ def encode_inband(obj: Any) -> tuple[dict, Any]:
     """``(meta, one buffer)``: a raw array's own memory, or one in-band pickle stream.
     For collectives, which need each rank's part in one contiguous buffer."""
     if is_raw_array(obj):
-        return array_meta(obj), np.ascontiguousarray(obj)
+        return array_meta(obj), raw_bytes(obj)
     try:
         stream = cloudpickle.dumps(obj, protocol=PROTOCOL)
     except Exception as e:

@@ -266,12 +266,12 @@ class MessageReader:
 
     ``read(sock)`` works on non-blocking sockets and keeps its state between calls, so a
     message may arrive over many calls (and a KeyboardInterrupt never loses the place).
-    A message is handed out once complete or, if ``early(header, nbytes)`` says so, as
+    A message is handed out once complete or, if ``early(message)`` says so, as
     soon as its header is checked; it then fills in as later reads check its segments.
     """
 
     def __init__(self, key: bytes, mac: int = HMAC_SHA256,
-                 early: Callable[[dict, int], bool] | None = None) -> None:
+                 early: Callable[[Message], bool] | None = None) -> None:
         self._key = key
         self._kind = mac
         self._early = early
@@ -390,12 +390,12 @@ class MessageReader:
         self._check_tag()
         try:
             header = json.loads(bytes(self._header_bytes))
-        except ValueError as e:
-            raise ProtocolError(f"bad message header: {e}") from None
+        except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
+            raise ProtocolError(f"bad message header: {e!r}"[:200]) from None
         self._message = Message(header, self._payload, self._offsets, self._lengths)
         self._runs = segments(self._lengths)
         self._announced = bool(self._nbytes and self._early
-                               and self._early(header, self._nbytes))
+                               and self._early(self._message))
         message = self._message
         done = self._next_run()
         return message if self._announced or done else None

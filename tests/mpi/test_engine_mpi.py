@@ -12,8 +12,8 @@ from pympec.protocol import serialize
 from pympec.protocol.backoff import Backoff
 from pympec.engine.loop import Engine
 from pympec.engine.interpreter import Interpreter
-from pympec.protocol.mpiwire import (CHUNK, TAG_COMMAND, TAG_REPLY, bytes_spec, encode_header,
-                            group_comm, pieces, recv_header)
+from pympec.protocol.mpiwire import (CHUNK, TAG_COMMAND, TAG_REPLY, bytes_spec,
+                                     encode_header, group_comm, pieces, recv_header)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_gather_reply_lands_in_one_buffer(world):
         engine = make_engine(world)
         engine.groups["all"] = group
         engine.interp.push({"part": np.full(sizes[rank], rank - 1, dtype=np.int64)})
-        reply, out = engine.run("gather", {"key": "part"}, [])
+        reply, out = engine.run({"job": 1, "verb": "gather", "args": {"key": "part"}}, [])
         reply["job"] = 1
         engine.send_reply({"reply": "gather", "group": "all"}, reply, out)
     group.Free()
