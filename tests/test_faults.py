@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from pympec import client
-from pympec.protocol import wire
+from pympec.protocol import handshake, wire
 from pympec.connection import load
 from pympec.errors import ClusterError, CompositeError, SecurityError
 
@@ -53,8 +54,8 @@ def test_wrong_key(cluster, mec, tmp_path):
 def test_random_bytes_on_the_port(cluster, mec):
     info = load(cluster.connection_file)
     with socket.create_connection((info.address, info.port), timeout=5) as sock:
-        greeting = sock.recv(len(wire.greeting(b"", 0)) + wire.NONCE)   # all of it
-        assert greeting.startswith(wire.GREETING)
+        greeting = sock.recv(handshake.GREETING_SIZE, socket.MSG_WAITALL)
+        assert greeting.startswith(handshake.GREETING)
         sock.sendall(os.urandom(4096))
         assert hung_up(sock)
     assert serving(mec)
@@ -69,7 +70,7 @@ def test_silent_connection_does_not_block_others(cluster, mec):
 def test_forged_frame_after_handshake(cluster, mec):
     info = load(cluster.connection_file)
     sock = socket.create_connection((info.address, info.port), timeout=5)
-    send_key, _, _ = wire.client_handshake(sock, info.key_bytes, 5)
+    send_key, _, _ = handshake.client_handshake(sock, info.key_bytes, 5)
     writer = wire.MessageWriter(os.urandom(32))   # signs with the wrong session key
     writer.queue({"verb": "hello", "client": "x", "id": "1"})
     sock.setblocking(True)
@@ -77,6 +78,30 @@ def test_forged_frame_after_handshake(cluster, mec):
         pass
     assert hung_up(sock)
     sock.close()
+    assert serving(mec)
+
+
+def test_first_message_right_behind_the_answer(cluster, mec):
+    """The controller reads no more than the handshake's answer: a message sent right
+    behind it, before the controller's proof has come, is the first message."""
+    info = load(cluster.connection_file)
+    with socket.create_connection((info.address, info.port), timeout=5) as sock:
+        greeting = sock.recv(handshake.GREETING_SIZE, socket.MSG_WAITALL)
+        client = handshake.ClientHandshake(info.key_bytes)
+        answer = client.answer(greeting)
+        c2s, _ = handshake.session_keys(info.key_bytes, greeting[len(handshake.GREETING):-1],
+                                        answer[:handshake.NONCE])
+        hello = ({"verb": "hello", "client": os.urandom(8).hex(), "id": "h"}, [])
+        sock.sendall(answer + wire_bytes(wire.MessageWriter(c2s, client.mac), hello))
+        assert client.check(sock.recv(handshake.TAG, socket.MSG_WAITALL))
+        sock.setblocking(False)
+        reader, replies = wire.MessageReader(client.s2c, client.mac), []
+        deadline = time.monotonic() + 5
+        while not replies and time.monotonic() < deadline:
+            select.select([sock], [], [], 0.1)
+            replies = reader.read(sock)
+        assert replies and replies[0].header["id"] == "h"
+        assert replies[0].header["value"]["cluster_id"] == info.cluster_id
     assert serving(mec)
 
 
@@ -221,7 +246,7 @@ def broken_push(cluster, nbytes: int) -> tuple[socket.socket, bytes]:
     from pympec.protocol import serialize
     info = load(cluster.connection_file)
     sock = socket.create_connection((info.address, info.port), timeout=10)
-    send_key, _, mac = wire.client_handshake(sock, info.key_bytes, 10)
+    send_key, _, mac = handshake.client_handshake(sock, info.key_bytes, 10)
     data = np.ones(nbytes, np.uint8)
     push = {"id": "cut", "verb": "push", "targets": [0], "deliver": "same",
             "describe": "push(cut)", "args": {"names": ["cut"],

@@ -7,7 +7,8 @@ number, and the signature checked before anything is parsed).
 The tests do not compute tags themselves (the MAC construction may change, see
 docs/security.md); they only rely on the documented layout ``prefix | lengths | header | tag``, then
 ``segment | tag`` for each segment of the frames (``wire.segments``), with
-``wire.TAG`` bytes of tag.
+``TAG`` bytes of tag (HMAC-SHA256).  The handshake's known-answer vectors are in
+tests/test_protocol_vectors.py.
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pympec.protocol import wire
+from pympec.protocol import handshake, wire
+from pympec.protocol.handshake import ANSWER, NONCE, ClientHandshake, ServerHandshake
 from pympec.errors import ClusterError, ProtocolError, SecurityError
 
 KEY = secrets.token_bytes(32)
+TAG = wire.tag_size(wire.HMAC_SHA256)
 LIMIT = 10.0          # every wait in this file is bounded by this many seconds
 
 
@@ -122,7 +125,7 @@ def feed(reader: wire.MessageReader, data: bytes, chunk: int = 1 << 16) -> list[
         b.close()
 
 
-def layout(data: bytes, tag: int = wire.TAG) -> dict:
+def layout(data: bytes, tag: int = TAG) -> dict:
     """Offsets of the parts of one encoded message, per the documented layout: part 0
     (prefix, lengths, header) and its tag, then each segment of frame bytes and its tag.
     ``frames`` holds where each frame's first byte is (None for empty frames), ``tag``
@@ -296,7 +299,7 @@ def test_many_messages_in_order(pair):
 
 def test_both_directions_on_one_socketpair(pair):
     a, b = pair
-    c2s, s2c = wire.session_keys(KEY, b"s" * 32, b"c" * 32)
+    c2s, s2c = handshake.session_keys(KEY, b"s" * 32, b"c" * 32)
     wa, ra = wire.MessageWriter(c2s), wire.MessageReader(s2c)
     wb, rb = wire.MessageWriter(s2c), wire.MessageReader(c2s)
     for i in range(5):
@@ -545,7 +548,7 @@ def test_message_signed_with_another_key_is_rejected():
 
 def test_message_reflected_to_its_sender_is_rejected():
     """Per-direction keys: what the client sent cannot be played back to the client."""
-    c2s, s2c = wire.session_keys(KEY, secrets.token_bytes(32), secrets.token_bytes(32))
+    c2s, s2c = handshake.session_keys(KEY, secrets.token_bytes(32), secrets.token_bytes(32))
     assert c2s != s2c
     data = encoded(wire.MessageWriter(c2s), {"verb": "hello"})
     assert feed(wire.MessageReader(c2s), data)[0].header == {"verb": "hello"}
@@ -554,11 +557,11 @@ def test_message_reflected_to_its_sender_is_rejected():
 
 
 def test_session_keys_differ_per_connection():
-    s, c = secrets.token_bytes(32), secrets.token_bytes(32)
-    assert wire.session_keys(KEY, s, c) == wire.session_keys(KEY, s, c)
-    assert wire.session_keys(KEY, s, c) != wire.session_keys(KEY, secrets.token_bytes(32), c)
-    assert wire.session_keys(KEY, s, c) != wire.session_keys(KEY, s, secrets.token_bytes(32))
-    assert wire.session_keys(KEY, s, c) != wire.session_keys(secrets.token_bytes(32), s, c)
+    keys, s, c = handshake.session_keys, secrets.token_bytes(32), secrets.token_bytes(32)
+    assert keys(KEY, s, c) == keys(KEY, s, c)
+    assert keys(KEY, s, c) != keys(KEY, secrets.token_bytes(32), c)
+    assert keys(KEY, s, c) != keys(KEY, s, secrets.token_bytes(32))
+    assert keys(secrets.token_bytes(32), s, c) != keys(KEY, s, c)
 
 
 # -- bad prefixes: rejected on the 16-byte prefix, before any allocation ------------
@@ -703,10 +706,11 @@ def test_tcp_round_trip_of_a_multi_megabyte_array():
 # -- the handshake -----------------------------------------------------------------
 
 class Server:
-    """A tiny controller side of the handshake, in a thread, on loopback TCP.
+    """A tiny controller side of the handshake (``ServerHandshake``, as pympec's
+    controller uses it), in a thread, on loopback TCP.
 
-    ``mode``: "controller" (check_client, as pympec's controller does), "garbage",
-    "short-garbage", "silent", or "impostor" (answers with a proof made from another key).
+    ``mode``: "controller", "garbage", "short-garbage", "silent", or "impostor"
+    (answers with a proof made from another key).
     """
 
     def __init__(self, key: bytes, mode: str = "controller") -> None:
@@ -733,15 +737,6 @@ class Server:
                 self.result["error"] = e
             self.release.wait(LIMIT)
 
-    def _recv(self, conn, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = conn.recv(n - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
     def _handshake(self, conn) -> None:
         if self.mode == "silent":
             return
@@ -752,30 +747,32 @@ class Server:
             conn.sendall(b"hi")
             conn.shutdown(socket.SHUT_WR)
             return
-        snonce = secrets.token_bytes(wire.NONCE)
-        offer = wire.supported_macs()
-        conn.sendall(wire.greeting(snonce, offer))
-        answer = self._recv(conn, wire.ANSWER)
-        self.result["answer"] = answer
+        server = ServerHandshake(self.key)
+        conn.sendall(server.greeting)
+        while not server.done:
+            data = conn.recv(server.wanted)
+            if not data:
+                break
+            server.feed(data)
+        self.result["ok"] = server.ok
         if self.mode == "impostor":   # does not know the key: proves with its own
-            _, proof, _ = wire.check_client(self.key, snonce,
-                                            wire.client_response(self.key, snonce, offer)[0],
-                                            offer)
-            conn.sendall(proof)
+            server = ServerHandshake(self.key)
+            server.feed(ClientHandshake(self.key).answer(server.greeting))
+            conn.sendall(server.proof)
             return
-        checked = wire.check_client(self.key, snonce, answer, offer)
-        self.result["checked"] = checked
-        if checked is None:
+        if not server.ok:
             conn.close()             # hang up, as the controller does
             return
-        cnonce, proof, mac = checked
-        conn.sendall(proof)
-        c2s, s2c = wire.session_keys(self.key, snonce, cnonce)
-        self.result["keys"] = (c2s, s2c)
-        self.result["mac"] = mac
-        # then one message each way over the same connection
+        conn.sendall(server.proof)
+        self.result["keys"] = (server.c2s, server.s2c)
+        self.result["mac"] = server.mac
+        self._echo(conn, server)
+
+    def _echo(self, conn, server: ServerHandshake) -> None:
+        """One message each way over the authenticated connection."""
         conn.setblocking(False)
-        reader, writer = wire.MessageReader(c2s, mac), wire.MessageWriter(s2c, mac)
+        reader = wire.MessageReader(server.c2s, server.mac)
+        writer = wire.MessageWriter(server.s2c, server.mac)
         deadline = time.monotonic() + LIMIT
         got = []
         while not got and time.monotonic() < deadline:
@@ -801,7 +798,7 @@ def connect(server: Server) -> socket.socket:
 def test_handshake_with_the_right_key():
     server = Server(KEY)
     with connect(server) as sock:
-        send_key, recv_key, mac = wire.client_handshake(sock, KEY, timeout=5)
+        send_key, recv_key, mac = handshake.client_handshake(sock, KEY, timeout=5)
         sock.setblocking(False)
         writer, reader = wire.MessageWriter(send_key, mac), wire.MessageReader(recv_key, mac)
         writer.queue({"verb": "hello"}, [np.arange(1000)])
@@ -821,7 +818,7 @@ def test_handshakes_derive_fresh_keys_per_connection():
     for _ in range(2):
         server = Server(KEY)
         with connect(server) as sock:
-            keys.append(wire.client_handshake(sock, KEY, timeout=5))
+            keys.append(handshake.client_handshake(sock, KEY, timeout=5))
         server.result.setdefault("request", None)
         server.join()
     assert keys[0] != keys[1]
@@ -830,16 +827,16 @@ def test_handshakes_derive_fresh_keys_per_connection():
 def test_handshake_with_a_wrong_key():
     server = Server(KEY)
     with connect(server) as sock, pytest.raises(SecurityError, match="key"):
-        wire.client_handshake(sock, secrets.token_bytes(32), timeout=5)
+        handshake.client_handshake(sock, secrets.token_bytes(32), timeout=5)
     result = server.join()
-    assert result["checked"] is None
+    assert result["ok"] is False
     assert "keys" not in result
 
 
 def test_controller_that_cannot_prove_the_key():
     server = Server(secrets.token_bytes(32), mode="impostor")
     with connect(server) as sock, pytest.raises(SecurityError):
-        wire.client_handshake(sock, KEY, timeout=5)
+        handshake.client_handshake(sock, KEY, timeout=5)
     server.join()
 
 
@@ -847,7 +844,7 @@ def test_controller_that_cannot_prove_the_key():
 def test_garbage_greeting_is_a_cluster_error(mode):
     server = Server(KEY, mode=mode)
     with connect(server) as sock, pytest.raises(ClusterError) as info:
-        wire.client_handshake(sock, KEY, timeout=5)
+        handshake.client_handshake(sock, KEY, timeout=5)
     assert not isinstance(info.value, SecurityError)
     server.join()
 
@@ -856,7 +853,7 @@ def test_silent_server_times_out_with_cluster_error():
     server = Server(KEY, mode="silent")
     start = time.monotonic()
     with connect(server) as sock, pytest.raises(ClusterError, match="0.3"):
-        wire.client_handshake(sock, KEY, timeout=0.3)
+        handshake.client_handshake(sock, KEY, timeout=0.3)
     elapsed = time.monotonic() - start
     assert 0.25 < elapsed < 3
     server.join()
@@ -888,31 +885,100 @@ def test_small_messages_use_hmac_even_with_poly1305():
     assert len(small) - layout(small)["tag"] == wire.tag_size(wire.HMAC_SHA256)
 
 
+BOTH = wire.HMAC_SHA256 | wire.POLY1305
+
+
+def answered(answer: bytes, snonce: bytes, offer: int = BOTH,
+             key: bytes = KEY) -> ServerHandshake:
+    """The controller's side of a handshake (challenge ``snonce``) fed ``answer``."""
+    server = ServerHandshake(key, offer, snonce=snonce)
+    server.feed(answer)
+    return server
+
+
+def test_both_sides_agree():
+    server = ServerHandshake(KEY, BOTH)
+    client = ClientHandshake(KEY, macs=BOTH)
+    assert server.feed(client.answer(server.greeting)) == ANSWER
+    assert server.done and server.ok and server.wanted == 0
+    assert client.check(server.proof)
+    assert (client.c2s, client.s2c, client.mac) == (server.c2s, server.s2c, wire.POLY1305)
+    assert server.c2s != server.s2c and KEY not in (server.c2s, server.s2c)
+    assert ClientHandshake(KEY, macs=wire.HMAC_SHA256).answer(server.greeting)[NONCE] \
+        == wire.HMAC_SHA256
+
+
 def test_offer_and_choice_cannot_be_downgraded():
     """The proof covers the controller's offer and the client's choice."""
-    snonce = secrets.token_bytes(wire.NONCE)
-    both = wire.HMAC_SHA256 | wire.POLY1305
-    answer, _ = wire.client_response(KEY, snonce, both)
-    assert wire.check_client(KEY, snonce, answer, both) is not None
-    assert wire.check_client(KEY, snonce, answer, wire.HMAC_SHA256 if answer[wire.NONCE] ==
-                             wire.HMAC_SHA256 else wire.POLY1305) is None    # offer changed
-    changed = answer[:wire.NONCE] + bytes([answer[wire.NONCE] ^ 3]) + answer[wire.NONCE + 1:]
-    assert wire.check_client(KEY, snonce, changed, both) is None           # choice changed
+    snonce = secrets.token_bytes(NONCE)
+    greeting = ServerHandshake(KEY, BOTH, snonce=snonce).greeting
+    answer = ClientHandshake(KEY, macs=BOTH).answer(greeting)
+    assert answered(answer, snonce).ok
+    assert not answered(answer, snonce, offer=answer[NONCE]).ok             # offer changed
+    changed = answer[:NONCE] + bytes([answer[NONCE] ^ 3]) + answer[NONCE + 1:]
+    assert not answered(changed, snonce).ok                                 # choice changed
+    assert not answered(answer, snonce, offer=wire.HMAC_SHA256).ok          # not offered
 
 
-def test_check_client_rejects_malformed_answers():
-    snonce = secrets.token_bytes(wire.NONCE)
-    good, cnonce = wire.client_response(KEY, snonce)
-    checked = wire.check_client(KEY, snonce, good)
-    assert checked is not None and checked[0] == cnonce
-    assert wire.check_client(KEY, snonce, b"") is None
-    assert wire.check_client(KEY, snonce, good[:-1]) is None
-    assert wire.check_client(KEY, snonce, good + b"\0") is None
-    assert wire.check_client(KEY, snonce, flip(good, 5)) is None          # cnonce
-    assert wire.check_client(KEY, snonce, flip(good, len(good) - 1)) is None   # proof
+def test_server_handshake_rejects_malformed_answers():
+    snonce = secrets.token_bytes(NONCE)
+    client = ClientHandshake(KEY)
+    good = client.answer(ServerHandshake(KEY, BOTH, snonce=snonce).greeting)
+    assert client.check(answered(good, snonce).proof)
+    for short in (b"", good[:1], good[:-1]):
+        server = answered(short, snonce)
+        assert not server.done and not server.ok and server.wanted == ANSWER - len(short)
+    for bad in (flip(good, 5), flip(good, len(good) - 1), bytes(ANSWER)):   # cnonce, proof
+        server = answered(bad, snonce)
+        assert server.done and not server.ok and server.proof is None and server.c2s is None
     # an answer recorded for another challenge is worthless (no handshake replay)
-    assert wire.check_client(KEY, secrets.token_bytes(wire.NONCE), good) is None
-    assert wire.check_client(secrets.token_bytes(32), snonce, good) is None
+    assert not answered(good, secrets.token_bytes(NONCE)).ok
+    assert not answered(good, snonce, key=secrets.token_bytes(32)).ok
+
+
+def test_server_handshake_leaves_the_bytes_after_the_answer():
+    server = ServerHandshake(KEY)
+    answer = ClientHandshake(KEY).answer(server.greeting)
+    assert server.feed(answer[:10]) == 10
+    assert server.feed(memoryview(answer + b"PMSG and more")[10:]) == ANSWER - 10
+    assert server.ok and server.feed(b"more") == 0
+
+
+def test_server_handshake_never_raises_on_garbage():
+    """Whatever a peer sends before it is authenticated, in whatever pieces, the
+    controller's side ends in a clean failure (or keeps waiting), never an exception."""
+    rng = random.Random(11)
+    for _ in range(2000):
+        server = ServerHandshake(KEY, rng.choice([wire.HMAC_SHA256, BOTH]))
+        data = rng.randbytes(rng.choice([0, 1, ANSWER - 1, ANSWER, ANSWER + 1, 4096]))
+        if rng.random() < 0.5 and len(data) > NONCE:   # a valid MAC choice, a wrong proof
+            data = data[:NONCE] + bytes([rng.choice([1, 2, 3, 0, 255])]) + data[NONCE + 1:]
+        used = 0
+        while used < len(data) and not server.done:
+            step = rng.randint(1, 80)
+            n = server.feed(bytearray(data[used:used + step]))
+            assert 0 < n <= step
+            used += n
+        assert not server.ok and server.done == (len(data) >= ANSWER)
+        assert used == min(len(data), ANSWER)
+
+
+def test_nonces_must_be_32_bytes():
+    with pytest.raises(ValueError, match="32"):
+        ServerHandshake(KEY, snonce=b"short")
+    with pytest.raises(ValueError, match="32"):
+        ClientHandshake(KEY, cnonce=bytes(33))
+
+
+def test_client_handshake_rejects_bad_greetings():
+    client = ClientHandshake(KEY)
+    good = ServerHandshake(KEY).greeting
+    with pytest.raises(ClusterError, match="protocol 02 and this client 03"):
+        client.answer(b"PYMPEC02" + good[8:])
+    for bad in (b"", good[:-1], good + b"x", b"SSH-2.0-" + good[8:]):
+        with pytest.raises(ClusterError, match="not a pympec controller"):
+            client.answer(bad)
+    assert not client.check(bytes(32)), "no proof checks before an answer"
 
 
 # -- segments and early messages (streaming) -------------------------------------------
@@ -1002,8 +1068,8 @@ def test_segments_cannot_be_swapped():
     data[wire.SEGMENT:] = 7                      # the two segments differ
     raw = encoded(wire.MessageWriter(KEY), header, [data])
     t = layout(raw)["tags"]
-    seg1, seg2 = raw[t[0] + wire.TAG:t[1] + wire.TAG], raw[t[1] + wire.TAG:t[2] + wire.TAG]
-    swapped = raw[:t[0] + wire.TAG] + seg2 + seg1
+    seg1, seg2 = raw[t[0] + TAG:t[1] + TAG], raw[t[1] + TAG:t[2] + TAG]
+    swapped = raw[:t[0] + TAG] + seg2 + seg1
     with pytest.raises(ProtocolError):
         feed(wire.MessageReader(KEY), swapped)
 
@@ -1011,7 +1077,7 @@ def test_segments_cannot_be_swapped():
 def test_controller_of_another_protocol_version_is_named():
     """A client meeting a controller of another pympec version says so, instead of
     failing later on signatures."""
-    old = b"PYMPEC02" + secrets.token_bytes(wire.NONCE) + bytes([wire.HMAC_SHA256])
+    old = b"PYMPEC02" + secrets.token_bytes(NONCE) + bytes([wire.HMAC_SHA256])
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -1024,7 +1090,7 @@ def test_controller_of_another_protocol_version_is_named():
     thread.start()
     with socket.create_connection(listener.getsockname(), timeout=5) as sock, \
             pytest.raises(ClusterError, match="protocol 02 and this client 03"):
-        wire.client_handshake(sock, KEY, timeout=5)
+        handshake.client_handshake(sock, KEY, timeout=5)
     thread.join(timeout=LIMIT)
     listener.close()
 
@@ -1042,7 +1108,7 @@ def test_filling_frame_goes_out_only_as_it_lands(pair):
     out = bytearray()
     assert not writer.flush(a) and writer.stalled
     out += drain(b)
-    assert len(out) == layout(whole)["tags"][0] + wire.TAG, "part 0 and its tag only"
+    assert len(out) == layout(whole)["tags"][0] + TAG, "part 0 and its tag only"
     pieces = [(at, min(at + 700_000, len(data))) for at in range(0, len(data), 700_000)]
     for start, stop in [pieces[1], pieces[0], *pieces[2:]]:   # the first lands second
         filling.view[start:stop] = data[start:stop].tobytes()

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import connection
 from ..protocol import wire
+from ..protocol.handshake import client_handshake
 from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError,
                       WalltimeWarning)
 
@@ -72,8 +73,7 @@ class Session:
                 f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
                 f"start one with `pympec cluster start -n 4`") from None
         try:
-            send_key, recv_key, mac = wire.client_handshake(sock, self.info.key_bytes,
-                                                            self.timeout)
+            send_key, recv_key, mac = client_handshake(sock, self.info.key_bytes, self.timeout)
         except OSError as e:   # e.g. reset by a controller that is going down
             sock.close()
             if isinstance(e, ClusterError):   # already says what went wrong

@@ -42,6 +42,7 @@ from ..protocol import commands
 from ..protocol.commands import ENGINES, NONE, BadRequest, Command
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
+from ..protocol.handshake import ServerHandshake
 from ..errors import ClusterError, KernelError, ProtocolError
 from .tasks import LATER, TaskFarm
 
@@ -59,33 +60,28 @@ class Connection:
         self.sock = sock
         self.early = early   # which requests to take before their payload has arrived
         self.peer = peer
-        self.key = key
-        self.snonce = os.urandom(wire.NONCE)
-        self.offer = wire.supported_macs()
-        self.answer = b""
+        self.auth = ServerHandshake(key, wire.supported_macs())
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
         self.client: str | None = None
         sock.setblocking(False)
-        sock.send(wire.greeting(self.snonce, self.offer))   # always fits a new socket's buffer
+        sock.send(self.auth.greeting)   # always fits a new socket's buffer
 
     def handshake(self) -> bool | None:
         """Read the client's answer; True once authenticated, None if it failed."""
-        data = self.sock.recv(wire.ANSWER - len(self.answer))
+        # no more than the answer: what follows it is the first message, for the reader
+        data = self.sock.recv(self.auth.wanted)
         if not data:
             return None
-        self.answer += data
-        if len(self.answer) < wire.ANSWER:
+        self.auth.feed(data)
+        if not self.auth.done:
             return False
-        checked = wire.check_client(self.key, self.snonce, self.answer, self.offer)
-        if checked is None:
+        if not self.auth.ok:
             return None
-        cnonce, proof, mac = checked
-        self.sock.send(proof)
-        c2s, s2c = wire.session_keys(self.key, self.snonce, cnonce)
-        self.reader = wire.MessageReader(c2s, mac, early=self.early)
-        self.writer = wire.MessageWriter(s2c, mac)
+        self.sock.send(self.auth.proof)
+        self.reader = wire.MessageReader(self.auth.c2s, self.auth.mac, early=self.early)
+        self.writer = wire.MessageWriter(self.auth.s2c, self.auth.mac)
         return True
 
 

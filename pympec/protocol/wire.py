@@ -1,15 +1,8 @@
 """Framed, authenticated messages over one TCP socket.
 
 A connection opens with a challenge and response that proves both sides know the
-cluster key; nothing else is read before it succeeds::
-
-    controller -> client    b"PYMPEC03" + snonce + offer       (32 random bytes; MACs it has)
-    client -> controller    cnonce + choice + HMAC(key, b"client" + snonce + cnonce + offer + choice)
-    controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
-                            (or it hangs up)
-
-Each side then derives one key per direction from the cluster key and both nonces, and
-every message after that is::
+cluster key (:mod:`pympec.protocol.handshake`); nothing else is read before it
+succeeds.  It gives one key per direction, and every message after that is::
 
     +--------+------------+---------+---------------+--------+-----+-----------+-----+--
     | b"PMSG"| header len | nframes | frame lengths | header | tag | segment 1 | tag | ...
@@ -45,18 +38,13 @@ import hmac
 import itertools
 import json
 import os
-import secrets
 import socket
 import struct
 from typing import Any, Callable, Iterable, Iterator
 
 from .buffers import ALIGN, allocate
-from ..errors import ClusterError, ProtocolError, SecurityError
+from ..errors import ClusterError, ProtocolError
 
-GREETING = b"PYMPEC03"    # the protocol version: 03 signs messages per segment
-NONCE = 32
-TAG = 32                  # handshake proofs: HMAC-SHA256
-ANSWER = 32 + 1 + TAG     # the client's answer: cnonce, chosen MAC, proof
 MAGIC = b"PMSG"
 PREFIX = struct.Struct("!4sII")
 LENGTH = struct.Struct("!Q")
@@ -101,12 +89,19 @@ def supported_macs() -> int:
     return HMAC_SHA256 if Poly1305 is None else HMAC_SHA256 | POLY1305
 
 
+def hmac_sha256(key: bytes, *parts: bytes) -> bytes:
+    """HMAC-SHA256 under ``key`` of ``parts``, back to back: the handshake's proofs and
+    session keys, and Poly1305's one-time keys."""
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
 class _Poly1305:
     """Poly1305 under a one-time key per message, HMAC-SHA256(direction key, b"poly1305"
     || sequence number): Poly1305 must never see a key twice, and this one never does."""
 
     def __init__(self, key: bytes, seq: int, part: int) -> None:
-        self._poly = Poly1305(_mac(key, b"poly1305", LENGTH.pack(seq), LENGTH.pack(part)))
+        self._poly = Poly1305(hmac_sha256(key, b"poly1305", LENGTH.pack(seq),
+                                          LENGTH.pack(part)))
         self.update = self._poly.update
 
     def digest(self) -> bytes:
@@ -146,91 +141,6 @@ def mac_for(kind: int, nbytes: int) -> int:
 
 def tag_size(kind: int) -> int:
     return 16 if kind == POLY1305 else 32
-
-
-# -- the handshake -----------------------------------------------------------------
-
-def _mac(key: bytes, *parts: bytes) -> bytes:
-    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
-
-
-def session_keys(key: bytes, snonce: bytes, cnonce: bytes) -> tuple[bytes, bytes]:
-    """(client-to-controller key, controller-to-client key) for one connection."""
-    return _mac(key, b"c2s", snonce, cnonce), _mac(key, b"s2c", snonce, cnonce)
-
-
-def greeting(snonce: bytes, offer: int) -> bytes:
-    """What the controller sends first: who it is, its challenge, the MACs it offers."""
-    return GREETING + snonce + bytes([offer])
-
-
-def client_response(key: bytes, snonce: bytes, offer: int = HMAC_SHA256) -> tuple[bytes, bytes]:
-    """The client's answer to a challenge: (cnonce + chosen MAC + proof, cnonce).
-    It picks Poly1305 when both sides have it; the proof covers offer and choice, so
-    nobody in between can downgrade them."""
-    cnonce = secrets.token_bytes(NONCE)
-    choice = POLY1305 if offer & supported_macs() & POLY1305 else HMAC_SHA256
-    picked = bytes([offer, choice])
-    return cnonce + picked[1:] + _mac(key, b"client", snonce, cnonce, picked), cnonce
-
-
-def check_client(key: bytes, snonce: bytes, answer: bytes,
-                 offer: int = HMAC_SHA256) -> tuple[bytes, bytes, int] | None:
-    """On the controller: (cnonce, proof of the server, chosen MAC) if ``answer`` is
-    right, else None."""
-    if len(answer) != ANSWER:
-        return None
-    cnonce, choice, proof = answer[:NONCE], answer[NONCE], answer[NONCE + 1:]
-    picked = bytes([offer, choice])
-    if choice not in (HMAC_SHA256, POLY1305) or not choice & offer or not \
-            hmac.compare_digest(proof, _mac(key, b"client", snonce, cnonce, picked)):
-        return None
-    return cnonce, _mac(key, b"server", snonce, cnonce, picked), choice
-
-
-def client_handshake(sock: socket.socket, key: bytes,
-                     timeout: float) -> tuple[bytes, bytes, int]:
-    """Authenticate a freshly connected (blocking) socket; returns (send key, receive
-    key, MAC kind).
-
-    Raises SecurityError when the controller rejects the key or cannot prove it knows it,
-    and ClusterError when the peer is not a pympec controller or does not answer in time.
-    """
-    sock.settimeout(timeout)
-    try:
-        hello = _recv_exactly(sock, len(GREETING) + NONCE + 1)
-        if not hello.startswith(GREETING):
-            if hello.startswith(GREETING[:6]):
-                raise ClusterError(
-                    f"the controller speaks pympec protocol {hello[6:8].decode(errors='replace')}"
-                    f" and this client {GREETING[6:].decode()}: run the same pympec version "
-                    f"on both sides")
-            raise ClusterError("the peer is not a pympec controller (bad greeting)")
-        snonce, offer = hello[len(GREETING):-1], hello[-1]
-        answer, cnonce = client_response(key, snonce, offer)
-        picked = bytes([offer, answer[NONCE]])
-        sock.sendall(answer)
-        try:
-            proof = _recv_exactly(sock, TAG)
-        except ClusterError:
-            raise SecurityError("the controller rejected this client's key: the connection "
-                                "file does not belong to the running cluster") from None
-        if not hmac.compare_digest(proof, _mac(key, b"server", snonce, cnonce, picked)):
-            raise SecurityError("the controller failed to prove it knows the key")
-    except socket.timeout:
-        raise ClusterError(f"no pympec handshake from the controller within {timeout:g} s") from None
-    c2s, s2c = session_keys(key, snonce, cnonce)
-    return c2s, s2c, picked[1]
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ClusterError("the controller closed the connection during the handshake")
-        data += chunk
-    return bytes(data)
 
 
 # -- messages ----------------------------------------------------------------------
