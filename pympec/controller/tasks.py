@@ -34,11 +34,11 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
-import os
 import time
 from typing import Any
 
 from ..errors import KernelError
+from .. import settings
 
 log = logging.getLogger("pympec.controller.tasks")
 
@@ -47,7 +47,6 @@ PENALTY = 1.0          # seconds an engine waits before it may retry a task it f
 SHORT = 0.005          # tasks shorter than this (on average) are batched
 MAX_BATCH = 256
 MAX_FETCH = 20000      # results per fetch reply
-DEFAULT_CAP = int(os.environ.get("PYMPEC_TASK_RESULT_CAP", 1 << 30))
 
 
 class Task:
@@ -111,7 +110,7 @@ class TaskQueue:
         self.done: dict[int, tuple[dict, list]] = {}   # results held, by id
         self.unfetched: dict[str, dict[int, None]] = collections.defaultdict(dict)
         self.held_bytes = 0
-        self.cap = DEFAULT_CAP
+        self.cap = settings.TASK_RESULT_CAP.get()
         self.parked: list[tuple[str, str, list | None, float]] = []
         self.avg: float | None = None            # mean task run time, moving
         self.batch_seq = 0

@@ -14,14 +14,15 @@ The spin is a time, not a count of polls: a sleep shorter than the kernel's time
 (about 50 us) lasts the slack anyway, so short waits are best spent polling.
 
 ``PYMPEC_BACKOFF`` tunes it: a number sets ``max`` in seconds (``PYMPEC_BACKOFF=0.002``),
-or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=0.0005"``.
+or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=0.0005"``
+(parsed by :data:`pympec.settings.BACKOFF`).
 """
 from __future__ import annotations
 
 import os
 import time
 
-_FIELDS = ("spin", "start", "max", "idle", "idle_max")
+from .. import settings
 
 # The limits for a rank whose peers ring its doorbell (pympec.protocol.doorbell) whenever they send
 # it work: its sleeps only guard against a lost ring, so they can be long (idle, it wakes
@@ -39,7 +40,7 @@ class Backoff:
         self.max = float(max)
         self.idle = float(idle)
         self.idle_max = float(idle_max)
-        for name in _FIELDS:
+        for name in settings.BACKOFF_FIELDS:
             value = getattr(self, name)
             if not 0 <= value < float("inf"):   # also rejects NaN
                 raise ValueError(f"backoff {name} must be a finite number >= 0, not {value}")
@@ -47,24 +48,11 @@ class Backoff:
 
     @classmethod
     def from_env(cls, **defaults: float) -> "Backoff":
-        """A Backoff with ``defaults`` overridden by ``$PYMPEC_BACKOFF`` (see module doc)."""
-        text = os.environ.get("PYMPEC_BACKOFF", "").strip()
-        settings = dict(defaults)
-        if text:
-            try:
-                if "=" not in text:
-                    settings["max"] = float(text)
-                else:
-                    for item in text.split(","):
-                        name, value = (part.strip() for part in item.split("="))
-                        if name not in _FIELDS:
-                            raise ValueError(f"unknown field {name!r}")
-                        settings[name] = float(value)
-                return cls(**settings)
-            except ValueError as e:
-                raise ValueError(f"bad PYMPEC_BACKOFF={text!r}: {e}; "
-                                 f"expected seconds or fields {', '.join(_FIELDS)}") from None
-        return cls(**settings)
+        """A Backoff with ``defaults`` overridden by ``$PYMPEC_BACKOFF`` (see module doc).
+
+        Raises SettingError (a ValueError) naming a bad value.
+        """
+        return cls(**{**defaults, **settings.BACKOFF.get()})
 
     def reset(self, spin: bool = True) -> None:
         """Note activity: polls come quickly again, without sleeping for ``spin`` seconds
