@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 from .. import settings
 
@@ -31,10 +32,16 @@ RUNG = {"max": 0.05, "idle_max": 0.2}
 
 
 class Backoff:
-    """Exponential sleep backoff between polls; call :meth:`reset` on activity."""
+    """Exponential sleep backoff between polls; call :meth:`reset` on activity.
+
+    ``clock`` gives the time in seconds (``time.monotonic``; tests pass a fake one).
+    Raises ValueError unless every field is a finite number >= 0.
+    """
 
     def __init__(self, *, spin: float = 2e-4, start: float = 5e-5, max: float = 1e-3,
-                 idle: float = 1.0, idle_max: float = 0.02) -> None:
+                 idle: float = 1.0, idle_max: float = 0.02,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.spin = float(spin)
         self.start = float(start)
         self.max = float(max)
@@ -58,12 +65,12 @@ class Backoff:
         """Note activity: polls come quickly again, without sleeping for ``spin`` seconds
         unless ``spin`` is False (for a rank that something else will wake)."""
         self._delay = 0.0
-        self._active_at = time.monotonic()
+        self._active_at = self.clock()
         self._spin_until = self._active_at + (self.spin if spin else 0.0)
 
     def delay(self) -> float:
         """The next sleep, in seconds; each call advances the backoff."""
-        now = time.monotonic()
+        now = self.clock()
         if now < self._spin_until:
             return 0.0
         cap = self.max
