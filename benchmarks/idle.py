@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from pympec.protocol import buffers
+from pympec import settings
 
 from .common import Result, children, cmdline, cpu_seconds
 from .context import Context
@@ -29,7 +29,7 @@ def run(ctx: Context) -> list[Result]:
         mec.execute("pass")           # then leave it alone
     finally:
         mec.close()
-    time.sleep(buffers.KEEP + 1.0)    # idle regime: long sleeps, pooled buffers given back
+    time.sleep(settings.BUFFER_KEEP.get() + 1.0)   # idle regime: long sleeps, buffers given back
     ranks = [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
     before = {p: cpu_seconds(p) for p in ranks}
     t0 = time.monotonic()

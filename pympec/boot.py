@@ -21,6 +21,7 @@ import sys
 
 from mpi4py import MPI
 
+from . import settings
 from .paths import log_dir
 from .protocol.mpiwire import CONTROLLER
 
@@ -51,6 +52,7 @@ def setup_logging(cluster_id: str, rank: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run this rank: the controller on rank 0, an engine elsewhere, until shutdown."""
     args = parse_args(argv)
+    settings.check()   # before any MPI call: every rank stops alike on a bad value
     world = MPI.COMM_WORLD
     runtime = world.Dup()          # runtime traffic only: never seen by user code
     rank, size = runtime.Get_rank(), runtime.Get_size()
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 def profiled(rank: int):
     """With ``PYMPEC_PROFILE=DIR``, run this rank under cProfile and write its profile
     to DIR/rank<rank>.prof on a clean exit (read it with ``python -m pstats``)."""
-    where = os.environ.get("PYMPEC_PROFILE")
+    where = settings.PROFILE.get()
     if not where:
         yield
         return

@@ -9,15 +9,16 @@ when set (as ``IPYTHONDIR`` relocated ``~/.ipython``)::
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import settings
 
 DEFAULT_PROFILE = "default"
 
 
 def base_dir() -> Path:
     """The pympec directory: ``$PYMPEC_DIR`` or ``~/.pympec``."""
-    return Path(os.environ.get("PYMPEC_DIR") or Path.home() / ".pympec")
+    return Path(settings.DIR.get() or Path.home() / ".pympec")
 
 
 def security_dir() -> Path:

@@ -16,20 +16,13 @@ import time
 import uuid
 from typing import Any
 
-from .. import connection
+from .. import connection, settings
 from ..protocol import wire
 from ..protocol.handshake import client_handshake
 from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError,
                       WalltimeWarning)
 
 ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
-
-# After sending, a client polls its socket without sleeping for this many seconds before
-# it sleeps in select: a short call's reply then costs no wake-up (PYMPEC_CLIENT_SPIN).
-SPIN = float(os.environ.get("PYMPEC_CLIENT_SPIN", 1e-3))
-
-# Warn this many seconds before a batch job's walltime ends (PYMPEC_WALLTIME_WARNING).
-WALLTIME_WARNING = float(os.environ.get("PYMPEC_WALLTIME_WARNING", 600))
 
 
 class Session:
@@ -132,7 +125,7 @@ class Session:
         if end is None or self.warned:
             return
         left = end - time.time()
-        if left < WALLTIME_WARNING:
+        if left < settings.WALLTIME_WARNING.get():
             self.warned = True
             warnings.warn(f"the cluster's batch job reaches its walltime in {max(left, 0):.0f} s "
                           f"and will be killed then: pull the results you need now",
@@ -174,7 +167,8 @@ class Session:
         seconds (None waits as long as the cluster lives)."""
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
-        spin_until = now + SPIN
+        # Poll without sleeping at first: a short call's reply then costs no wake-up.
+        spin_until = now + settings.CLIENT_SPIN.get()
         while request_id not in self.replies:
             if self.sock is None:
                 self.connect()   # the controller kept our results while we were away

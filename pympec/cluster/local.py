@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import connection, paths
+from .. import connection, paths, settings
 from ..errors import ClusterError, KernelError
 
 
 def find_mpiexec() -> str:
     """``$PYMPEC_MPIEXEC``, the mpiexec beside this Python (the ``mpich`` wheel puts it
     there), or the one on PATH."""
-    candidates = [os.environ.get("PYMPEC_MPIEXEC"),
+    candidates = [settings.MPIEXEC.get(),
                   os.path.join(os.path.dirname(sys.executable), "mpiexec"),
                   shutil.which("mpiexec")]
     for path in candidates:

@@ -44,12 +44,12 @@ from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
 from ..protocol.handshake import ServerHandshake
 from ..errors import ClusterError, KernelError, ProtocolError
+from .. import settings
 from .tasks import LATER, TaskFarm
 
 log = logging.getLogger("pympec.controller")
 
 HANDSHAKE_TIMEOUT = 10.0
-RESULT_CAP = int(os.environ.get("PYMPEC_RESULT_CAP", 2 << 30))  # bytes kept for absent clients
 
 
 class Connection:
@@ -301,12 +301,13 @@ class Controller:
         size = sum(len(f) for f in frames)
         self.kept[client][header["id"]] = (header, frames, size)
         self.kept_bytes += size
-        while self.kept_bytes > RESULT_CAP:
+        cap = settings.RESULT_CAP.get()   # bytes kept for absent clients
+        while self.kept_bytes > cap:
             oldest = max(self.kept.values(), key=lambda kept: sum(e[2] for e in kept.values()))
             _, (_, _, dropped) = oldest.popitem(last=False)
             self.kept_bytes -= dropped
             log.warning("result store over %d bytes (PYMPEC_RESULT_CAP): dropped the "
-                        "oldest unacknowledged result", RESULT_CAP)
+                        "oldest unacknowledged result", cap)
         conn = self.clients.get(client)
         if conn is not None:
             self.send(conn, header, frames)
@@ -446,11 +447,10 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = Fals
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
     listener, address = listen(args.ip, args.port)
-    end_time = os.environ.get("PYMPEC_END_TIME")
     info = ConnectionInfo(address=address, port=listener.getsockname()[1],
                           cluster_id=cluster_id, engines=comm.Get_size() - 1, pid=os.getpid(),
                           started=time.time(), sshserver=args.sshserver,
-                          end_time=float(end_time) if end_time else None)
+                          end_time=settings.END_TIME.get())
     path = str(resolve(args.connection_file or args.profile))
     info.write(path)
     log.info("controller of cluster %s listening on %s:%d; %d engines; connection file %s",

@@ -39,11 +39,11 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
-import os
 import time
 from typing import Any, Callable, NamedTuple
 
 from ..errors import KernelError
+from .. import settings
 from .engines import Dispatcher
 
 log = logging.getLogger("pympec.controller.tasks")
@@ -53,7 +53,6 @@ PENALTY = 1.0          # seconds an engine waits before it may retry a task it f
 SHORT = 0.005          # tasks shorter than this (on average) are batched
 MAX_BATCH = 256
 MAX_FETCH = 20000      # results per fetch reply
-DEFAULT_CAP = int(os.environ.get("PYMPEC_TASK_RESULT_CAP", 1 << 30))
 LATER = object()       # a handler's value when it answers the client itself, later
 
 Reply = Callable[[str, Any, Any, list], bool]   # (client, request id, value, frames)
@@ -129,7 +128,7 @@ class TaskFarm:
         self.done: dict[int, Result] = {}        # results held, by id
         self.unfetched: dict[str, dict[int, None]] = collections.defaultdict(dict)
         self.held_bytes = 0
-        self.cap = DEFAULT_CAP
+        self.cap = settings.TASK_RESULT_CAP.get()
         self.parked: list[ParkedFetch] = []
         self.avg: float | None = None            # mean task run time, moving
         self.last_check = 0.0

@@ -14,14 +14,16 @@ The spin is a time, not a count of polls: a sleep shorter than the kernel's time
 (about 50 us) lasts the slack anyway, so short waits are best spent polling.
 
 ``PYMPEC_BACKOFF`` tunes it: a number sets ``max`` in seconds (``PYMPEC_BACKOFF=0.002``),
-or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=0.0005"``.
+or give fields by name: ``PYMPEC_BACKOFF="max=0.001,idle=2,idle_max=0.05,spin=0.0005"``
+(parsed by :data:`pympec.settings.BACKOFF`).
 """
 from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
-_FIELDS = ("spin", "start", "max", "idle", "idle_max")
+from .. import settings
 
 # The limits for a rank whose peers ring its doorbell (pympec.protocol.doorbell) whenever they send
 # it work: its sleeps only guard against a lost ring, so they can be long (idle, it wakes
@@ -30,16 +32,22 @@ RUNG = {"max": 0.05, "idle_max": 0.2}
 
 
 class Backoff:
-    """Exponential sleep backoff between polls; call :meth:`reset` on activity."""
+    """Exponential sleep backoff between polls; call :meth:`reset` on activity.
+
+    ``clock`` gives the time in seconds (``time.monotonic``; tests pass a fake one).
+    Raises ValueError unless every field is a finite number >= 0.
+    """
 
     def __init__(self, *, spin: float = 2e-4, start: float = 5e-5, max: float = 1e-3,
-                 idle: float = 1.0, idle_max: float = 0.02) -> None:
+                 idle: float = 1.0, idle_max: float = 0.02,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.spin = float(spin)
         self.start = float(start)
         self.max = float(max)
         self.idle = float(idle)
         self.idle_max = float(idle_max)
-        for name in _FIELDS:
+        for name in settings.BACKOFF_FIELDS:
             value = getattr(self, name)
             if not 0 <= value < float("inf"):   # also rejects NaN
                 raise ValueError(f"backoff {name} must be a finite number >= 0, not {value}")
@@ -47,35 +55,22 @@ class Backoff:
 
     @classmethod
     def from_env(cls, **defaults: float) -> "Backoff":
-        """A Backoff with ``defaults`` overridden by ``$PYMPEC_BACKOFF`` (see module doc)."""
-        text = os.environ.get("PYMPEC_BACKOFF", "").strip()
-        settings = dict(defaults)
-        if text:
-            try:
-                if "=" not in text:
-                    settings["max"] = float(text)
-                else:
-                    for item in text.split(","):
-                        name, value = (part.strip() for part in item.split("="))
-                        if name not in _FIELDS:
-                            raise ValueError(f"unknown field {name!r}")
-                        settings[name] = float(value)
-                return cls(**settings)
-            except ValueError as e:
-                raise ValueError(f"bad PYMPEC_BACKOFF={text!r}: {e}; "
-                                 f"expected seconds or fields {', '.join(_FIELDS)}") from None
-        return cls(**settings)
+        """A Backoff with ``defaults`` overridden by ``$PYMPEC_BACKOFF`` (see module doc).
+
+        Raises SettingError (a ValueError) naming a bad value.
+        """
+        return cls(**{**defaults, **settings.BACKOFF.get()})
 
     def reset(self, spin: bool = True) -> None:
         """Note activity: polls come quickly again, without sleeping for ``spin`` seconds
         unless ``spin`` is False (for a rank that something else will wake)."""
         self._delay = 0.0
-        self._active_at = time.monotonic()
+        self._active_at = self.clock()
         self._spin_until = self._active_at + (self.spin if spin else 0.0)
 
     def delay(self) -> float:
         """The next sleep, in seconds; each call advances the backoff."""
-        now = time.monotonic()
+        now = self.clock()
         if now < self._spin_until:
             return 0.0
         cap = self.max

@@ -23,7 +23,6 @@ every caller overwrites what it allocates).
 """
 from __future__ import annotations
 
-import os
 import sys
 import sysconfig
 import threading
@@ -31,10 +30,10 @@ import time
 
 import numpy as np
 
+from .. import settings
+
 ALIGN = 64
 POOL_FROM = 1 << 20          # smaller buffers come straight from malloc, which is warm
-KEEP = float(os.environ.get("PYMPEC_BUFFER_KEEP", 5.0))
-CAP = int(os.environ.get("PYMPEC_BUFFER_CAP", 2 << 30))
 TRIM_EVERY = 0.1             # seconds between trims that look at the pool
 
 
@@ -51,13 +50,24 @@ class _Pooled:
 
 
 class BufferPool:
-    """Large aligned buffers, reused once free (see the module doc)."""
+    """Large aligned buffers, reused once free (see the module doc).  ``keep`` and
+    ``cap`` left None follow PYMPEC_BUFFER_KEEP and PYMPEC_BUFFER_CAP, read at use."""
 
-    def __init__(self, keep: float = KEEP, cap: int = CAP) -> None:
-        self.keep, self.cap = keep, cap
+    def __init__(self, keep: float | None = None, cap: int | None = None) -> None:
+        self._keep, self._cap = keep, cap
         self.entries: list[_Pooled] = []
         self.lock = threading.Lock()
         self.trimmed = 0.0
+
+    @property
+    def keep(self) -> float:
+        """Seconds a free buffer waits for reuse; raises SettingError on a bad setting."""
+        return settings.BUFFER_KEEP.get() if self._keep is None else self._keep
+
+    @property
+    def cap(self) -> int:
+        """Free bytes kept (0: the pool is off); raises SettingError on a bad setting."""
+        return settings.BUFFER_CAP.get() if self._cap is None else self._cap
 
     def allocate(self, nbytes: int) -> memoryview:
         """A writable, 64-byte aligned buffer of ``nbytes`` bytes, not zero-filled."""
@@ -119,7 +129,7 @@ def refcounts_tell() -> bool:
     (the free-threaded build and other Pythons count differently), checked once."""
     if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
         return False
-    pool = BufferPool(cap=POOL_FROM)
+    pool = BufferPool(keep=1.0, cap=POOL_FROM)   # not the settings: import must not read them
     view = pool.allocate(POOL_FROM)
     held = np.frombuffer(view, np.uint8)
     del view
@@ -128,6 +138,6 @@ def refcounts_tell() -> bool:
     return in_use and pool.entries[0].free()
 
 
-POOL = BufferPool(cap=CAP if refcounts_tell() else 0)   # off where counts cannot tell
+POOL = BufferPool(cap=None if refcounts_tell() else 0)   # off where counts cannot tell
 allocate = POOL.allocate
 trim = POOL.trim

@@ -37,20 +37,19 @@ import hashlib
 import hmac
 import itertools
 import json
-import os
 import socket
 import struct
 from typing import Any, Callable, Iterable, Iterator
 
 from .buffers import ALIGN, allocate
 from ..errors import ClusterError, ProtocolError
+from .. import settings
 
 MAGIC = b"PMSG"
 PREFIX = struct.Struct("!4sII")
 LENGTH = struct.Struct("!Q")
 MAX_HEADER = 64 << 20
 MAX_FRAMES = 1 << 20
-MAX_MESSAGE = int(os.environ.get("PYMPEC_MAX_MESSAGE", 1 << 40))   # bytes of frames
 _STAGE = 1 << 16          # reads smaller than this go through one staging buffer
 _IOV_MAX = 512            # buffers per sendmsg call (Linux allows 1024)
 SEGMENT = 1 << 20         # frame bytes per signed segment (part) of a message
@@ -269,9 +268,10 @@ class MessageReader:
         for n in self._lengths:
             self._offsets.append(total)
             total += aligned(n)
-        if total > MAX_MESSAGE:
+        limit = settings.MAX_MESSAGE.get()
+        if total > limit:
             raise ProtocolError(f"message of {total} bytes is over the limit of "
-                                f"{MAX_MESSAGE} (PYMPEC_MAX_MESSAGE)")
+                                f"{limit} (PYMPEC_MAX_MESSAGE)")
         try:
             self._payload = allocate(total)
         except (MemoryError, ValueError) as e:

@@ -1,0 +1,248 @@
+"""Every ``PYMPEC_*`` environment variable, declared once and read where it is used.
+
+    setting = Setting(name, kind, default, doc, low, high)     declared here, once
+    setting.get()   ──> os.environ[name] now ──> same text as last time? the value parsed then
+                                             └─> else parse and check it: the value, or SettingError
+
+Each ``get()`` looks at the environment again, so ``monkeypatch.setenv`` and a variable set
+in the process take effect without a reimport; remembering the last text keeps a read per
+message cheap.  Importing pympec never reads a setting, so a bad value fails only the code
+that uses it (and a cluster's ranks at startup, see :func:`check`), with a
+:class:`SettingError` that names the variable, the value and what is expected.
+
+``python -m pympec.settings > docs/settings.md`` writes the table of them all.
+The batch defaults ``PYMPEC_BATCH__<KEY>`` and ``PYMPEC_<SCHEDULER>__<KEY>`` keep their own
+parser (:mod:`pympec.cluster.batch.config`); the table lists them as a family.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+
+class SettingError(ValueError):
+    """An environment variable whose value cannot be used; the message names the
+    variable and the value, and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to read one type of value from the environment and how to show it."""
+    name: str                         # the type, as the table shows it
+    expected: str                     # what a good value looks like, for error messages
+    parse: Callable[[str], Any]       # raises ValueError (its text, if any, is a detail)
+    show: Callable[[Any], str]        # a value as a user would write it
+    numeric: bool = True              # checked against the setting's low..high
+    span: str = ""                    # the range, for kinds that are not numeric
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    found = re.fullmatch(r"\s*([+-]?\d+)\s*([KMGT]?)\s*", text, re.I)
+    if not found:
+        raise ValueError()
+    return int(found[1]) * _UNITS[found[2].upper()]
+
+
+def _show_bytes(n: int) -> str:
+    for suffix in "TGMK":
+        if n and n % _UNITS[suffix] == 0:
+            return f"{n // _UNITS[suffix]}{suffix}"
+    return str(n)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError() from None   # the message says what is expected; float's adds nothing
+    if not math.isfinite(value):       # inf and nan: no time to wait or compare against
+        raise ValueError()
+    return value
+
+
+BACKOFF_FIELDS = ("spin", "start", "max", "idle", "idle_max")
+
+
+def _backoff(text: str) -> Mapping[str, float]:
+    """``0.002`` (``max``, in seconds) or ``max=0.001,idle=2``: the Backoff fields set."""
+    fields: dict[str, float] = {}
+    if "=" not in text:
+        fields["max"] = _seconds(text)
+    else:
+        for item in text.split(","):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name not in BACKOFF_FIELDS:
+                raise ValueError(f"unknown field {name!r}")
+            fields[name] = _seconds(value)
+    for name, value in fields.items():
+        if value < 0:
+            raise ValueError(f"{name} is negative")
+    return MappingProxyType(fields)   # read-only: the remembered value is shared
+
+
+BYTES = Kind("bytes", "a byte count such as 2147483648 or 2G", _bytes, _show_bytes)
+SECONDS = Kind("seconds", "a finite number of seconds such as 600 or 0.5", _seconds,
+               lambda value: f"{value:g}")
+PATH = Kind("path", "a path", str, str, numeric=False, span="any")
+BACKOFF_KIND = Kind(
+    "seconds, or fields",
+    f"seconds (the max sleep), or name=seconds fields among {', '.join(BACKOFF_FIELDS)} "
+    f"separated by commas, each finite and >= 0", _backoff,
+    lambda fields: ",".join(f"{name}={value:g}" for name, value in fields.items()),
+    numeric=False, span="each field >= 0")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``PYMPEC_*`` environment variable: its type, default, range and what it does."""
+    name: str
+    kind: Kind
+    default: Any                      # the value when the variable is unset or blank
+    doc: str                          # one line, for the table
+    low: float = 0
+    high: float = math.inf
+    shown: str | None = None          # the default as the table shows it, if not kind.show
+    # The last (text, value) parsed: a one-item list, as the dataclass is frozen.
+    _last: list = field(default_factory=lambda: [None], init=False, repr=False, compare=False)
+
+    def get(self) -> Any:
+        """The variable's value now (the default when unset or blank).
+
+        Raises SettingError when the value cannot be used; never blocks.
+        """
+        raw = os.environ.get(self.name, "")
+        last = self._last[0]
+        if last is not None and last[0] == raw:
+            return last[1]
+        value = self.parse(raw)
+        self._last[0] = (raw, value)   # one tuple, swapped whole: safe across threads
+        return value
+
+    def parse(self, raw: str) -> Any:
+        """The value ``raw`` stands for (the default when blank); raises SettingError."""
+        if not raw.strip():
+            return self.default
+        try:
+            value = self.kind.parse(raw)
+            if self.kind.numeric and not self.low <= value <= self.high:
+                raise ValueError()
+        except ValueError as e:
+            detail = f" ({e})" if str(e) else ""
+            raise SettingError(f"{self.name}={raw!r}: expected {self.expected()}{detail}") \
+                from None
+        return value
+
+    def expected(self) -> str:
+        """What a good value looks like, range included."""
+        return f"{self.kind.expected}, {self.span()}" if self.kind.numeric else self.kind.expected
+
+    def span(self) -> str:
+        """The allowed range, as the table shows it."""
+        if not self.kind.numeric:
+            return self.kind.span
+        if self.high == math.inf:
+            return f">= {self.kind.show(self.low)}"
+        return f"{self.kind.show(self.low)} to {self.kind.show(self.high)}"
+
+    def default_text(self) -> str:
+        """The default, as the table shows it."""
+        return self.shown if self.shown is not None else self.kind.show(self.default)
+
+
+DIR = Setting("PYMPEC_DIR", PATH, None, "Where pympec keeps connection files (`security/`), "
+              "per-rank logs (`log/`) and `config.toml`.", shown="`~/.pympec`")
+MPIEXEC = Setting("PYMPEC_MPIEXEC", PATH, None, "The mpiexec that starts local clusters.",
+                  shown="the one beside Python, else on PATH")
+PROFILE = Setting("PYMPEC_PROFILE", PATH, None, "A directory: every rank runs under cProfile "
+                  "and writes `rank<N>.prof` there on a clean exit.", shown="unset: off")
+END_TIME = Setting("PYMPEC_END_TIME", SECONDS, None, "When the batch job ends, in unix "
+                   "seconds; job scripts set it, the controller tells clients.",
+                   shown="unset: no end")
+WALLTIME_WARNING = Setting("PYMPEC_WALLTIME_WARNING", SECONDS, 600.0, "A client warns this "
+                           "many seconds before its cluster's batch job reaches its walltime.")
+CLIENT_SPIN = Setting("PYMPEC_CLIENT_SPIN", SECONDS, 1e-3, "After sending, a client polls its "
+                      "socket this long before it sleeps, so a short call's reply costs no "
+                      "wake-up.")
+BACKOFF = Setting("PYMPEC_BACKOFF", BACKOFF_KIND, MappingProxyType({}), "How long idle ranks "
+                  "sleep between polls: `0.002` sets `max`, or give fields by name "
+                  "(`max=0.001,idle=2,idle_max=0.05,spin=0.0005`); see docs/performance.md.",
+                  shown="per rank")
+MAX_MESSAGE = Setting("PYMPEC_MAX_MESSAGE", BYTES, 1 << 40, "The largest message (bytes of "
+                      "frames) a controller or client accepts; a larger one is refused before "
+                      "anything is allocated.")
+RESULT_CAP = Setting("PYMPEC_RESULT_CAP", BYTES, 2 << 30, "Bytes of results the controller "
+                     "keeps until their clients acknowledge them (to resend after a "
+                     "reconnect); past it, the oldest are dropped.")
+TASK_RESULT_CAP = Setting("PYMPEC_TASK_RESULT_CAP", BYTES, 1 << 30, "Bytes of task results the "
+                          "controller holds unfetched before it refuses new submissions "
+                          "(`tc.configure(result_cap=...)` changes it per cluster).")
+BUFFER_CAP = Setting("PYMPEC_BUFFER_CAP", BYTES, 2 << 30, "Free bytes the warm-buffer pool "
+                     "keeps for reuse; 0 turns the pool off.")
+BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled buffer waits "
+                      "for reuse before it goes back to the system.")
+
+SETTINGS: tuple[Setting, ...] = (
+    DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, CLIENT_SPIN, BACKOFF, MAX_MESSAGE,
+    RESULT_CAP, TASK_RESULT_CAP, BUFFER_CAP, BUFFER_KEEP)
+
+
+def check() -> None:
+    """Read every setting now; raises SettingError on the first bad one.
+
+    Ranks call it first thing, so a bad value stops the whole cluster at startup (every
+    rank sees the same environment) instead of the controller's loop at first use.
+    """
+    for setting in SETTINGS:
+        setting.get()
+
+
+INTRO = """\
+# Settings
+
+<!-- Generated from pympec/settings.py by `python -m pympec.settings > docs/settings.md`;
+     edit the declarations there, not this file (tests/test_settings.py checks it). -->
+
+pympec reads these environment variables where it uses them, each time, so a value set in
+the process (or by `monkeypatch.setenv` in a test) takes effect at once. Unset or blank
+means the default. Set the ones the cluster reads in the environment of `mpiexec` (or of
+the batch job), so every rank sees them.
+
+Byte counts are integers, or take a suffix `K`, `M`, `G` or `T` (powers of 1024: `2G` is
+2147483648). Seconds are decimal numbers (`0.5`, `1e-3`). A bad value raises
+`pympec.settings.SettingError` (a `ValueError`) naming the variable, the value and what is
+expected. Importing pympec never fails because of one; a cluster's ranks check them all
+when they start.
+"""
+
+
+def markdown() -> str:
+    """docs/settings.md: the intro, then one table row per setting and the batch family."""
+    from pympec.cluster.batch.config import FIELDS, SECTIONS   # only for the doc
+    rows = ["| Variable | Type | Default | Range | What it does |", "|---|---|---|---|---|"]
+    for s in sorted(SETTINGS, key=lambda s: s.name):
+        rows.append(f"| `{s.name}` | {s.kind.name} | {s.default_text()} | {s.span()} | {s.doc} |")
+    schedulers = ", ".join(name.upper() for name in SECTIONS if name != "batch")
+    rows.append(f"| `PYMPEC_BATCH__<KEY>`, `PYMPEC_<SCHEDULER>__<KEY>` | per key | unset | "
+                f"per key | Site defaults for batch jobs, for every scheduler or for one "
+                f"({schedulers}); see below. |")
+    keys = ", ".join(f"`{key.upper()}`" for key in FIELDS)
+    lists = " and ".join(f"`{key.upper()}`" for key, kind in FIELDS.items() if kind is list)
+    family = (f"\n## Batch defaults\n\n`PYMPEC_BATCH__<KEY>` (every scheduler) and "
+              f"`PYMPEC_<SCHEDULER>__<KEY>` (one scheduler) set the same keys as "
+              f"`config.toml`'s `[batch]` and `[slurm]`/`[sge]`/`[pbs]` tables, and override "
+              f"them; the command line overrides both. {lists} take a JSON list, or one item. Keys: "
+              f"{keys}. See docs/batch.md.\n")
+    return INTRO + "\n" + "\n".join(rows) + "\n" + family
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
