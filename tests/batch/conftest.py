@@ -1,4 +1,4 @@
-"""Shared pieces of the batch-system tests (``tests/test_batch_*.py``).
+"""Fixtures and helpers of the batch-system tests (``tests/batch/``).
 
 Tests that need a scheduler use :func:`needs`, which skips them with the reason the scheduler cannot
 take jobs here (commands missing, daemon not answering). Every test job gets a unique short name
@@ -18,7 +18,7 @@ import pytest
 
 from pympec.cluster.batch import schedulers
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 JOB_WAIT = 60.0   # bound on any wait for a job to start or to go
 
 

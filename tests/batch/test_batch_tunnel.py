@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from batch_conftest_helpers import BatchEnv, roundtrip
 from pympec import connection
 from pympec.client.tunnel import close_tunnel, free_port, open_tunnel, split_server
+
+from .conftest import BatchEnv, roundtrip
 
 pytestmark = pytest.mark.timeout(120)
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)

@@ -20,11 +20,12 @@ import time
 
 import pytest
 
-from batch_conftest_helpers import batch_env, needs, queued_ids, roundtrip, wait_gone  # noqa: F401
 from pympec import connection
 from pympec.cluster.batch import schedulers
 from pympec.cluster.batch.launch import BatchJob
 from pympec.cluster.batch.templates import JobSpec
+
+from .conftest import needs, queued_ids, roundtrip, wait_gone
 
 pytestmark = pytest.mark.timeout(150)
 

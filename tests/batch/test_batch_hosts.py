@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from batch_conftest_helpers import BatchEnv, roundtrip
 from pympec import connection
 from pympec.cluster.batch.hosts import parse_hosts
+
+from .conftest import BatchEnv, roundtrip
 
 pytestmark = pytest.mark.timeout(120)
 

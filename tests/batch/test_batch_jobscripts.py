@@ -17,11 +17,12 @@ import time
 
 import pytest
 
-from batch_conftest_helpers import REPO, batch_env, needs, roundtrip  # noqa: F401
 from pympec import connection
 from pympec.cluster.batch import schedulers
 from pympec.cluster.batch.address import facing
 from pympec.cluster.batch.launch import controller_answers
+
+from .conftest import REPO, needs, roundtrip
 
 pytestmark = pytest.mark.timeout(150)
 SUBMIT = {"slurm": ["sbatch", "--parsable"], "sge": ["qsub", "-terse"], "pbs": ["sbatch", "--parsable"]}

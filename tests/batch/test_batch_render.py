@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from batch_conftest_helpers import BatchEnv
 from pympec.cluster.batch import config, templates
 from pympec.cluster.batch.templates import JobSpec, TemplateError, parse_walltime, render
+
+from .conftest import BatchEnv
 
 
 def directives(script: str, prefix: str) -> list[list[str]]:
