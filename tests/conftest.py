@@ -1,11 +1,15 @@
-"""Shared fixtures: one real cluster (mpiexec, real sockets) for the whole session.
+"""Shared fixtures and helpers: one real cluster (mpiexec, real sockets) for the whole session.
 
 Tests never touch ``~/.pympec``: PYMPEC_DIR points at a temporary directory.
 """
 from __future__ import annotations
 
 import os
+import select
+import subprocess
 import tempfile
+import time
+from typing import Any, Callable
 
 import pytest
 
@@ -17,11 +21,39 @@ from pympec import client  # noqa: E402
 ENGINES = 4
 
 
+def wait_for(predicate: Callable[[], Any], what: str | Callable[[], str],
+             timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Call ``predicate`` every ``interval`` s until it returns something true, and return that.
+
+    After ``timeout`` s, fails with an AssertionError saying what was awaited: ``what``, or, if it
+    is a function, what it returns then (for a message showing the state at that time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0) -> str:
+    """The first line ``proc`` writes to its stdout (a pipe), waiting at most ``timeout`` s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"waited {timeout} s for {what}"
+    return proc.stdout.readline()
+
+
+def running_on(mec, engine: int) -> str | None:
+    """What ``engine`` runs now (the call's description), or None when it is idle."""
+    return dict(mec.queue_status(targets=engine))[engine]["pending"]
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A running cluster of ENGINES engines, stopped at the end of the session."""
-    with pympec.Cluster(n=ENGINES, profile="tests", timeout=120) as running:
-        yield running
+    with pympec.Cluster(n=ENGINES, profile="tests", timeout=120) as started:
+        yield started
 
 
 @pytest.fixture
@@ -40,4 +72,4 @@ def private_cluster(tmp_path):
         yield c
 
 
-__all__ = ["client", "ENGINES"]
+__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on"]

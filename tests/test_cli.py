@@ -14,6 +14,8 @@ import pytest
 from pympec import client
 from pympec.cluster.local import launch_record
 
+from conftest import first_line, wait_for
+
 PYMPEC = [sys.executable, "-m", "pympec.cluster.cli"]
 
 
@@ -53,7 +55,7 @@ def test_tutorial_session(home):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        line = foreground.stdout.readline()
+        line = first_line(foreground, "the cluster to come up", timeout=120)
         assert "cluster of 2 engines is up" in line, line
         record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
         mec = client.MultiEngineClient()
@@ -98,7 +100,7 @@ def test_daemon_status_stop(home):
         ranks = [c for c in children(record["pid"])]
         ranks = [g for c in ranks for g in children(c)] or ranks
         before = {p: cpu_seconds(p) for p in ranks}
-        time.sleep(2.0)
+        time.sleep(2.0)                              # not a wait: the idle time being measured
         for p in ranks:
             assert cpu_seconds(p) - before[p] < 0.1, f"rank process {p} is busy while idle"
     finally:
@@ -127,9 +129,7 @@ def test_mpiexec_directly_with_fixed_port(home, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(path.exists, "mpiexec's cluster to write its connection file", timeout=60)
         info = json.loads(path.read_text())
         assert info["port"] == port and info["engines"] == 2
         mec = client.MultiEngineClient(str(path))
@@ -179,7 +179,7 @@ def test_sigterm_stops_a_foreground_cluster(home):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        assert "is up" in foreground.stdout.readline()
+        assert "is up" in first_line(foreground, "the cluster to come up", timeout=120)
         record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
     finally:
         foreground.terminate()                       # SIGTERM, as kill or a scheduler sends

@@ -8,7 +8,7 @@ from pympec import client
 from pympec.errors import (CompositeError, InvalidEngineID, NotAPendingResult, QueueCleared)
 from pympec.client.results import PendingResult, ResultList
 
-from conftest import ENGINES
+from conftest import ENGINES, running_on, wait_for
 
 
 def test_get_ids_and_len(mec):
@@ -303,8 +303,7 @@ def test_queue_status_and_clear_queue(mec):
     mec.block = False
     running = mec.execute("import time; time.sleep(1.0)", targets=1)
     queued = [mec.execute(f"w = {i}", targets=1) for i in range(3)]
-    import time
-    time.sleep(0.3)
+    wait_for(lambda: running_on(mec, 1), "engine 1 to start the sleep")
     status = dict(mec.queue_status(targets=1))
     assert status[1]["pending"].startswith("execute(")
     assert len(status[1]["queue"]) == 3 and status[1]["queue"][0] == "execute('w = 0')"

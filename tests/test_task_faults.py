@@ -15,6 +15,8 @@ import pympec
 from pympec import client
 from pympec.errors import ClusterError
 
+from conftest import wait_for
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -32,7 +34,4 @@ def test_task_killing_its_engine_fails_fast(tmp_path):
             str(tc._session.info.port) in str(info.value)
         with pytest.raises(ClusterError):   # and every later call too, at once
             tc.queue_status()
-        deadline = time.monotonic() + 20
-        while cluster.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert cluster.poll() is not None, "mpiexec should have ended the MPI job"
+        wait_for(lambda: cluster.poll() is not None, "mpiexec to end the MPI job", timeout=20)

@@ -11,12 +11,13 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pympec.cluster.batch import schedulers
+
+from conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_WAIT = 60.0   # bound on any wait for a job to start or to go
@@ -48,14 +49,11 @@ def queued_ids(scheduler: str, name: str) -> list[str]:
             if len(cols) > 2 and cols[2] == name]
 
 
-def wait_gone(scheduler: str, name: str, timeout: float = JOB_WAIT) -> list[str]:
-    """Wait (bounded) until no job called ``name`` is listed; returns the ids still listed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ids = queued_ids(scheduler, name)
-        if not ids or time.monotonic() > deadline:
-            return ids
-        time.sleep(0.5)
+def wait_gone(scheduler: str, name: str, timeout: float = JOB_WAIT) -> None:
+    """Wait (bounded) until no job called ``name`` is listed; fails naming the ids still listed."""
+    wait_for(lambda: not queued_ids(scheduler, name),
+             lambda: f"{scheduler} to drop job {name} (still lists {queued_ids(scheduler, name)})",
+             timeout=timeout, interval=0.5)
 
 
 class BatchEnv:

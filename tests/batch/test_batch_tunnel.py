@@ -20,6 +20,8 @@ import pytest
 from pympec import connection
 from pympec.client.tunnel import close_tunnel, free_port, open_tunnel, split_server
 
+from conftest import first_line, wait_for
+
 from .conftest import BatchEnv, roundtrip
 
 pytestmark = pytest.mark.timeout(120)
@@ -77,15 +79,16 @@ def sshd(tmp_path, monkeypatch):
     os.makedirs("/run/sshd", exist_ok=True)   # sshd's privilege-separation directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
                               stderr=open(d / "sshd.log", "wb"))
-    deadline = time.monotonic() + 10
-    while True:
+
+    def listening() -> bool:
+        assert server.poll() is None, f"sshd exited: {(d / 'sshd.log').read_text()}"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
         except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
-            time.sleep(0.1)
+            return False
+        return True
+    wait_for(listening, lambda: f"sshd to listen: {(d / 'sshd.log').read_text()}", timeout=10,
+             interval=0.1)
     (d / "config").write_text(f"Host *\n  IdentityFile {d}/id\n  StrictHostKeyChecking no\n"
                               "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
     bin_dir = tmp_path / "bin"
@@ -129,7 +132,7 @@ def test_tunnel_command(sshd, small_cluster, tmp_path):
                              str(small_cluster.connection_file), "--write", str(local)],
                             env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
+        line = first_line(proc, "the tunnel to open", timeout=30)
         assert "->" in line, line + proc.stderr.read() if proc.poll() is not None else line
         assert connection.load(local).address == "127.0.0.1"
         roundtrip(local)
