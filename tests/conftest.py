@@ -1,11 +1,15 @@
 """Shared fixtures and helpers: one real cluster (mpiexec, real sockets) for the whole session.
 
-Tests never touch ``~/.pympec``: PYMPEC_DIR points at a temporary directory.
+The suite never touches the user's pympec directory (``~/.pympec`` or ``$PYMPEC_DIR``): PYMPEC_DIR
+is set, whatever it was, to a fresh temporary directory for the session, which clusters started as
+subprocesses inherit, and which is removed at the end. A test that needs a directory of its own (its
+own default profile) takes the ``pympec_dir`` fixture.
 """
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -13,12 +17,22 @@ from typing import Any, Callable
 
 import pytest
 
-os.environ.setdefault("PYMPEC_DIR", tempfile.mkdtemp(prefix="pympec-tests-"))
+_USER_PYMPEC_DIR = os.environ.get("PYMPEC_DIR")
+SESSION_DIR = tempfile.mkdtemp(prefix="pympec-tests-")
+os.environ["PYMPEC_DIR"] = SESSION_DIR      # before pympec is imported
 
 import pympec  # noqa: E402
 from pympec import client  # noqa: E402
 
 ENGINES = 4
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+    if _USER_PYMPEC_DIR is None:
+        os.environ.pop("PYMPEC_DIR", None)
+    else:
+        os.environ["PYMPEC_DIR"] = _USER_PYMPEC_DIR
 
 
 def wait_for(predicate: Callable[[], Any], what: str | Callable[[], str],
@@ -70,6 +84,27 @@ def private_cluster(tmp_path):
     """A cluster of 2 engines of the test's own, for tests that break or stop it."""
     with pympec.Cluster(n=2, connection_file=tmp_path / "cluster.json", timeout=120) as c:
         yield c
+
+
+@pytest.fixture
+def pympec_dir(tmp_path, monkeypatch):
+    """A pympec directory (PYMPEC_DIR) of the test's own, so its default profile is the test's."""
+    path = tmp_path / "pympec"
+    monkeypatch.setenv("PYMPEC_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def default_profile(cluster, pympec_dir):
+    """A pympec directory of the test's own whose default profile is the session cluster, so a
+    plain ``client.MultiEngineClient()`` finds it; engines are reset."""
+    security = pympec_dir / "security"
+    security.mkdir(parents=True, mode=0o700)
+    shutil.copy(cluster.connection_file, security / "cluster-default.json")
+    (security / "cluster-default.json").chmod(0o600)
+    with cluster.client() as mec:
+        mec.reset()
+    return pympec_dir
 
 
 __all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on"]

@@ -21,7 +21,7 @@ from pympec.client.tunnel import close_tunnel, free_port, open_tunnel, split_ser
 
 from conftest import first_line, wait_for
 
-from .conftest import BatchEnv, roundtrip
+from .conftest import roundtrip
 
 pytestmark = pytest.mark.timeout(120)
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
@@ -48,13 +48,12 @@ def test_missing_ssh_is_a_clear_error():
         open_tunnel("me@login", "10.0.0.5", 40000, ssh="no-such-ssh")
 
 
-def test_tunnel_command_reports_failure(tmp_path):
-    env = BatchEnv(tmp_path)
+def test_tunnel_command_reports_failure(batch_env, tmp_path):
     conn = tmp_path / "c.json"
     connection.ConnectionInfo(address="10.0.0.5", port=40000).write(conn)
-    proc = env.cli("tunnel", "nobody@127.0.0.1:1", "--connection-file", str(conn), "--timeout", "10")
+    proc = batch_env.cli("tunnel", "nobody@127.0.0.1:1", "--connection-file", str(conn), "--timeout", "10")
     assert proc.returncode == 1 and "Connection refused" in proc.stderr
-    proc = env.cli("tunnel", "--connection-file", str(conn))
+    proc = batch_env.cli("tunnel", "--connection-file", str(conn))
     assert proc.returncode == 2 and "say which host to ssh to" in proc.stderr
 
 
@@ -122,13 +121,12 @@ def test_client_sshserver_tunnels(sshd, small_cluster):
     roundtrip(small_cluster.connection_file, sshserver=sshd)
 
 
-def test_tunnel_command(sshd, small_cluster, tmp_path):
-    env = BatchEnv(tmp_path)
-    env.env["PATH"] = os.environ["PATH"]     # the ssh wrapper
+def test_tunnel_command(sshd, small_cluster, batch_env, tmp_path):
+    batch_env.env["PATH"] = os.environ["PATH"]     # the ssh wrapper
     local = tmp_path / "local.json"
     proc = subprocess.Popen([sys.executable, "-m", "pympec.cluster.cli", "tunnel", sshd, "--connection-file",
                              str(small_cluster.connection_file), "--write", str(local)],
-                            env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=batch_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = first_line(proc, "the tunnel to open", timeout=30)
         assert "->" in line, line + proc.stderr.read() if proc.poll() is not None else line
