@@ -99,15 +99,8 @@ def sshd(tmp_path, monkeypatch):
     server.wait(10)
 
 
-@pytest.fixture
-def small_cluster(tmp_path):
-    import pympec
-    with pympec.Cluster(n=2, connection_file=tmp_path / "cluster.json", timeout=120) as c:
-        yield c
-
-
-def test_open_tunnel_reaches_controller(sshd, small_cluster):
-    info = connection.load(small_cluster.connection_file)
+def test_open_tunnel_reaches_controller(sshd, private_cluster):
+    info = connection.load(private_cluster.connection_file)
     host, port, proc = open_tunnel(sshd, info.address, info.port, timeout=15)
     try:
         assert host == "127.0.0.1" and port != info.port
@@ -117,15 +110,15 @@ def test_open_tunnel_reaches_controller(sshd, small_cluster):
     assert proc.poll() is not None
 
 
-def test_client_sshserver_tunnels(sshd, small_cluster):
-    roundtrip(small_cluster.connection_file, sshserver=sshd)
+def test_client_sshserver_tunnels(sshd, private_cluster):
+    roundtrip(private_cluster.connection_file, sshserver=sshd)
 
 
-def test_tunnel_command(sshd, small_cluster, batch_env, tmp_path):
+def test_tunnel_command(sshd, private_cluster, batch_env, tmp_path):
     batch_env.env["PATH"] = os.environ["PATH"]     # the ssh wrapper
     local = tmp_path / "local.json"
     proc = subprocess.Popen([sys.executable, "-m", "pympec.cluster.cli", "tunnel", sshd, "--connection-file",
-                             str(small_cluster.connection_file), "--write", str(local)],
+                             str(private_cluster.connection_file), "--write", str(local)],
                             env=batch_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = first_line(proc, "the tunnel to open", timeout=30)
