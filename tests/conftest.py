@@ -1,15 +1,25 @@
-"""Shared fixtures: one real cluster (mpiexec, real sockets) for the whole session.
+"""Shared fixtures and helpers: one real cluster (mpiexec, real sockets) for the whole session.
 
-Tests never touch ``~/.pympec``: PYMPEC_DIR points at a temporary directory.
+The suite never touches the user's pympec directory (``~/.pympec`` or ``$PYMPEC_DIR``): PYMPEC_DIR
+is set, whatever it was, to a fresh temporary directory for the session, which clusters started as
+subprocesses inherit, and which is removed at the end. A test that needs a directory of its own (its
+own default profile) takes the ``pympec_dir`` fixture.
 """
 from __future__ import annotations
 
 import os
+import select
+import shutil
+import subprocess
 import tempfile
+import time
+from typing import Any, Callable
 
 import pytest
 
-os.environ.setdefault("PYMPEC_DIR", tempfile.mkdtemp(prefix="pympec-tests-"))
+_USER_PYMPEC_DIR = os.environ.get("PYMPEC_DIR")
+SESSION_DIR = tempfile.mkdtemp(prefix="pympec-tests-")
+os.environ["PYMPEC_DIR"] = SESSION_DIR      # before pympec is imported
 
 import pympec  # noqa: E402
 from pympec import client  # noqa: E402
@@ -17,11 +27,47 @@ from pympec import client  # noqa: E402
 ENGINES = 4
 
 
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+    if _USER_PYMPEC_DIR is None:
+        os.environ.pop("PYMPEC_DIR", None)
+    else:
+        os.environ["PYMPEC_DIR"] = _USER_PYMPEC_DIR
+
+
+def wait_for(predicate: Callable[[], Any], what: str | Callable[[], str],
+             timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Call ``predicate`` every ``interval`` s until it returns something true, and return that.
+
+    After ``timeout`` s, fails with an AssertionError saying what was awaited: ``what``, or, if it
+    is a function, what it returns then (for a message showing the state at that time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0) -> str:
+    """The first line ``proc`` writes to its stdout (a pipe), waiting at most ``timeout`` s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"waited {timeout} s for {what}"
+    return proc.stdout.readline()
+
+
+def running_on(mec, engine: int) -> str | None:
+    """What ``engine`` runs now (the call's description), or None when it is idle."""
+    return dict(mec.queue_status(targets=engine))[engine]["pending"]
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A running cluster of ENGINES engines, stopped at the end of the session."""
-    with pympec.Cluster(n=ENGINES, profile="tests", timeout=120) as running:
-        yield running
+    with pympec.Cluster(n=ENGINES, profile="tests", timeout=120) as started:
+        yield started
 
 
 @pytest.fixture
@@ -40,4 +86,25 @@ def private_cluster(tmp_path):
         yield c
 
 
-__all__ = ["client", "ENGINES"]
+@pytest.fixture
+def pympec_dir(tmp_path, monkeypatch):
+    """A pympec directory (PYMPEC_DIR) of the test's own, so its default profile is the test's."""
+    path = tmp_path / "pympec"
+    monkeypatch.setenv("PYMPEC_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def default_profile(cluster, pympec_dir):
+    """A pympec directory of the test's own whose default profile is the session cluster, so a
+    plain ``client.MultiEngineClient()`` finds it; engines are reset."""
+    security = pympec_dir / "security"
+    security.mkdir(parents=True, mode=0o700)
+    shutil.copy(cluster.connection_file, security / "cluster-default.json")
+    (security / "cluster-default.json").chmod(0o600)
+    with cluster.client() as mec:
+        mec.reset()
+    return pympec_dir
+
+
+__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on"]

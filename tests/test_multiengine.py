@@ -8,7 +8,7 @@ from pympec import client
 from pympec.errors import (CompositeError, InvalidEngineID, NotAPendingResult, QueueCleared)
 from pympec.client.results import PendingResult, ResultList
 
-from conftest import ENGINES
+from conftest import ENGINES, running_on, wait_for
 
 
 def test_get_ids_and_len(mec):
@@ -303,8 +303,7 @@ def test_queue_status_and_clear_queue(mec):
     mec.block = False
     running = mec.execute("import time; time.sleep(1.0)", targets=1)
     queued = [mec.execute(f"w = {i}", targets=1) for i in range(3)]
-    import time
-    time.sleep(0.3)
+    wait_for(lambda: running_on(mec, 1), "engine 1 to start the sleep")
     status = dict(mec.queue_status(targets=1))
     assert status[1]["pending"].startswith("execute(")
     assert len(status[1]["queue"]) == 3 and status[1]["queue"][0] == "execute('w = 0')"
@@ -372,18 +371,26 @@ def test_with_remote_block(mec):
     assert mec.get_ids() == list(range(ENGINES))   # still connected
 
 
-def test_execute_streams_output_while_running(mec):
-    import time
+def test_execute_streams_output_while_running(mec, tmp_path):
+    """Each engine prints a tick, then waits (30 s at most) until the client has seen it: it
+    can only print "seen" if its output streamed while the code still ran."""
+    code = (
+        "import os, time\n"
+        "print('tick', flush=True)\n"
+        "flag = os.path.join(flags, f'seen{id}')\n"
+        "deadline = time.monotonic() + 30\n"
+        "while not os.path.exists(flag) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "print('seen' if os.path.exists(flag) else 'not seen', flush=True)\n")
     seen = []
-    start = time.monotonic()
-    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)"
-    result = mec.execute(code, targets=[0, 1],
-                         stream=lambda e, name, text: seen.append((e, name, text,
-                                                                   time.monotonic() - start)))
-    total = time.monotonic() - start
-    ticks = [(e, t) for e, name, text, t in seen if name == "stdout" and "tick 0" in text]
-    assert {e for e, _ in ticks} == {0, 1}
-    assert all(t < total - 0.3 for _, t in ticks)      # arrived while the code still ran
+
+    def stream(engine, name, text):
+        seen.append((engine, name, text))
+        if name == "stdout" and "tick" in text:
+            (tmp_path / f"seen{engine}").touch()
+    mec.push({"flags": str(tmp_path)}, targets=[0, 1])
+    result = mec.execute(code, targets=[0, 1], stream=stream)
+    assert [r["stdout"] for r in result] == ["tick\nseen\n"] * 2
     assert "".join(x[2] for x in seen if x[0] == 0) == result[0]["stdout"]
 
 

@@ -2,7 +2,6 @@
 against the real cluster; magics, HTML reprs, stream output and remote errors show."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,7 @@ def texts(cell, output_type=None, mime="text/plain"):
     return "\n".join(found)
 
 
-def test_notebook_runs(cluster, tmp_path, monkeypatch):
-    security = tmp_path / "pympec" / "security"
-    security.mkdir(parents=True, mode=0o700)
-    shutil.copy(cluster.connection_file, security / "cluster-default.json")
-    (security / "cluster-default.json").chmod(0o600)
-    monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
-    mec = cluster.client()
-    mec.reset()
-    mec.close()
-
+def test_notebook_runs(default_profile, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import time
 
 import pytest
 
@@ -42,16 +43,17 @@ def test_tqdm_bar(mec):
     assert pending.wait_interactive(interval=0.03, file=out, use_tqdm=True) is True
     text = out.getvalue()
     assert "\r" in text                                   # redrawn in place
-    assert re.search(r"engines: .*4/4 done, 00:0\d elapsed", text)
+    assert re.search(r"engines: .*4/4 done, \d\d:\d\d elapsed", text)
     assert pending.ready()
 
 
 def test_progress_while_running_and_timeout(mec):
+    start = time.monotonic()
     pending = mec.execute("import time; time.sleep(0.6 if id == 3 else 0)", block=False)
     assert not pending.wait_interactive(timeout=0.2, file=io.StringIO(), use_tqdm=False)
     assert not pending.ready()
     assert pending.progress == 3              # engines 0-2 done, engine 3 still busy
-    assert 0.2 <= pending.elapsed < 5
+    assert 0.2 <= pending.elapsed <= time.monotonic() - start
     pending.r
     assert pending.progress == 4
 

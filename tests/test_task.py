@@ -13,7 +13,7 @@ from pympec import client
 from pympec.errors import TaskAborted, TaskRejectError, TaskTimeout
 from pympec.client.tasks import TaskResult
 
-from conftest import ENGINES
+from conftest import ENGINES, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])   # engines can't import it
@@ -38,13 +38,6 @@ def nap(seconds):
 
 def fail():
     return 1 / 0
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # -- run, get_task_result, barrier ---------------------------------------------------
@@ -117,8 +110,10 @@ def test_run_needs_a_task(tc):
 # -- StringTask and TaskResult -------------------------------------------------------
 
 def test_string_task_result(tc):
+    start = time.monotonic()
     tr = tc.run(client.StringTask("a = b * 2\nc = 'x'", pull=["a", "c"], push={"b": 21}),
                 block=True)
+    took = time.monotonic() - start
     assert isinstance(tr, TaskResult)
     assert tr.failure is None
     assert tr.results == {"a": 42, "c": "x"} and tr.keys == ["a", "c"]
@@ -130,7 +125,7 @@ def test_string_task_result(tc):
     assert isinstance(tr.taskid, int)
     assert re.fullmatch(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d", tr.submitted)
     assert re.fullmatch(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d", tr.completed)
-    assert 0 <= tr.duration < 10
+    assert 0 <= tr.duration <= took          # in seconds, within the call's own time
     assert repr(tr) == f"TaskResult[ID:{tr.taskid}]:{{'a': 42, 'c': 'x'}}"
     assert tr.raise_exception() is None
     single = tc.run(client.StringTask("v = 7", pull="v"), block=True)
@@ -173,7 +168,7 @@ def test_abort_queued(tc):
 
 def test_abort_running(tc):
     tid = tc.run(client.MapTask(nap, (1.0,)))
-    wait_for(lambda: tid in tc.queue_status(verbose=True)["pending"])
+    wait_for(lambda: tid in tc.queue_status(verbose=True)["pending"], f"task {tid} to run")
     tc.abort(tid)
     with pytest.raises(IndexError, match="Task Already Aborted"):
         tc.abort(tid)
@@ -205,7 +200,7 @@ def test_spin_and_queue_status(tc):
     verbose = tc.queue_status(verbose=True)
     assert ok in verbose["succeeded"] and bad in verbose["failed"]
     slow = tc.run(client.MapTask(nap, (0.5,)))
-    wait_for(lambda: slow in tc.queue_status(verbose=True)["pending"])
+    wait_for(lambda: slow in tc.queue_status(verbose=True)["pending"], f"task {slow} to run")
     tc.barrier(slow)
 
 
@@ -344,11 +339,9 @@ def test_depend_steers_tasks(tc, mec):
 
 def test_impossible_depend_times_out(cluster):
     with cluster.task_client(task_timeout=1.0) as tc:
-        start = time.monotonic()
         tid = tc.run(client.MapTask(square, (1,), depend=lambda p: p.get("no such")))
-        with pytest.raises(TaskTimeout, match="depend"):
+        with pytest.raises(TaskTimeout, match="depend"):   # not a wait for ever
             tc.get_task_result(tid, block=True)
-        assert time.monotonic() - start < 10
 
 
 def test_tasks_and_direct_commands_share_engines(tc, mec):
@@ -374,7 +367,7 @@ def test_result_cap(tc):
     try:
         tc.configure(result_cap=held + 10)
         tid = tc.run(client.MapTask(lambda: "x" * 1000))
-        wait_for(lambda: tid in tc.queue_status(verbose=True)["succeeded"])
+        wait_for(lambda: tid in tc.queue_status(verbose=True)["succeeded"], f"task {tid} to succeed")
         with pytest.raises(MemoryError, match=f"cap {held + 10}"):
             tc.run(client.MapTask(square, (1,)))
         assert tc.get_task_result(tid) == "x" * 1000   # fetching frees the store
@@ -406,7 +399,7 @@ def test_executor_futures(tc):
 def test_executor_cancel(tc):
     ex = tc.executor(max_outstanding=1)
     first = ex.submit(nap, 0.5)
-    wait_for(first.running)            # sent: the one task allowed in flight
+    wait_for(first.running, "the first task to be sent")   # the one task allowed in flight
     queued = [ex.submit(square, i) for i in range(3)]
     assert queued[0].cancel()          # still queued here: cancellable
     assert queued[0].cancelled()

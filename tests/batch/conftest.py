@@ -1,9 +1,10 @@
-"""Shared pieces of the batch-system tests (``tests/test_batch_*.py``).
+"""Fixtures and helpers of the batch-system tests (``tests/batch/``).
 
 Tests that need a scheduler use :func:`needs`, which skips them with the reason the scheduler cannot
 take jobs here (commands missing, daemon not answering). Every test job gets a unique short name
 (:func:`job_name`), and the :func:`batch_env` fixture cancels, at teardown, any job of the names it
-handed out that is still queued: only jobs these tests submitted are ever cancelled.
+handed out that is still queued: only jobs these tests submitted are ever cancelled. Batch settings
+from the user's environment are removed for every test here.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pympec.cluster.batch import schedulers
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 JOB_WAIT = 60.0   # bound on any wait for a job to start or to go
 
 
@@ -48,22 +50,19 @@ def queued_ids(scheduler: str, name: str) -> list[str]:
             if len(cols) > 2 and cols[2] == name]
 
 
-def wait_gone(scheduler: str, name: str, timeout: float = JOB_WAIT) -> list[str]:
-    """Wait (bounded) until no job called ``name`` is listed; returns the ids still listed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ids = queued_ids(scheduler, name)
-        if not ids or time.monotonic() > deadline:
-            return ids
-        time.sleep(0.5)
+def wait_gone(scheduler: str, name: str, timeout: float = JOB_WAIT) -> None:
+    """Wait (bounded) until no job called ``name`` is listed; fails naming the ids still listed."""
+    wait_for(lambda: not queued_ids(scheduler, name),
+             lambda: f"{scheduler} to drop job {name} (still lists {queued_ids(scheduler, name)})",
+             timeout=timeout, interval=0.5)
 
 
 class BatchEnv:
     """A private pympec directory plus the names of the jobs a test submits."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pympec_dir: Path) -> None:
         self.root = root
-        self.dir = root / "pympec"
+        self.dir = pympec_dir
         self.names: list[tuple[str, str]] = []
         self.ids: list[tuple[str, str]] = []
         self.env = dict(os.environ, PYMPEC_DIR=str(self.dir), PYTHONUNBUFFERED="1")
@@ -95,10 +94,19 @@ class BatchEnv:
             subprocess.run(cancel + [job_id], capture_output=True, timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def no_batch_settings_from_the_environment(monkeypatch):
+    """Site settings (``PYMPEC_SLURM__QUEUE``...) come only from what a test sets itself."""
+    for name in list(os.environ):
+        if name.startswith(("PYMPEC_SLURM__", "PYMPEC_SGE__", "PYMPEC_PBS__", "PYMPEC_BATCH__")):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
-def batch_env(tmp_path, monkeypatch):
-    env = BatchEnv(tmp_path)
-    monkeypatch.setenv("PYMPEC_DIR", str(env.dir))
+def batch_env(tmp_path, pympec_dir):
+    """A BatchEnv in ``tmp_path``, with the test's own pympec directory; at teardown, cancels the
+    jobs of its names still queued."""
+    env = BatchEnv(tmp_path, pympec_dir)
     yield env
     env.cleanup()
 

@@ -17,11 +17,14 @@ import time
 
 import pytest
 
-from batch_conftest_helpers import REPO, batch_env, needs, roundtrip  # noqa: F401
 from pympec import connection
 from pympec.cluster.batch import schedulers
 from pympec.cluster.batch.address import facing
 from pympec.cluster.batch.launch import controller_answers
+
+from conftest import wait_for
+
+from .conftest import REPO, needs, roundtrip
 
 pytestmark = pytest.mark.timeout(150)
 SUBMIT = {"slurm": ["sbatch", "--parsable"], "sge": ["qsub", "-terse"], "pbs": ["sbatch", "--parsable"]}
@@ -42,32 +45,39 @@ def submit(env, scheduler: str, mode: str) -> tuple[str, schedulers.Scheduler]:
     return env.track(RUNS_ON[scheduler], job_id), schedulers.get(RUNS_ON[scheduler])
 
 
-def wait_phase(sched: schedulers.Scheduler, job_id: str, done, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        status = sched.status(job_id)
-        if done(status) or time.monotonic() > deadline:
-            return status
-        time.sleep(0.5)
-
-
 def output_of(env, scheduler: str, job_id: str, mode: str) -> str:
+    """The job's output, once its file exists (10 s at most), or a note that it does not."""
     name = {"slurm": f"pympec-injob-{job_id}.out", "sge": f"pympec-injob.o{job_id}",
             "pbs": "pympec-injob.out"}[scheduler]
     if mode == "login":
         name = name.replace("pympec-injob", "pympec")
     path = env.root / name
-    deadline = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return path.read_text() if path.exists() else f"(no {path})"
+    try:
+        wait_for(path.exists, f"the job's output {path}", timeout=10, interval=0.2)
+    except AssertionError:
+        return f"(no {path})"
+    return path.read_text()
+
+
+def state(env, scheduler: str, job_id: str, mode: str) -> str:
+    """The job's state and output, for failure messages."""
+    status = schedulers.get(RUNS_ON[scheduler]).status(job_id)
+    return f"{status.describe()}\n{output_of(env, scheduler, job_id, mode)}"
+
+
+def ended(sched: schedulers.Scheduler, job_id: str) -> schedulers.JobStatus | None:
+    """The job's status once the scheduler no longer runs it, else None."""
+    status = sched.status(job_id)
+    return None if status.active else status
 
 
 @pytest.mark.parametrize("scheduler", CASES)
 def test_injob_script(batch_env, scheduler):
     batch_env.env["PYTHON"] = sys.executable
     job_id, sched = submit(batch_env, scheduler, "injob")
-    status = wait_phase(sched, job_id, lambda s: not s.active)
+    status = wait_for(lambda: ended(sched, job_id),
+                      lambda: f"job {job_id} to end: " + state(batch_env, scheduler, job_id, "injob"),
+                      timeout=90, interval=0.5)
     out = output_of(batch_env, scheduler, job_id, "injob")
     assert status.phase == "finished", f"{status.describe()}\n{out}"
     assert status.exit_code in (None, 0), out
@@ -80,15 +90,15 @@ def test_login_node_script(batch_env, scheduler):
     conn = batch_env.root / "login.json"
     batch_env.env.update(PYTHON=sys.executable, PYMPEC_CONNECTION_FILE=str(conn))
     job_id, sched = submit(batch_env, scheduler, "login")
-    deadline = time.monotonic() + 60
-    while not (conn.exists() and controller_answers(str(conn), 5)):
-        status = sched.status(job_id)
-        assert status.active and time.monotonic() < deadline, \
-            f"{status.describe()}\n{output_of(batch_env, scheduler, job_id, 'login')}"
-        time.sleep(0.5)
+
+    def up() -> bool:
+        assert sched.status(job_id).active, state(batch_env, scheduler, job_id, "login")
+        return conn.exists() and controller_answers(str(conn), 5)
+    wait_for(up, lambda: "the job's controller to answer: " + state(batch_env, scheduler, job_id, "login"),
+             timeout=60, interval=0.5)
     info = connection.load(conn)
     assert info.address == facing(os.uname().nodename) and info.address != "0.0.0.0"
     assert info.end_time and 0 < info.end_time - time.time() <= 3600    # from the scheduler
     roundtrip(conn)
     sched.cancel(job_id)
-    assert not wait_phase(sched, job_id, lambda s: not s.active, 30).active
+    wait_for(lambda: ended(sched, job_id), f"cancelled job {job_id} to end", timeout=30, interval=0.5)

@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from batch_conftest_helpers import BatchEnv, roundtrip
 from pympec import connection
 from pympec.cluster.batch.hosts import parse_hosts
+
+from .conftest import roundtrip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,24 +25,24 @@ def test_parse_hosts():
             parse_hosts(bad)
 
 
-def test_start_across_hosts(tmp_path):
-    env = BatchEnv(tmp_path)
+def test_start_across_hosts(batch_env):
     me = socket.gethostname()
-    proc = env.cli("cluster", "start", "--hosts", f"{me}:1,localhost:2", "-n", "2", "--daemon")
+    proc = batch_env.cli("cluster", "start", "--hosts", f"{me}:1,localhost:2", "-n", "2",
+                         "--daemon")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     try:
-        hostfile = env.dir / "log" / "hosts-default.txt"
+        hostfile = batch_env.dir / "log" / "hosts-default.txt"
         assert hostfile.read_text() == f"{me}:1\nlocalhost:2\n"
-        conn = env.dir / "security" / "cluster-default.json"
+        conn = batch_env.dir / "security" / "cluster-default.json"
         # rank 0 runs on the first host and binds its address
         assert connection.load(conn).address == socket.gethostbyname(me)
         roundtrip(conn)
     finally:
-        assert env.cli("cluster", "stop").returncode == 0
+        assert batch_env.cli("cluster", "stop").returncode == 0
 
 
-def test_hosts_and_scheduler_conflict(tmp_path):
-    proc = BatchEnv(tmp_path).cli("cluster", "start", "--hosts", "a:2", "--scheduler", "slurm")
+def test_hosts_and_scheduler_conflict(batch_env):
+    proc = batch_env.cli("cluster", "start", "--hosts", "a:2", "--scheduler", "slurm")
     assert proc.returncode == 2 and "do not go together" in proc.stderr
-    proc = BatchEnv(tmp_path).cli("cluster", "start", "--hosts", "a:0")
+    proc = batch_env.cli("cluster", "start", "--hosts", "a:0")
     assert proc.returncode == 2 and "bad host 'a:0'" in proc.stderr

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from batch_conftest_helpers import BatchEnv
 from pympec.cluster.batch import config, templates
 from pympec.cluster.batch.templates import JobSpec, TemplateError, parse_walltime, render
 
@@ -39,15 +38,6 @@ def options(script: str, prefix: str) -> dict[str, list[str]]:
 def mpiexec_line(script: str) -> list[str]:
     line = next(l for l in script.splitlines() if "pympec.engine" in l)
     return line.split()
-
-
-@pytest.fixture
-def pympec_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
-    for name in list(__import__("os").environ):
-        if name.startswith(("PYMPEC_SLURM__", "PYMPEC_SGE__", "PYMPEC_PBS__", "PYMPEC_BATCH__")):
-            monkeypatch.delenv(name)
-    return tmp_path / "pympec"
 
 
 def test_slurm_directives(pympec_dir):
@@ -184,15 +174,14 @@ def test_config_errors(pympec_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("scheduler,prefix", [("slurm", "#SBATCH"), ("sge", "#$"), ("pbs", "#PBS")])
-def test_jobscript_command(tmp_path, scheduler, prefix):
-    env = BatchEnv(tmp_path)
-    (env.dir).mkdir(parents=True)
-    (env.dir / "config.toml").write_text(f'[{scheduler}]\naccount = "site-acct"\n')
-    proc = env.cli("jobscript", "--scheduler", scheduler, "-n", "3", "--walltime", "10m",
-                   "--profile", "p1", "--queue", "q1")
+def test_jobscript_command(batch_env, scheduler, prefix):
+    batch_env.dir.mkdir(parents=True)
+    (batch_env.dir / "config.toml").write_text(f'[{scheduler}]\naccount = "site-acct"\n')
+    proc = batch_env.cli("jobscript", "--scheduler", scheduler, "-n", "3", "--walltime", "10m",
+                         "--profile", "p1", "--queue", "q1")
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
-    assert str(env.dir / "security" / "cluster-p1.json") in script
+    assert str(batch_env.dir / "security" / "cluster-p1.json") in script
     assert "site-acct" in script and "q1" in script           # config and command line both apply
     assert "pympec-p1" in script                              # job name from the profile
     assert "$(( $(date +%s) + 600 ))" in script
@@ -201,11 +190,10 @@ def test_jobscript_command(tmp_path, scheduler, prefix):
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
-def test_jobscript_command_errors(tmp_path):
-    env = BatchEnv(tmp_path)
-    proc = env.cli("jobscript", "--scheduler", "slurm", "--walltime", "soon")
+def test_jobscript_command_errors(batch_env):
+    proc = batch_env.cli("jobscript", "--scheduler", "slurm", "--walltime", "soon")
     assert proc.returncode == 2 and "bad walltime 'soon'" in proc.stderr
-    proc = env.cli("jobscript", "-n", "2")
+    proc = batch_env.cli("jobscript", "-n", "2")
     assert proc.returncode == 2 and "--scheduler" in proc.stderr
 
 
