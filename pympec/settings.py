@@ -10,7 +10,7 @@ message cheap.  Importing pympec never reads a setting, so a bad value fails onl
 that uses it (and a cluster's ranks at startup, see :func:`check`), with a
 :class:`SettingError` that names the variable, the value and what is expected.
 
-``python -m pympec.settings > docs/settings.md`` writes the table of them all.
+``python docs/make_settings.py`` writes docs/settings.md, the table of them all.
 The batch defaults ``PYMPEC_BATCH__<KEY>`` and ``PYMPEC_<SCHEDULER>__<KEY>`` keep their own
 parser (:mod:`pympec.cluster.batch.config`); the table lists them as a family.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -203,46 +202,3 @@ def check() -> None:
     """
     for setting in SETTINGS:
         setting.get()
-
-
-INTRO = """\
-# Settings
-
-<!-- Generated from pympec/settings.py by `python -m pympec.settings > docs/settings.md`;
-     edit the declarations there, not this file (tests/test_settings.py checks it). -->
-
-pympec reads these environment variables where it uses them, each time, so a value set in
-the process (or by `monkeypatch.setenv` in a test) takes effect at once. Unset or blank
-means the default. Set the ones the cluster reads in the environment of `mpiexec` (or of
-the batch job), so every rank sees them.
-
-Byte counts are integers, or take a suffix `K`, `M`, `G` or `T` (powers of 1024: `2G` is
-2147483648). Seconds are decimal numbers (`0.5`, `1e-3`). A bad value raises
-`pympec.settings.SettingError` (a `ValueError`) naming the variable, the value and what is
-expected. Importing pympec never fails because of one; a cluster's ranks check them all
-when they start.
-"""
-
-
-def markdown() -> str:
-    """docs/settings.md: the intro, then one table row per setting and the batch family."""
-    from pympec.cluster.batch.config import FIELDS, SECTIONS   # only for the doc
-    rows = ["| Variable | Type | Default | Range | What it does |", "|---|---|---|---|---|"]
-    for s in sorted(SETTINGS, key=lambda s: s.name):
-        rows.append(f"| `{s.name}` | {s.kind.name} | {s.default_text()} | {s.span()} | {s.doc} |")
-    schedulers = ", ".join(name.upper() for name in SECTIONS if name != "batch")
-    rows.append(f"| `PYMPEC_BATCH__<KEY>`, `PYMPEC_<SCHEDULER>__<KEY>` | per key | unset | "
-                f"per key | Site defaults for batch jobs, for every scheduler or for one "
-                f"({schedulers}); see below. |")
-    keys = ", ".join(f"`{key.upper()}`" for key in FIELDS)
-    lists = " and ".join(f"`{key.upper()}`" for key, kind in FIELDS.items() if kind is list)
-    family = (f"\n## Batch defaults\n\n`PYMPEC_BATCH__<KEY>` (every scheduler) and "
-              f"`PYMPEC_<SCHEDULER>__<KEY>` (one scheduler) set the same keys as "
-              f"`config.toml`'s `[batch]` and `[slurm]`/`[sge]`/`[pbs]` tables, and override "
-              f"them; the command line overrides both. {lists} take a JSON list, or one item. Keys: "
-              f"{keys}. See docs/batch.md.\n")
-    return INTRO + "\n" + "\n".join(rows) + "\n" + family
-
-
-if __name__ == "__main__":
-    sys.stdout.write(markdown())

@@ -19,25 +19,26 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-import os
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .tasks import BaseTask, ChunkTask, MapTask
-from .taskclient import TaskClient
+
+if TYPE_CHECKING:   # (taskclient makes executors: a run-time import would be circular)
+    from .taskclient import TaskClient
 
 FETCH_WAIT = 0.05
 
 
 class TaskExecutor(concurrent.futures.Executor):
-    """Run calls as load-balanced tasks; ``where`` names the cluster as for TaskClient."""
+    """Run calls as load-balanced tasks through ``client``, a TaskClient of its own that
+    its thread uses (``TaskClient.executor()`` makes both)."""
 
-    def __init__(self, where: str | os.PathLike | None = None, *, max_outstanding: int = 1000,
-                 task_timeout: float = 30.0) -> None:
+    def __init__(self, client: TaskClient, *, max_outstanding: int = 1000) -> None:
         if max_outstanding < 1:
             raise ValueError("max_outstanding must be >= 1")
-        self._client = TaskClient(where, task_timeout=task_timeout)
+        self._client = client
         self._max = max_outstanding
         self._queued: collections.deque = collections.deque()
         self._running: dict[int, concurrent.futures.Future] = {}

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ClusterError, TaskAborted
 from .session import Session
+from .executor import TaskExecutor
 from .tasks import BaseTask, ChunkTask, MapTask, Outcome
 
 SUBMIT_BATCH = 10000          # tasks per submit message
@@ -285,9 +286,8 @@ class TaskClient:
     def executor(self, max_outstanding: int = 1000) -> "Any":
         """A ``concurrent.futures.Executor`` on this cluster (its own connection and
         thread); see :class:`pympec.client.executor.TaskExecutor`."""
-        from .executor import TaskExecutor
-        return TaskExecutor(self._session.path, max_outstanding=max_outstanding,
-                            task_timeout=self.task_timeout)
+        return TaskExecutor(TaskClient(self._session.path, task_timeout=self.task_timeout),
+                            max_outstanding=max_outstanding)
 
     # -- the connection -----------------------------------------------------------------
 

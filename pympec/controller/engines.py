@@ -198,6 +198,9 @@ class Dispatcher:
                                   f"not {targets!r}")
         if isinstance(targets, int):
             targets = [targets]
+        if not targets:
+            raise InvalidEngineID("targets is an empty list: name at least one engine, "
+                                  "or 'all'")
         for t in targets:
             if not isinstance(t, int) or t not in self.engines:
                 raise InvalidEngineID(f"no engine has id {t!r}; the engines are {ids}")

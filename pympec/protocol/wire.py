@@ -395,14 +395,16 @@ class MessageWriter:
     def _landed(piece: list) -> bool:
         return piece[3] is None or piece[3].ready >= piece[4]
 
-    def queue(self, header: dict, frames: Iterable[Any] = ()) -> None:
-        """Queue a message (see the module doc for its layout)."""
+    def queue(self, header: dict | bytes, frames: Iterable[Any] = ()) -> None:
+        """Queue a message (see the module doc for its layout): ``header`` is a dict,
+        or already its JSON text, as bytes."""
         frames = list(frames)
         fillings = [f if isinstance(f, Filling) else None for f in frames]
         views = [as_bytes_view(f) if filling is None else filling.view
                  for f, filling in zip(frames, fillings)]
         lengths = [len(v) for v in views]
-        head = json.dumps(header, separators=(",", ":")).encode()
+        head = header if isinstance(header, bytes) else \
+            json.dumps(header, separators=(",", ":")).encode()
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(n) for n in lengths), head])
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
