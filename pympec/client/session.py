@@ -49,11 +49,11 @@ class Session:
     def endpoint(self) -> tuple[str, int]:
         if not self.sshserver:
             return self.info.address, self.info.port
-        if self.tunnel is None or self.tunnel[2].poll() is not None:
+        if self.tunnel is None or self.tunnel.process.poll() is not None:
             from .tunnel import open_tunnel
             self.tunnel = open_tunnel(self.sshserver, self.info.address, self.info.port,
                                       timeout=self.timeout)
-        return self.tunnel[0], self.tunnel[1]
+        return self.tunnel.host, self.tunnel.port
 
     def connect(self) -> dict:
         """Connect, authenticate, say hello; returns the controller's description."""
@@ -90,7 +90,7 @@ class Session:
             self.sock.close()
             self.sock = None
         if self.tunnel is not None:
-            self.tunnel[2].terminate()
+            self.tunnel.process.terminate()
             self.tunnel = None
 
     def broken(self, error: Exception) -> ClusterError:

@@ -279,7 +279,3 @@ class Outcome:
         if self.kind != "string" and self.error is not None:
             raise self.error
         return self.value
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None

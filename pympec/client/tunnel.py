@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import NamedTuple
 
 SSH_OPTIONS = [
     "-o", "ExitOnForwardFailure=yes",   # a forwarding that cannot be set up is an error, not a warning
@@ -47,12 +48,20 @@ def accepts(host: str, port: int) -> bool:
         return False
 
 
+class Tunnel(NamedTuple):
+    """An open tunnel: connect to ``host:port`` here; end ``process`` to close it."""
+
+    host: str
+    port: int
+    process: subprocess.Popen
+
+
 def open_tunnel(sshserver: str, address: str, port: int, timeout: float = 15,
                 local_port: int = 0, batch_mode: bool = True,
-                ssh: str = "ssh") -> tuple[str, int, subprocess.Popen]:
+                ssh: str = "ssh") -> Tunnel:
     """Forward ``127.0.0.1:<local port>`` to ``address:port`` as seen from ``sshserver``.
 
-    Returns ``("127.0.0.1", local_port, ssh_process)``; terminate the process to close the tunnel.
+    Returns the Tunnel; terminate its process to close it.
     Blocks until the local port accepts connections, at most ``timeout`` seconds. With
     ``batch_mode`` ssh never prompts (keys or an agent are needed); without it, ssh may ask for a
     password on the terminal. Raises ConnectionError, with ssh's own error message, when ssh is
@@ -88,7 +97,7 @@ def open_tunnel(sshserver: str, address: str, port: int, timeout: float = 15,
             raise fail(f"failed (ssh exit code {proc.returncode})")
         if accepts("127.0.0.1", local):
             err.close()
-            return "127.0.0.1", local, proc
+            return Tunnel("127.0.0.1", local, proc)
         time.sleep(0.1)
     raise fail(f"did not open within {timeout:.0f} s")
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from . import local
+from .batch import cli as batch_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("stop", "stop a running cluster"), ("status", "show a cluster's engines")):
         add_where(actions.add_parser(name, help=text))
 
-    try:
-        from .batch import cli as batch_cli
-    except ImportError:
-        batch_cli = None
-    if batch_cli is not None:
-        batch_cli.register(commands, start)
-    parser.set_defaults(batch_cli=batch_cli)
+    batch_cli.register(commands, start)
     return parser
 
 
@@ -55,27 +50,27 @@ def add_where(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    batch_cli = args.batch_cli
     if args.command != "cluster":
         return args.func(args)
     where = args.connection_file or args.profile
     if args.action in ("start", "local"):
-        if batch_cli is not None and batch_cli.handles(args):
+        if batch_cli.handles(args):
             return batch_cli.start(args)
-        return start_local(args, where)
+        return start_local(args)
     if args.action == "stop":
-        if batch_cli is not None and batch_cli.stop(args):
+        if batch_cli.stop(args):
             return 0
         return local.stop(where)
     return local.print_status(where)
 
 
-def start_local(args: argparse.Namespace, where: str | None) -> int:
+def start_local(args: argparse.Namespace) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
     local.sigterm_interrupts()   # also while it starts: start() cleans up on interrupt
     cluster.start()
     return local.hold(cluster, args.daemon)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,7 +45,8 @@ from mpi4py import MPI
 
 from .. import paths
 from ..protocol import wire
-from ..protocol.commands import GATHER, Command
+from ..protocol.commands import GATHER
+from .request import Request
 from ..protocol.buffers import allocate
 from ..errors import InvalidEngineID, NoEnginesRegistered
 from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA,
@@ -70,20 +71,20 @@ class Stream:
 class Job:
     """One client request, as it runs on its target engines."""
 
-    def __init__(self, seq: int, command: Command, request: dict, message: wire.Message,
-                 client: str, targets: list[int]) -> None:
+    def __init__(self, seq: int, request: Request, targets: list[int]) -> None:
+        header, message = request.header, request.message
         self.seq = seq
-        self.command = command
-        self.id = request["id"]
-        self.client = client
-        self.verb = command.name
-        self.args = request.get("args") or {}
+        self.command = request.command
+        self.id = header["id"]
+        self.client = request.client
+        self.verb = request.command.name
+        self.args = header.get("args") or {}
         self.message = message
         self.targets = targets
-        self.deliver = request.get("deliver", "none") if message.frames else "none"
-        self.parts = request.get("parts")          # frames per target, for deliver="parts"
-        self.gather = command.reply == GATHER
-        self.describe = request.get("describe") or f"{self.verb}()"
+        self.deliver = header.get("deliver", "none") if message.frames else "none"
+        self.parts = header.get("parts")           # frames per target, for deliver="parts"
+        self.gather = request.command.reply == GATHER
+        self.describe = header.get("describe") or f"{self.verb}()"
         self.todo = list(targets)                  # targets not dispatched yet
         self.results: dict[int, tuple[dict, list]] = {}
         self.gathering: dict[int, dict] = {}       # gather reply headers, by engine
@@ -208,16 +209,16 @@ class Dispatcher:
             raise InvalidEngineID(f"targets name an engine twice: {targets}")
         return list(targets)
 
-    def submit(self, client: str, command: Command, request: dict,
-               message: wire.Message) -> None:
+    def submit(self, request: Request) -> None:
         """Queue a checked request (pympec.protocol.commands) on each of its targets.
         Raises InvalidEngineID, NoEnginesRegistered, or ValueError when ``parts`` does
         not give a frame count per target."""
-        targets = self.resolve_targets(request.get("targets"))
-        if request.get("deliver") == "parts" and len(request["parts"]) != len(targets):
-            raise ValueError(f"parts gives {len(request['parts'])} frame counts for "
+        header = request.header
+        targets = self.resolve_targets(header.get("targets"))
+        if header.get("deliver") == "parts" and len(header["parts"]) != len(targets):
+            raise ValueError(f"parts gives {len(header['parts'])} frame counts for "
                              f"{len(targets)} targets")
-        job = Job(self.next_id(), command, request, message, client, targets)
+        job = Job(self.next_id(), request, targets)
         self.work[job.seq] = job
         for t in targets:
             self.engines[t].queue.append(job)

@@ -39,13 +39,14 @@ from ..protocol import buffers, wire
 from ..protocol.backoff import RUNG, Backoff
 from ..connection import ConnectionInfo, load, resolve
 from ..protocol import commands
-from ..protocol.commands import ENGINES, NONE, BadRequest, Command
+from ..protocol.commands import ENGINES, NONE, BadRequest
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
 from ..protocol.handshake import ServerHandshake
 from ..errors import ClusterError, KernelError, ProtocolError
 from .. import settings
-from .tasks import LATER, TaskFarm
+from .request import LATER, Request
+from .tasks import TaskFarm
 
 log = logging.getLogger("pympec.controller")
 
@@ -339,7 +340,7 @@ class Controller:
             command = commands.check(request, len(message.frames))
             if conn.client is None and command.name != "hello":
                 raise BadRequest("the first request must be hello")
-            self.run(conn, command, request, message)
+            self.run(conn, Request(conn.client, command, request, message))
         except (KernelError, ValueError, TypeError, KeyError, IndexError, MemoryError) as e:
             self.refuse(conn, request_id, type(e).__name__, str(e))
         except Exception as e:
@@ -355,22 +356,22 @@ class Controller:
             log.warning("protocol error from %s: %s", conn.peer, evalue)
             self.close(conn, f"a request without an id to answer: {evalue}")
 
-    def run(self, conn: Connection, command: Command, request: dict,
-            message: wire.Message) -> None:
+    def run(self, conn: Connection, request: Request) -> None:
         """Carry out a checked request."""
+        command, header = request.command, request.header
         if command.name == "hello":
-            self.hello(conn, request)
+            self.hello(conn, header)
             return
-        if request.get("acks"):   # acks ride on any request
-            self.ack(conn.client, request["acks"])
+        if header.get("acks"):   # acks ride on any request
+            self.ack(conn.client, header["acks"])
         if command.reply == NONE:   # an ack alone
             return
         if command.runs == ENGINES:
-            self.dispatcher.submit(conn.client, command, request, message)
+            self.dispatcher.submit(request)
             return
-        value = self.handlers[command.name](conn.client, request, message.frames)
+        value = self.handlers[command.name](request)
         if value is not LATER:
-            self.send(conn, {"id": request["id"], "value": value})
+            self.send(conn, {"id": header["id"], "value": value})
 
     def reply(self, client: str, request_id: str, value: Any, frames: list = ()) -> bool:
         """Send a value to a client if it is connected; True if it was."""
@@ -400,16 +401,14 @@ class Controller:
 
     # controller-level verbs: answered at once, no engine involved
 
-    def own_handlers(self) -> dict[str, Callable[[str, dict, list], Any]]:
-        """The verbs the controller answers itself: ``handler(client, request, frames)``
-        returns the value to reply with."""
-        return {"get_ids": lambda client, request, frames: list(self.engines),
-                "status": lambda client, request, frames: self.status(),
-                "queue_status": lambda client, request, frames:
-                    self.dispatcher.queue_status(request.get("targets")),
-                "clear_queue": lambda client, request, frames: self.clear_queue(
-                    request.get("targets")),
-                "shutdown": lambda client, request, frames: self.stop()}
+    def own_handlers(self) -> dict[str, Callable[[Request], Any]]:
+        """The verbs the controller answers itself: ``handler(request)`` returns the
+        value to reply with."""
+        return {"get_ids": lambda r: list(self.engines),
+                "status": lambda r: self.status(),
+                "queue_status": lambda r: self.dispatcher.queue_status(r.header.get("targets")),
+                "clear_queue": lambda r: self.clear_queue(r.header.get("targets")),
+                "shutdown": lambda r: self.stop()}
 
     def status(self) -> dict:
         status = self.describe()

@@ -45,6 +45,7 @@ from typing import Any, Callable, NamedTuple
 from ..errors import KernelError
 from .. import settings
 from .engines import Dispatcher
+from .request import LATER, Request
 
 log = logging.getLogger("pympec.controller.tasks")
 
@@ -53,8 +54,6 @@ PENALTY = 1.0          # seconds an engine waits before it may retry a task it f
 SHORT = 0.005          # tasks shorter than this (on average) are batched
 MAX_BATCH = 256
 MAX_FETCH = 20000      # results per fetch reply
-LATER = object()       # a handler's value when it answers the client itself, later
-
 Reply = Callable[[str, Any, Any, list], bool]   # (client, request id, value, frames)
 
 
@@ -135,26 +134,26 @@ class TaskFarm:
 
     # -- requests from clients (pympec.protocol.commands checked them) --------------
 
-    def handlers(self) -> dict[str, Callable[[str, dict, list], Any]]:
-        """The ``task_*`` verbs this farm answers: ``handler(client, request, frames)``
-        returns the value to reply with, or LATER when it replies itself."""
+    def handlers(self) -> dict[str, Callable[[Request], Any]]:
+        """The ``task_*`` verbs this farm answers: ``handler(request)`` returns the
+        value to reply with, or LATER when it replies itself."""
         return {"task_submit": self.submit, "task_fetch": self.fetch,
-                "task_abort": lambda client, request, frames: self.abort(request["tid"]),
-                "task_clear": lambda client, request, frames: self.clear(
-                    request.get("ids"), request.get("forget") or []),
-                "task_status": lambda client, request, frames: self.status(
-                    bool(request.get("verbose"))),
-                "task_config": self.configure}
+                "task_abort": lambda r: self.abort(r.header["tid"]),
+                "task_clear": lambda r: self.clear(r.header.get("ids"),
+                                                   r.header.get("forget") or []),
+                "task_status": lambda r: self.status(bool(r.header.get("verbose"))),
+                "task_config": lambda r: self.configure(r.header.get("result_cap"))}
 
-    def submit(self, client: str, request: dict, frames: list) -> list[int]:
+    def submit(self, request: Request) -> list[int]:
         """Queue the request's tasks; returns [first id, count].  Raises MemoryError
         past the result cap, ValueError when the specs name more frames than there are."""
+        client, frames = request.client, request.frames
         if self.held_bytes > self.cap:
             raise MemoryError(
                 f"the controller holds {self.held_bytes} bytes of task results nobody has "
                 f"fetched (cap {self.cap}); fetch them (get_task_result, barrier) or "
                 f"clear() them before submitting more")
-        specs = request["tasks"]
+        specs = request.header["tasks"]
         if sum(spec["n"] + spec.get("recovery", {}).get("n", 0) for spec in specs) \
                 > len(frames):
             raise ValueError("task specs name more frames than the message has")
@@ -181,19 +180,20 @@ class TaskFarm:
         else:
             self.ready.append(task)
 
-    def fetch(self, client: str, request: dict, frames: list) -> Any:
+    def fetch(self, request: Request) -> Any:
         """Reply with finished results (``ids``, or all of this client's); with none
         ready and ``wait`` > 0, park the request until some are or it expires."""
-        ids = request.get("ids")
+        client, header = request.client, request.header
+        ids = header.get("ids")
         if ids is not None:
             for tid in ids:
                 self.check_known(tid)
         infos, out, owners = self.collect(client, ids)
-        wait = float(request.get("wait") or 0)
+        wait = float(header.get("wait") or 0)
         if infos or wait <= 0:
-            self.answer(client, request["id"], infos, out, owners)
+            self.answer(client, header["id"], infos, out, owners)
         else:
-            self.parked.append(ParkedFetch(client, request["id"], ids,
+            self.parked.append(ParkedFetch(client, header["id"], ids,
                                            time.monotonic() + wait))
         return LATER
 
@@ -287,9 +287,9 @@ class TaskFarm:
                 groups[names[state]].append(tid)
         return groups
 
-    def configure(self, client: str, request: dict, frames: list) -> dict:
-        if request.get("result_cap") is not None:
-            self.cap = request["result_cap"]
+    def configure(self, result_cap: int | None) -> dict:
+        if result_cap is not None:
+            self.cap = result_cap
         return {"result_cap": self.cap, "held_bytes": self.held_bytes}
 
     # -- engines -----------------------------------------------------------------------

@@ -363,6 +363,22 @@ class Filling:
             self.ready = self._landed.pop(self.ready)
 
 
+class _Piece:
+    """What the writer sends next: bytes (``view``) to sign with ``mac``, or, while
+    ``view`` is None, the tag ``mac`` makes once all before it is signed.  A piece of a
+    Filling goes only once the Filling's ``ready`` reaches ``stop``."""
+
+    __slots__ = ("view", "mac", "signed", "filling", "stop")
+
+    def __init__(self, view: memoryview | None, mac: Any, filling: Filling | None = None,
+                 stop: int = 0) -> None:
+        self.view, self.mac, self.signed, self.filling, self.stop = view, mac, False, \
+            filling, stop
+
+    def landed(self) -> bool:
+        return self.filling is None or self.filling.ready >= self.stop
+
+
 class MessageWriter:
     """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
 
@@ -378,9 +394,7 @@ class MessageWriter:
         self._key = key
         self._kind = mac
         self._seq = 0
-        # [view, mac, signed, filling, stop]: view None stands for a tag, made once all
-        # before it is signed; a piece of a Filling goes once its ``ready`` reaches stop
-        self._pieces: collections.deque[list] = collections.deque()
+        self._pieces: collections.deque[_Piece] = collections.deque()
 
     @property
     def pending(self) -> bool:
@@ -389,11 +403,7 @@ class MessageWriter:
     @property
     def stalled(self) -> bool:
         """True when the next bytes to send have not landed yet."""
-        return bool(self._pieces) and not self._landed(self._pieces[0])
-
-    @staticmethod
-    def _landed(piece: list) -> bool:
-        return piece[3] is None or piece[3].ready >= piece[4]
+        return bool(self._pieces) and not self._pieces[0].landed()
 
     def queue(self, header: dict | bytes, frames: Iterable[Any] = ()) -> None:
         """Queue a message (see the module doc for its layout): ``header`` is a dict,
@@ -411,16 +421,16 @@ class MessageWriter:
         self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
         pieces = self._pieces
-        pieces.append([memoryview(lead), mac, False, None, 0])
-        pieces.append([None, mac, False, None, 0])
+        pieces.append(_Piece(memoryview(lead), mac))
+        pieces.append(_Piece(None, mac))
         part, mac = 0, None
         for frame, start, stop, last in segments(lengths):
             if mac is None:
                 part += 1
                 mac = message_mac(kind, self._key, seq, part)
-            pieces.append([views[frame][start:stop], mac, False, fillings[frame], stop])
+            pieces.append(_Piece(views[frame][start:stop], mac, fillings[frame], stop))
             if last:
-                pieces.append([None, mac, False, None, 0])
+                pieces.append(_Piece(None, mac))
                 mac = None
 
     def _batch(self) -> list[memoryview]:
@@ -428,17 +438,16 @@ class MessageWriter:
         before it goes."""
         batch, size = [], 0
         for piece in itertools.islice(self._pieces, _IOV_MAX):
-            view, mac, signed = piece[:3]
-            if not signed:
-                if not self._landed(piece):
+            if not piece.signed:
+                if not piece.landed():
                     break
-                if view is None:
-                    view = piece[0] = memoryview(mac.digest())
+                if piece.view is None:
+                    piece.view = memoryview(piece.mac.digest())
                 else:
-                    mac.update(view)
-                piece[2] = True
-            batch.append(view)
-            size += len(view)
+                    piece.mac.update(piece.view)
+                piece.signed = True
+            batch.append(piece.view)
+            size += len(piece.view)
             if size >= _BATCH:
                 break
         return batch
@@ -461,11 +470,11 @@ class MessageWriter:
             except OSError as e:
                 raise ClusterError(f"connection lost: {e}") from None
             while sent:
-                head = pieces[0][0]
-                if sent >= len(head):
-                    sent -= len(head)
+                head = pieces[0]
+                if sent >= len(head.view):
+                    sent -= len(head.view)
                     pieces.popleft()
                 else:
-                    pieces[0][0] = head[sent:]
+                    head.view = head.view[sent:]
                     sent = 0
         return True
