@@ -92,6 +92,7 @@ BYTES = Kind("bytes", "a byte count such as 2147483648 or 2G", _bytes, _show_byt
 SECONDS = Kind("seconds", "a finite number of seconds such as 600 or 0.5", _seconds,
                lambda value: f"{value:g}")
 PATH = Kind("path", "a path", str, str, numeric=False, span="any")
+INT = Kind("count", "a whole number such as 256", int, str)
 BACKOFF_KIND = Kind(
     "seconds, or fields",
     f"seconds (the max sleep), or name=seconds fields among {', '.join(BACKOFF_FIELDS)} "
@@ -178,12 +179,20 @@ BACKOFF = Setting("PYMPEC_BACKOFF", BACKOFF_KIND, MappingProxyType({}), "How lon
 MAX_MESSAGE = Setting("PYMPEC_MAX_MESSAGE", BYTES, 1 << 40, "The largest message (bytes of "
                       "frames) a controller or client accepts; a larger one is refused before "
                       "anything is allocated.")
-RESULT_CAP = Setting("PYMPEC_RESULT_CAP", BYTES, 2 << 30, "Bytes of results the controller "
-                     "keeps until their clients acknowledge them (to resend after a "
-                     "reconnect); past it, the oldest are dropped.")
-TASK_RESULT_CAP = Setting("PYMPEC_TASK_RESULT_CAP", BYTES, 1 << 30, "Bytes of task results the "
-                          "controller holds unfetched before it refuses new submissions "
-                          "(`tc.configure(result_cap=...)` changes it per cluster).")
+RESULT_CAP = Setting("PYMPEC_RESULT_CAP", BYTES, 2 << 30, "Bytes the controller keeps for "
+                     "clients (results not yet acknowledged, execute records and their "
+                     "output, task results not yet fetched); past it, new submissions fail "
+                     "with MemoryError until clients fetch or clear what they are owed.")
+RESULT_GRACE = Setting("PYMPEC_RESULT_GRACE", SECONDS, 300.0, "Seconds the controller keeps "
+                       "the results of a client that disconnected, for it to reconnect and "
+                       "fetch them; then they are released.")
+CONTROLLER_TIMEOUT = Setting("PYMPEC_CONTROLLER_TIMEOUT", SECONDS, 30.0, "A client waiting on "
+                             "a controller that sends nothing for this long (frozen, or the "
+                             "network gone) raises ClusterError; it pings the controller "
+                             "every few seconds of silence meanwhile.", low=1.0)
+MAX_UNAUTHENTICATED = Setting("PYMPEC_MAX_UNAUTHENTICATED", INT, 256, "Connections a "
+                              "controller lets wait in the handshake at once; past it, the "
+                              "oldest is dropped.", low=1)
 BUFFER_CAP = Setting("PYMPEC_BUFFER_CAP", BYTES, 2 << 30, "Free bytes the warm-buffer pool "
                      "keeps for reuse; 0 turns the pool off.")
 BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled buffer waits "
@@ -191,7 +200,8 @@ BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled
 
 SETTINGS: tuple[Setting, ...] = (
     DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, CLIENT_SPIN, BACKOFF, MAX_MESSAGE,
-    RESULT_CAP, TASK_RESULT_CAP, BUFFER_CAP, BUFFER_KEEP)
+    RESULT_CAP, RESULT_GRACE, CONTROLLER_TIMEOUT, MAX_UNAUTHENTICATED, BUFFER_CAP,
+    BUFFER_KEEP)
 
 
 def check() -> None:

@@ -247,7 +247,7 @@ def broken_push(cluster, nbytes: int) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection((info.address, info.port), timeout=10)
     send_key, _, mac = handshake.client_handshake(sock, info.key_bytes, 10)
     data = np.ones(nbytes, np.uint8)
-    push = {"id": "cut", "verb": "push", "targets": [0], "deliver": "same",
+    push = {"id": f"cut-{os.urandom(4).hex()}", "verb": "push", "targets": [0], "deliver": "same",
             "describe": "push(cut)", "args": {"names": ["cut"],
                                               "metas": [serialize.array_meta(data)]}}
     raw = wire_bytes(wire.MessageWriter(send_key, mac),

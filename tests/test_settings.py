@@ -189,7 +189,7 @@ def test_imports_succeed_with_bad_values_and_use_raises(tmp_path):
 
 def test_a_cluster_with_a_bad_value_stops_at_startup_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PYMPEC_DIR", str(tmp_path / "pympec"))
-    env = dict(os.environ, PYMPEC_TASK_RESULT_CAP="lots")
+    env = dict(os.environ, PYMPEC_RESULT_CAP="lots")
     cluster = pympec.Cluster(n=1, connection_file=tmp_path / "cluster.json", timeout=60, env=env)
-    with pytest.raises(ClusterError, match="PYMPEC_TASK_RESULT_CAP='lots': expected"):
+    with pytest.raises(ClusterError, match="PYMPEC_RESULT_CAP='lots': expected"):
         cluster.start()

@@ -91,6 +91,7 @@ class Job:
         self.members: list[int] = []               # engines of the running collective
         self.comm: MPI.Comm | None = None          # and its communicator
         self.joined: Filling | None = None          # the gathered buffer, after a gather
+        self.reply_bytes = 256                     # its reply headers' size, for accounting
 
     def collective(self) -> bool:
         return len(self.todo) > 1 and (self.deliver != "none" or self.gather)
@@ -153,19 +154,21 @@ class Engine:
 class Dispatcher:
     """The engines, their queues, and the MPI traffic of the jobs they run.
 
-    ``finished(client, header, frames)`` receives each job's reply when every target's
-    reply header is in (frames may be Fillings, still landing); ``output(client,
+    ``finished(client, header, frames, size)`` receives each job's reply when every
+    target's reply header is in (frames may be Fillings, still landing; ``size`` is its
+    reply headers' size in bytes, for the result store's accounting); ``output(client,
     header)`` receives output streamed while one runs; ``ring(rank)`` wakes a sleeping
     engine (the doorbell).  The task farm uses :meth:`task_slots` and :meth:`send_batch`.
     """
 
-    def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list], None],
+    def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list, int], None],
                  output: Callable[[str, dict], None], ring: Callable[[int], None]) -> None:
         self.comm = comm
         self.finished, self.output, self.ring = finished, output, ring
         self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
         self.stopped: list[Engine] = []            # killed engines: parked until shutdown
         self.work: dict[int, Work] = {}            # jobs and task batches, by id
+        self.by_request: dict[str, Job] = {}       # jobs, by their client's request id
         self.seq = 0
         self.groups: dict[str, MPI.Comm] = {}
         self.requests: list[Pending] = []
@@ -218,10 +221,21 @@ class Dispatcher:
         if header.get("deliver") == "parts" and len(header["parts"]) != len(targets):
             raise ValueError(f"parts gives {len(header['parts'])} frame counts for "
                              f"{len(targets)} targets")
+        if header["id"] in self.by_request:
+            raise ValueError(f"a request with id {header['id']!r} is already running")
         job = Job(self.next_id(), request, targets)
         self.work[job.seq] = job
+        self.by_request[job.id] = job
         for t in targets:
             self.engines[t].queue.append(job)
+
+    def claim(self, request_id: str, client: str) -> bool:
+        """Whether the job of ``request_id`` is still running; if so its result will go
+        to ``client`` (a client that asked for it by id) instead."""
+        job = self.by_request.get(request_id)
+        if job is not None:
+            job.client = client
+        return job is not None
 
     def next_id(self) -> int:
         self.seq += 1
@@ -402,12 +416,18 @@ class Dispatcher:
             self.track(request, keep=agreed)
 
     def poll(self) -> bool:
-        """Receive reply headers and complete finished requests; True if anything moved."""
+        """Receive reply headers and complete finished requests; True if anything moved.
+        A bug of ours in handling one is logged, and the loop goes on: the cluster
+        outlives it."""
         moved = False
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
             moved = True
-            source = self.status.Get_source()
-            self.on_reply(self.engine_at(source), *recv_header(self.comm, self.status))
+            source, count = self.status.Get_source(), self.status.Get_count(MPI.BYTE)
+            reply, tail = recv_header(self.comm, self.status)
+            try:
+                self.on_reply(self.engine_at(source), reply, tail, count)
+            except Exception:
+                log.exception("internal error handling a reply from rank %d", source)
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
             moved = True
             source = self.status.Get_source()
@@ -416,8 +436,11 @@ class Dispatcher:
         for entry in pending:
             if entry.request.Test():
                 moved = True
-                if entry.then is not None:
-                    entry.then()
+                try:
+                    if entry.then is not None:
+                        entry.then()
+                except Exception:
+                    log.exception("internal error after an MPI transfer")
             else:
                 self.requests.append(entry)
         self.ring_unrung()
@@ -427,8 +450,9 @@ class Dispatcher:
         engine = self.engines.get(rank - 1)
         return engine or next(e for e in self.stopped if e.rank == rank)
 
-    def on_reply(self, engine: Engine, reply: dict, tail: memoryview) -> None:
-        """A reply header arrived: get its frames, then finish the engine's part."""
+    def on_reply(self, engine: Engine, reply: dict, tail: memoryview, size: int) -> None:
+        """A reply header (``size`` bytes) arrived: get its frames, then finish the
+        engine's part."""
         work = self.work[reply.pop("job")]
         if isinstance(work, Batch):
             self.receive_frames(engine, reply, tail,
@@ -436,6 +460,7 @@ class Dispatcher:
                                 streamed=False)
             return
         job = work
+        job.reply_bytes += size
         if "nbytes" in reply:
             job.gathering[engine.id] = reply
             if len(job.gathering) == len(job.members):
@@ -540,6 +565,7 @@ class Dispatcher:
     def finish(self, job: Job) -> None:
         """Every target answered: one reply to the client, results in target order."""
         del self.work[job.seq]
+        del self.by_request[job.id]
         results, frames = [], []
         joined = job.joined
         for t in job.targets:
@@ -552,4 +578,4 @@ class Dispatcher:
         if joined is not None:
             header["joined"] = len(frames)   # index of the joined buffer among the frames
             frames.append(joined)
-        self.finished(job.client, header, frames)
+        self.finished(job.client, header, frames, job.reply_bytes)

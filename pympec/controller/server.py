@@ -25,7 +25,6 @@ side (queues, collectives, MPI replies) is :mod:`pympec.controller.engines`; the
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import selectors
@@ -46,6 +45,7 @@ from ..protocol.handshake import ServerHandshake
 from ..errors import ClusterError, KernelError, ProtocolError
 from .. import settings
 from .request import LATER, Request
+from .store import ResultStore
 from .tasks import TaskFarm
 
 log = logging.getLogger("pympec.controller")
@@ -100,9 +100,7 @@ class Controller:
         self.started = time.time()
         self.clients: dict[str, Connection] = {}
         self.handshaking: set[Connection] = set()   # connected, not yet authenticated
-        self.kept: dict[str, collections.OrderedDict] = collections.defaultdict(
-            collections.OrderedDict)            # client -> unacknowledged results
-        self.kept_bytes = 0
+        self.store = ResultStore()                  # what clients are owed
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, None)
         # engines ring it when they reply, so select wakes at once (pympec.protocol.doorbell)
@@ -112,7 +110,7 @@ class Controller:
         self.running = True
         self.dispatcher = Dispatcher(comm, self.deliver, self.forward, self.doorbell.ring)
         self.engines = self.dispatcher.engines     # id -> engine, as the controller sees it
-        self.farm = TaskFarm(self.dispatcher, self.reply)   # the load-balanced task farm
+        self.farm = TaskFarm(self.dispatcher, self.store, self.reply)   # the task farm
         self.handlers = {**self.own_handlers(), **self.farm.handlers()}
         answered_here = {c.name for c in commands.COMMANDS.values()
                          if c.runs != ENGINES and c.name not in ("hello", "ack")}
@@ -150,6 +148,7 @@ class Controller:
             elif delay == 0:
                 os.sched_yield()   # spinning: let a woken engine have this core first
             self.expire_handshakes()
+            self.store.sweep()
             buffers.trim()
 
     def shutdown(self) -> None:
@@ -233,6 +232,7 @@ class Controller:
             partial.failed = True
         if conn.client and self.clients.get(conn.client) is conn:
             del self.clients[conn.client]
+            self.store.disconnected(conn.client)
         self.handshaking.discard(conn)
         try:
             self.selector.unregister(conn.sock)
@@ -296,30 +296,19 @@ class Controller:
             if conn.writer.pending:
                 self.flush(conn)
 
-    def deliver(self, client: str, header: dict, frames: list) -> None:
+    def deliver(self, client: str, header: dict, frames: list, size: int) -> None:
         """Send a finished result to its client, and keep it until the client acks it
         (so a client whose link broke gets it again when it reconnects)."""
-        size = sum(len(f) for f in frames)
-        self.kept[client][header["id"]] = (header, frames, size)
-        self.kept_bytes += size
-        cap = settings.RESULT_CAP.get()   # bytes kept for absent clients
-        while self.kept_bytes > cap:
-            oldest = max(self.kept.values(), key=lambda kept: sum(e[2] for e in kept.values()))
-            _, (_, _, dropped) = oldest.popitem(last=False)
-            self.kept_bytes -= dropped
-            log.warning("result store over %d bytes (PYMPEC_RESULT_CAP): dropped the "
-                        "oldest unacknowledged result", cap)
-        conn = self.clients.get(client)
-        if conn is not None:
-            self.send(conn, header, frames)
+        self.store.keep(client, header, frames, size + sum(len(f) for f in frames))
+        self.resend(client, header["id"])
 
-    def ack(self, client: str, ids: list[str]) -> None:
-        """The client has these results: stop keeping them."""
-        kept = self.kept.get(client, {})
-        for result_id in ids:
-            entry = kept.pop(result_id, None)
-            if entry is not None:
-                self.kept_bytes -= entry[2]
+    def resend(self, client: str, result_id: str) -> None:
+        """Send a kept result to its owner, if connected."""
+        conn = self.clients.get(client)
+        kept = self.store.results.get(result_id)
+        if conn is not None and kept is not None:
+            self.send(conn, kept.header, kept.frames)
+            self.store.sent(result_id)
 
     def forward(self, client: str, header: dict) -> None:
         """Pass output of a running call to its client, if connected (never kept: the
@@ -363,10 +352,13 @@ class Controller:
             self.hello(conn, header)
             return
         if header.get("acks"):   # acks ride on any request
-            self.ack(conn.client, header["acks"])
+            self.store.ack(header["acks"])
         if command.reply == NONE:   # an ack alone
             return
         if command.runs == ENGINES:
+            self.store.check_room()
+            if header["id"] in self.store.results:
+                raise ValueError(f"a request with id {header['id']!r} was already answered")
             self.dispatcher.submit(request)
             return
         value = self.handlers[command.name](request)
@@ -388,10 +380,11 @@ class Controller:
         if old is not None and old is not conn:
             self.close(old, "the same client connected again")
         self.clients[conn.client] = conn
-        self.ack(conn.client, request.get("acks") or [])
+        self.store.connected(conn.client)
+        self.store.ack(request.get("acks") or [])
         self.send(conn, {"id": request.get("id"), "value": self.describe()})
-        for header, frames, _ in list(self.kept.get(conn.client, {}).values()):
-            self.send(conn, header, frames)   # not acknowledged yet: send again
+        for kept in self.store.owned(conn.client):   # not acknowledged yet: send again
+            self.resend(conn.client, kept.header["id"])
 
     def describe(self) -> dict:
         return {"cluster_id": self.info.cluster_id, "engines": list(self.engines),
@@ -408,12 +401,36 @@ class Controller:
                 "status": lambda r: self.status(),
                 "queue_status": lambda r: self.dispatcher.queue_status(r.header.get("targets")),
                 "clear_queue": lambda r: self.clear_queue(r.header.get("targets")),
-                "shutdown": lambda r: self.stop()}
+                "shutdown": lambda r: self.stop(),
+                "ping": lambda r: time.time(),
+                "result": self.find_results}
+
+    def find_results(self, request: Request) -> Any:
+        """Where the results a client asks for by id stand (after a reconnect, or from
+        another process): kept ones are sent again, to it, after this reply; running ones
+        will be; the others are unknown, with the reason when it is known."""
+        client = request.client
+        found: dict[str, Any] = {"resent": [], "pending": [], "unknown": {}}
+        for result_id in request.header["ids"]:
+            if self.store.claim(result_id, client) is not None:
+                found["resent"].append(result_id)
+            elif self.dispatcher.claim(result_id, client):
+                found["pending"].append(result_id)
+            else:
+                found["unknown"][result_id] = self.store.why_released(result_id) or (
+                    "the controller never received it: it was lost with its connection, "
+                    "or it belongs to another cluster")
+        self.reply(client, request.header["id"], found)
+        for result_id in found["resent"]:
+            self.resend(client, result_id)
+        return LATER
 
     def status(self) -> dict:
         status = self.describe()
         status["uptime"] = time.time() - self.started
         status["engine_status"] = self.dispatcher.engine_status()
+        status["held"] = self.store.summary()
+        status["clients"] = len(self.clients)
         return status
 
     def clear_queue(self, targets: Any) -> None:

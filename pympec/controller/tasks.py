@@ -43,9 +43,9 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from ..errors import KernelError
-from .. import settings
 from .engines import Dispatcher
 from .request import LATER, Request
+from .store import ResultStore
 
 log = logging.getLogger("pympec.controller.tasks")
 
@@ -62,7 +62,7 @@ class Task:
     Its state is the farm's ``states[id]``."""
 
     __slots__ = ("id", "client", "spec", "frames", "recovery", "retries", "rejected",
-                 "avoid", "stuck_since", "offered", "submitted", "abort", "timeout")
+                 "avoid", "stuck_since", "offered", "submitted", "timeout")
 
     def __init__(self, tid: int, client: str, spec: dict, frames: list,
                  recovery: Recovery | None, submitted: float) -> None:
@@ -77,7 +77,6 @@ class Task:
         self.stuck_since: float | None = None    # every engine rejected it, since then
         self.offered = 0.0
         self.submitted = submitted
-        self.abort = False
         self.timeout = float(spec.get("timeout") or 30.0)
 
     def constrained(self) -> bool:
@@ -116,8 +115,10 @@ class ParkedFetch(NamedTuple):
 class TaskFarm:
     """The task farm of one controller."""
 
-    def __init__(self, dispatcher: Dispatcher, reply: Reply) -> None:
+    def __init__(self, dispatcher: Dispatcher, store: ResultStore, reply: Reply) -> None:
         self.dispatcher = dispatcher
+        self.store = store            # finished tasks count against its budget
+        store.on_client_gone.append(self.forget_client)
         self.reply = reply
         self.next_id = 0
         self.states = bytearray()                # per task id, QUEUED..CLEARED
@@ -126,8 +127,6 @@ class TaskFarm:
         self.held: list[Task] = []               # constrained tasks, by id
         self.done: dict[int, Result] = {}        # results held, by id
         self.unfetched: dict[str, dict[int, None]] = collections.defaultdict(dict)
-        self.held_bytes = 0
-        self.cap = settings.TASK_RESULT_CAP.get()
         self.parked: list[ParkedFetch] = []
         self.avg: float | None = None            # mean task run time, moving
         self.last_check = 0.0
@@ -148,11 +147,7 @@ class TaskFarm:
         """Queue the request's tasks; returns [first id, count].  Raises MemoryError
         past the result cap, ValueError when the specs name more frames than there are."""
         client, frames = request.client, request.frames
-        if self.held_bytes > self.cap:
-            raise MemoryError(
-                f"the controller holds {self.held_bytes} bytes of task results nobody has "
-                f"fetched (cap {self.cap}); fetch them (get_task_result, barrier) or "
-                f"clear() them before submitting more")
+        self.store.check_room()
         specs = request.header["tasks"]
         if sum(spec["n"] + spec.get("recovery", {}).get("n", 0) for spec in specs) \
                 > len(frames):
@@ -215,7 +210,7 @@ class TaskFarm:
             info, more = self.done.pop(tid)
             owner = info.pop("owner")       # not sent: the client knows who it is
             self.unfetched[owner].pop(tid, None)
-            self.held_bytes -= sum(len(f) for f in more)
+            self.store.refund(_size(more))
             infos.append(info)
             owners.append(owner)
             frames.extend(more)
@@ -228,7 +223,7 @@ class TaskFarm:
             return
         for info, owner in zip(infos, owners):   # gone: keep them for its return
             info["owner"] = owner
-            self.store(info, frames[:info["nframes"]])
+            self.hold(info, frames[:info["nframes"]])
             frames = frames[info["nframes"]:]
 
     def answer_parked(self, now: float) -> None:
@@ -241,6 +236,9 @@ class TaskFarm:
                 self.parked.append(fetch)
 
     def abort(self, tid: int) -> None:
+        """Finish a queued or running task at once as TaskAborted: a queued one leaves its
+        queue (lazily, at dispatch), a running one's result is discarded when it comes.
+        Raises IndexError for an unknown, finished or already aborted task."""
         if tid < 0 or tid >= self.next_id:
             raise IndexError(f"task ID not registered: {tid}")
         task = self.live.get(tid)
@@ -249,11 +247,10 @@ class TaskFarm:
             if done is not None and done.info.get("ename") == "TaskAborted":
                 raise IndexError("Task Already Aborted")
             raise IndexError("Task Already Completed")
-        if task.abort:
-            raise IndexError("Task Already Aborted")
-        task.abort = True
-        if self.states[tid] == QUEUED:   # lazily dropped from its queue by dispatch
-            self.finish(task, self.failure(task, "TaskAborted", f"task {tid} was aborted"))
+        running = self.states[tid] == RUNNING
+        self.finish(task, self.failure(task, "TaskAborted", f"task {tid} was aborted" + (
+            " while it ran; its engine finishes it, and its result is discarded"
+            if running else "")))
 
     def clear(self, ids: list | None, forget: list = ()) -> int:
         """Drop held results (all, or ``ids``); returns how many, counting the
@@ -271,10 +268,7 @@ class TaskFarm:
             if missing:
                 raise KeyError(f"no finished result held for task {missing[0]!r}")
         for tid in ids:
-            info, more = self.done.pop(tid)
-            self.unfetched[info["owner"]].pop(tid, None)
-            self.held_bytes -= sum(len(f) for f in more)
-            self.states[tid] = CLEARED
+            self.drop(tid)
         return len(ids) + forgotten
 
     def status(self, verbose: bool) -> dict:
@@ -287,10 +281,25 @@ class TaskFarm:
                 groups[names[state]].append(tid)
         return groups
 
+    def drop(self, tid: int) -> None:
+        """Release a finished task's held result."""
+        info, frames = self.done.pop(tid)
+        self.unfetched[info["owner"]].pop(tid, None)
+        self.store.refund(_size(frames))
+        self.states[tid] = CLEARED
+
+    def forget_client(self, client: str) -> None:
+        """The client is gone for good (ResultStore.sweep): release its results."""
+        for tid in list(self.unfetched.pop(client, ())):
+            if tid in self.done:
+                self.drop(tid)
+
     def configure(self, result_cap: int | None) -> dict:
+        """Set the controller's cap on what it keeps for clients (all results, not only
+        tasks': PYMPEC_RESULT_CAP's value for this cluster); returns the settings."""
         if result_cap is not None:
-            self.cap = result_cap
-        return {"result_cap": self.cap, "held_bytes": self.held_bytes}
+            self.store.cap_override = result_cap
+        return {"result_cap": self.store.cap, "held_bytes": self.store.used}
 
     # -- engines -----------------------------------------------------------------------
 
@@ -385,11 +394,14 @@ class TaskFarm:
         now = time.monotonic()
         if "tasks" not in reply:
             for task in batch.values():
-                self.ran(task, engine_id, self.failure(task, reply.get("ename", "KernelError"),
-                                                       reply.get("evalue", "")), now)
+                if task.id in self.live:
+                    self.ran(task, engine_id, self.failure(
+                        task, reply.get("ename", "KernelError"), reply.get("evalue", "")), now)
             return
         for info in reply["tasks"]:
             task = batch[info.pop("tid")]
+            if task.id not in self.live:   # aborted while it ran
+                continue
             if info["status"] == "rejected":
                 self.rejected(task, engine_id, now)
                 continue
@@ -407,17 +419,11 @@ class TaskFarm:
         """``depend`` said no on this engine: offer it to others."""
         task.rejected.add(engine_id)
         task.offered = now
-        if task.abort:
-            self.finish(task, self.failure(task, "TaskAborted", f"task {task.id} was aborted"))
-        else:
-            self.enqueue(task)
+        self.enqueue(task)
 
     def ran(self, task: Task, engine_id: int, result: Result, now: float) -> None:
         """The task ran: done, or retried elsewhere, or its recovery task queued."""
-        if task.abort:
-            self.finish(task, self.failure(task, "TaskAborted",
-                                           f"task {task.id} was aborted", result.info))
-        elif result.info["status"] == "ok":
+        if result.info["status"] == "ok":
             self.finish(task, result)
         elif task.retries > 0:
             task.retries -= 1
@@ -448,13 +454,18 @@ class TaskFarm:
                     submitted=task.submitted)
         del self.live[task.id]
         self.states[task.id] = OK if info["status"] == "ok" else FAILED
-        self.store(info, frames)
+        self.hold(info, frames)
 
-    def store(self, info: dict, frames: list) -> None:
+    def hold(self, info: dict, frames: list) -> None:
         info["nframes"] = len(frames)
         self.done[info["tid"]] = Result(info, frames)
         self.unfetched[info["owner"]][info["tid"]] = None
-        self.held_bytes += sum(len(f) for f in frames)
+        self.store.charge(_size(frames))
+
+
+def _size(frames: list) -> int:
+    """What a held task result costs: its frames and (roughly) its JSON fields."""
+    return 200 + sum(len(f) for f in frames)
 
 
 PACK_LIMIT = 1 << 16   # results smaller than this travel packed together in one frame

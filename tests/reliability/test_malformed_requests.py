@@ -183,6 +183,7 @@ class Raw:
 def test_ten_thousand_malformed_requests(private_cluster):
     info = connection.load(private_cluster.connection_file)
     mec = private_cluster.client()
+    tc = private_cluster.task_client()
     rng = random.Random(SEED)
     raw = Raw(info)
     outcomes: Counter = Counter()
@@ -212,12 +213,12 @@ def test_ten_thousand_malformed_requests(private_cluster):
                 outcomes["unanswerable"] += 1
         assert mec.get_ids() == [0, 1], f"after case {i}"
         if i % 500 == 0:
+            tc.configure(result_cap=1 << 30)   # (a case may set it to 0: a valid request)
             assert mec.pull("id") == [0, 1], f"engines after case {i}"
     raw.close()
-    assert mec.execute("pass") is not None and mec.pull("id") == [0, 1]
-    tc = private_cluster.task_client()
     tc.clear()
-    tc.configure(result_cap=1 << 30)   # (a case may have set it to 0: a valid request)
+    tc.configure(result_cap=1 << 30)
+    assert mec.execute("pass") is not None and mec.pull("id") == [0, 1]
     assert tc.map(lambda v: v + 1, range(10)) == list(range(1, 11))
     log = (connection.paths.log_dir() / f"pympec-{info.cluster_id}-rank0.log").read_text()
     assert "Traceback" not in log and "internal error" not in log
