@@ -36,14 +36,29 @@ class ConnectionInfo:
         return bytes.fromhex(self.key)
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write atomically with mode 0600; returns the path."""
+        """Write atomically with mode 0600; returns the path.
+
+        The file is made under a new random name, exclusively and never through a
+        symbolic link (O_EXCL, O_NOFOLLOW), so nobody can pre-create or redirect it, then
+        renamed into place.  Raises PermissionError if its mode is not 0600 after all.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            if os.fstat(fd).st_mode & 0o077:
+                raise PermissionError(f"{tmp} is open to others; refusing to write a key in it")
+            with os.fdopen(fd, "w") as f:
+                fd = -1
+                json.dump(asdict(self), f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
 
@@ -61,10 +76,18 @@ def load(where: str | os.PathLike | None = None) -> ConnectionInfo:
     """Read a connection file (see :func:`resolve`).
 
     Raises FileNotFoundError, naming the file and how to start a cluster, when it is
-    missing, and ValueError when it is not a pympec connection file.
+    missing, PermissionError when other users may read or write it (mode other than
+    0600, as jupyter_core's ``secure_write`` checks), and ValueError when it is not a
+    pympec connection file.
     """
     path = resolve(where)
     try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise PermissionError(
+                f"the connection file {path} can be read or written by other users (mode "
+                f"{mode & 0o777:o}): its key may be known to them. Make it private with "
+                f"`chmod 600 {path}`, or better, restart the cluster for a new key")
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(

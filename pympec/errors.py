@@ -27,6 +27,11 @@ class QueueCleared(KernelError):
     """A queued command was dropped: an earlier command failed, or clear_queue was called."""
 
 
+class RequestLost(KernelError):
+    """A request was lost with its connection before the controller read it: it did
+    not run, and has no result."""
+
+
 class ResultNotCompleted(KernelError):
     """A result was asked for before it was ready."""
 

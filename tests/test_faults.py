@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pympec import client
+from pympec import client, connection
 from pympec.protocol import handshake, wire
 from pympec.connection import load
 from pympec.errors import ClusterError, CompositeError, SecurityError
@@ -173,8 +173,32 @@ def test_stale_connection_file(cluster, tmp_path):
 def test_garbage_connection_file(tmp_path):
     path = tmp_path / "garbage.json"
     path.write_text("not json")
+    path.chmod(0o600)
     with pytest.raises(ValueError, match="not a pympec connection file"):
         client.MultiEngineClient(path)
+
+
+def test_connection_file_open_to_others_is_refused(tmp_path):
+    path = connection.ConnectionInfo(address="127.0.0.1", port=1).write(tmp_path / "c.json")
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="mode 644.*chmod 600"):
+        client.MultiEngineClient(path)
+
+
+def test_connection_file_cannot_be_pre_created_or_redirected(tmp_path):
+    """Files an attacker leaves where the controller writes (the old fixed temporary
+    name, a symbolic link) change nothing: the key file ends up new and 0600."""
+    target = tmp_path / "c.json"
+    planted = tmp_path / ".c.json.1234.tmp"
+    planted.write_text("{}")
+    planted.chmod(0o666)
+    victim = tmp_path / "elsewhere"
+    (tmp_path / ".c.json.link.tmp").symlink_to(victim)
+    info = connection.ConnectionInfo(address="127.0.0.1", port=1)
+    info.write(target)
+    assert target.stat().st_mode & 0o777 == 0o600 and not target.is_symlink()
+    assert connection.load(target).key == info.key and not victim.exists()
 
 
 def test_client_killed_mid_call(cluster, mec):

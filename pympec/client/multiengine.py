@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..protocol import serialize
-from ..errors import CompositeError, InvalidEngineID, NotAPendingResult, StopLocalExecution
+from ..errors import (CompositeError, InvalidDeferredID, InvalidEngineID, NotAPendingResult,
+                      StopLocalExecution)
 from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
@@ -396,8 +397,18 @@ class MultiEngineClient:
     clear_pending_results = flush
 
     def get_pending_deferred(self, result_id: str, block: bool = True) -> Any:
-        """Fetch a stored result by id (raw per-engine values)."""
-        message = self._session.wait(result_id, None if block else 0)
+        """Fetch a result by its id (a PendingResult's ``result_id``): raw per-engine
+        values, or None if ``block`` is False and it is not ready.  Works from another
+        connection or process too.  Raises InvalidDeferredID, saying why, for an id the
+        controller does not hold (never submitted, or released)."""
+        session = self._session
+        if result_id not in session.replies and result_id not in session.outstanding:
+            found = session.call("result", ids=[result_id])
+            if result_id in found["unknown"]:
+                raise InvalidDeferredID(f"no result has id {result_id!r}: "
+                                        f"{found['unknown'][result_id]}")
+            session.outstanding[result_id] = None
+        message = session.wait(result_id, None if block else 0)
         return None if message is None else engine_values(message, "get_pending_deferred")
 
     def benchmark(self, push_size: int = 10000) -> dict:

@@ -77,24 +77,35 @@ class PendingResult:
         """Chain ``f(result, *args, **kwargs)`` onto the result when it is fetched."""
         self.callbacks.append((f, args, kwargs))
 
-    def get_result(self, default: Any = None, block: bool = True) -> Any:
+    def get_result(self, default: Any = None, block: bool = True,
+                   timeout: float | None = None) -> Any:
         """The result; ``default`` if ``block`` is False and it is not ready.
 
-        Blocks (when ``block``) until every target engine has answered; raises what the
-        call raised (a CompositeError for engine failures).
+        Blocks (when ``block``) until every target engine has answered, or ``timeout``
+        seconds (None: the client's ``call_timeout``, which is None, no limit, unless
+        set).  Raises what the call raised (a CompositeError for engine failures),
+        TimeoutError after ``timeout`` (the call goes on: ask again later), and
+        ClusterError when the controller is lost or stops answering.
         """
         if not self.called:
+            if timeout is None:
+                timeout = getattr(self.client, "call_timeout", None)
             try:
-                message = self.client._session.wait(self.result_id, None if block else 0)
+                message = self.client._session.wait(self.result_id, timeout if block else 0)
                 if message is None:
+                    if block:
+                        raise TimeoutError(
+                            f"{self.describe or self.result_id} did not finish within "
+                            f"{timeout:g} s; it goes on running: ask for its result again "
+                            f"later, or interrupt it")
                     return default
                 self._ended = time.monotonic()
                 value = self._finish(message)
                 for f, args, kwargs in self.callbacks:
                     value = f(value, *args, **kwargs)
                 self._value = value
-            except ClusterError:
-                raise   # the connection failed, not the call: nothing to cache
+            except (ClusterError, TimeoutError):
+                raise   # the connection failed or time ran out, not the call: not cached
             except Exception as e:
                 self.raised = True
                 self._value = e

@@ -1,10 +1,16 @@
 """A client's connection to the controller: one authenticated socket.
 
-``Session.send`` signs a request and writes it; replies arrive in any order and are
-kept by request id until ``Session.wait`` asks for them.  The socket is non-blocking
-and every wait goes through ``select`` with a deadline, so nothing blocks forever: a
-dead controller shows up as end-of-stream (or, across a network, as TCP keepalive
-failure within about 20 s) and raises ClusterError.
+    send(request) ──signed──> controller           outstanding: ids sent, not answered
+    wait(id) <── replies, in any order, kept by id until asked for
+             ── silence: a ping every PING_EVERY s; none answered for
+                PYMPEC_CONTROLLER_TIMEOUT s ──> ClusterError (frozen, or unreachable)
+    the link broke ──> ClusterError; the next wait reconnects with the same client id:
+             the controller sends again what it kept, and says which outstanding
+             requests it never received (they raise RequestLost: they did not run)
+
+The socket is non-blocking and every wait goes through ``select`` with a bound, so
+nothing blocks forever: a dead controller shows up as end-of-stream, a frozen one or a
+broken network as silence.
 """
 from __future__ import annotations
 
@@ -20,9 +26,10 @@ from .. import connection, settings
 from ..protocol import wire
 from ..protocol.handshake import client_handshake
 from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError,
-                      WalltimeWarning)
+                      RequestLost, WalltimeWarning)
 
 ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
+PING_EVERY = 5.0    # seconds of silence from the controller before the client pings it
 
 
 class Session:
@@ -39,6 +46,10 @@ class Session:
         self.replies: dict[str, wire.Message] = {}
         self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
         self.pending_acks: list[str] = []     # results received, to acknowledge
+        self.outstanding: dict[str, None] = {}   # requests sent, not answered yet
+        self.lost: dict[str, str] = {}        # requests the controller never received: why
+        self.pings: set[str] = set()
+        self.heard = self.pinged = time.monotonic()   # the controller's last sign of life
         self.tunnel = None
         self.sock: socket.socket | None = None
         self.warned = False
@@ -83,7 +94,18 @@ class Session:
         self.sock = sock
         self.reader = wire.MessageReader(recv_key, mac)
         self.writer = wire.MessageWriter(send_key, mac)
+        self.heard = time.monotonic()
         return self.call("hello", client=self.client_id)
+
+    def reconnect(self) -> None:
+        """Connect again after the link broke, and learn which outstanding requests the
+        controller never received: waiting on them raises RequestLost."""
+        self.connect()   # hello: the controller sends again what it kept for us
+        ids = [i for i in self.outstanding if i not in self.replies]
+        if ids:
+            found = self.call("result", ids=ids, resend=False)
+            for result_id, why in found["unknown"].items():
+                self.lost[result_id] = why
 
     def close(self) -> None:
         if self.sock is not None:
@@ -103,18 +125,26 @@ class Session:
     # -- requests and replies ------------------------------------------------------------
 
     def send(self, header: dict, frames: list = ()) -> str:
-        """Sign and write one request; returns its id.  Blocks until written."""
+        """Sign and write one request; returns its id.  Blocks until written, as long
+        as the controller takes bytes or answers pings; raises ClusterError when it
+        does neither for PYMPEC_CONTROLLER_TIMEOUT seconds, or the link breaks."""
         if self.sock is None:
-            self.connect()
+            self.reconnect()
         self.warn_walltime()
         header.setdefault("id", uuid.uuid4().hex)
         if self.pending_acks:
             header["acks"], self.pending_acks = self.pending_acks, []
+        if header["verb"] != "ack":
+            self.outstanding[header["id"]] = None
         self.writer.queue(header, frames)
         try:
             while not self.writer.flush(self.sock):
-                self._select(write=True, timeout=None)
-                self.receive()   # keep reading, so neither side's buffers fill up
+                sent = self.writer.sent
+                if self._select(write=True, timeout=PING_EVERY):
+                    self.receive()   # keep reading, so neither side's buffers fill up
+                if self.writer.sent != sent:
+                    self.heard = time.monotonic()   # it takes our bytes: it lives
+                self.check_alive()
         except ClusterError as e:
             raise self.broken(e) from None
         return header["id"]
@@ -137,8 +167,13 @@ class Session:
             messages = self.reader.read(self.sock)
         except (ClusterError, ProtocolError) as e:
             raise self.broken(e) from None
+        if messages:
+            self.heard = time.monotonic()
         now = []
         for message in messages:
+            if message.header.get("id") in self.pings:
+                self.pings.discard(message.header["id"])
+                continue
             if "stream" in message.header:   # output of a call still running
                 listener = self.listeners.get(message.header["id"])
                 if listener is not None:
@@ -164,45 +199,81 @@ class Session:
 
     def wait(self, request_id: str, timeout: float | None = None) -> wire.Message | None:
         """The reply to ``request_id``; None if it is not there within ``timeout``
-        seconds (None waits as long as the cluster lives)."""
+        seconds (None: as long as the controller lives).
+
+        Raises the controller's error for the request (rebuilt by name), RequestLost for
+        a request the controller never received, and ClusterError when the link breaks
+        or the controller stays silent for PYMPEC_CONTROLLER_TIMEOUT seconds."""
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         # Poll without sleeping at first: a short call's reply then costs no wake-up.
         spin_until = now + settings.CLIENT_SPIN.get()
         while request_id not in self.replies:
+            if request_id in self.lost:
+                self.outstanding.pop(request_id, None)
+                raise RequestLost(f"request {request_id} was lost with the connection "
+                                  f"before the controller read it; it did not run "
+                                  f"({self.lost.pop(request_id)})")
             if self.sock is None:
-                self.connect()   # the controller kept our results while we were away
+                self.reconnect()   # the controller kept our results while we were away
                 continue
             now = time.monotonic()
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 self.receive()
                 break
+            self.check_alive()
             if self.writer.pending:
                 self.flush_quietly()
             if now < spin_until:
                 if not self.receive():
                     os.sched_yield()
-            elif self._select(write=False, timeout=left):
+            elif self._select(write=False, timeout=min(PING_EVERY, left or PING_EVERY)):
                 self.receive()
+        return self.take(request_id)
+
+    def take(self, request_id: str) -> wire.Message | None:
+        """The reply to ``request_id`` if it is here (raising the error it carries)."""
         message = self.replies.pop(request_id, None)
-        if message is not None and "error" in message.header:
+        if message is None:
+            return None
+        self.outstanding.pop(request_id, None)
+        if "error" in message.header:
             error = message.header["error"]
             raise CONTROLLER_ERRORS.get(error["ename"], KernelError)(error["evalue"])
         return message
 
-    def _select(self, write: bool, timeout: float | None) -> bool:
-        r, w, _ = select.select([self.sock], [self.sock] if write else [], [],
-                                60.0 if timeout is None else timeout)
+    def check_alive(self) -> None:
+        """Ping the controller after PING_EVERY seconds of silence; raise ClusterError
+        after PYMPEC_CONTROLLER_TIMEOUT seconds of it."""
+        now = time.monotonic()
+        silent = now - self.heard
+        if silent > settings.CONTROLLER_TIMEOUT.get():
+            self.close()
+            raise ClusterError(
+                f"the controller at {self.info.address}:{self.info.port} (cluster "
+                f"{self.info.cluster_id}) has sent nothing for {silent:.0f} s and answers no "
+                f"ping: it is frozen or overloaded, or the network is down "
+                f"(PYMPEC_CONTROLLER_TIMEOUT). Calls may still run there: wait again to "
+                f"reconnect and fetch their results")
+        if silent > PING_EVERY and now - self.pinged > PING_EVERY:
+            self.pinged = now
+            ping = f"ping-{uuid.uuid4().hex}"
+            self.pings.add(ping)
+            self.writer.queue({"verb": "ping", "id": ping})
+            self.flush_quietly()
+
+    def _select(self, write: bool, timeout: float) -> bool:
+        r, w, _ = select.select([self.sock], [self.sock] if write else [], [], timeout)
+        if r:
+            self.heard = time.monotonic()
         return bool(r or w)
 
     def call(self, verb: str, **fields: Any) -> Any:
-        """A controller-level request (no engine involved): its value."""
+        """A controller-level request (no engine involved), answered at once: its value.
+        Raises what :meth:`wait` raises."""
         request_id = self.send({"verb": verb, **fields})
-        message = self.wait(request_id, timeout=max(self.timeout, 30.0))
-        if message is None:
-            raise ClusterError(f"the controller did not answer {verb!r} in time")
-        return message.header.get("value")
+        return self.wait(request_id).header.get("value")
 
 
 def keepalive(sock: socket.socket) -> None:

@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import ClusterError, TaskAborted
+from ..errors import TaskAborted
 from .session import Session
 from .executor import TaskExecutor
 from .tasks import BaseTask, ChunkTask, MapTask, Outcome
@@ -84,11 +84,10 @@ class TaskClient:
         return ids
 
     def _call_value(self, header: dict, frames: list = ()) -> Any:
+        """A farm request's value (answered at once; the session's liveness check
+        bounds the wait)."""
         request_id = self._session.send(header, list(frames))
-        message = self._session.wait(request_id, timeout=max(self._session.timeout, 60.0))
-        if message is None:
-            raise ClusterError(f"the controller did not answer {header['verb']} in time")
-        return message.header.get("value")
+        return self._session.wait(request_id).header.get("value")
 
     # -- results ------------------------------------------------------------------------
 
@@ -96,10 +95,7 @@ class TaskClient:
         """Bring finished results here (``ids``, or all of this client's); with nothing
         ready, the controller waits up to ``wait`` s.  Returns how many came."""
         request_id = self._session.send({"verb": "task_fetch", "ids": ids, "wait": wait})
-        message = self._session.wait(request_id,
-                                     timeout=wait + max(self._session.timeout, 60.0))
-        if message is None:
-            raise ClusterError("the controller did not answer a task fetch in time")
+        message = self._session.wait(request_id)
         value = message.header["value"]
         frames, i = message.frames, 0
         if value.get("packed"):   # small results come joined in the first frame

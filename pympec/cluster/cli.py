@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     where = args.connection_file or args.profile
     if args.action in ("start", "local"):
+        local.sigterm_interrupts()   # also while it starts: start() cleans up on interrupt
         if batch_cli.handles(args):
             return batch_cli.start(args)
         return start_local(args)
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 def start_local(args: argparse.Namespace) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
-    local.sigterm_interrupts()   # also while it starts: start() cleans up on interrupt
     cluster.start()
     return local.hold(cluster, args.daemon)
 

@@ -186,13 +186,15 @@ def running_cluster(where: str | os.PathLike | None = None, n: int = 2) -> Itera
 
 
 def sigterm_interrupts() -> None:
-    """Make SIGTERM (kill, a batch system) raise KeyboardInterrupt, so the commands that
-    own a cluster stop it cleanly then too: mpiexec runs in its own session, and would
-    otherwise outlive them."""
+    """Make SIGTERM (kill, a batch system) and SIGHUP (the terminal closed) raise
+    KeyboardInterrupt, as Ctrl-C does, so the commands that own a cluster stop it (or
+    cancel its batch job) then too: mpiexec runs in its own session, and would otherwise
+    outlive them, and a batch job would wait out its walltime."""
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupted)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
 
 
 def hold(cluster: Cluster, daemon: bool, where: str = "") -> int:

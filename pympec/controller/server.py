@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import selectors
 import socket
+import sys
 import time
 from typing import Any, Callable
 
@@ -36,12 +38,13 @@ from mpi4py import MPI
 
 from ..protocol import buffers, wire
 from ..protocol.backoff import RUNG, Backoff
+from ..cluster.batch.address import facing
 from ..connection import ConnectionInfo, load, resolve
 from ..protocol import commands
 from ..protocol.commands import ENGINES, NONE, BadRequest
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
-from ..protocol.handshake import ServerHandshake
+from .door import Connection, Door
 from ..errors import ClusterError, KernelError, ProtocolError
 from .. import settings
 from .request import LATER, Request
@@ -49,42 +52,6 @@ from .store import ResultStore
 from .tasks import TaskFarm
 
 log = logging.getLogger("pympec.controller")
-
-HANDSHAKE_TIMEOUT = 10.0
-
-
-class Connection:
-    """One client socket: first the handshake, then signed messages both ways."""
-
-    def __init__(self, sock: socket.socket, peer: Any, key: bytes,
-                 early: Callable[[dict, int], bool]) -> None:
-        self.sock = sock
-        self.early = early   # which requests to take before their payload has arrived
-        self.peer = peer
-        self.auth = ServerHandshake(key, wire.supported_macs())
-        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        self.reader: wire.MessageReader | None = None
-        self.writer: wire.MessageWriter | None = None
-        self.client: str | None = None
-        sock.setblocking(False)
-        sock.send(self.auth.greeting)   # always fits a new socket's buffer
-
-    def handshake(self) -> bool | None:
-        """Read the client's answer; True once authenticated, None if it failed."""
-        # no more than the answer: what follows it is the first message, for the reader
-        data = self.sock.recv(self.auth.wanted)
-        if not data:
-            return None
-        self.auth.feed(data)
-        if not self.auth.done:
-            return False
-        if not self.auth.ok:
-            return None
-        self.sock.send(self.auth.proof)
-        self.reader = wire.MessageReader(self.auth.c2s, self.auth.mac, early=self.early)
-        self.writer = wire.MessageWriter(self.auth.s2c, self.auth.mac)
-        return True
-
 
 class Controller:
     """Serves clients on one socket and drives the engines over MPI."""
@@ -99,10 +66,9 @@ class Controller:
         self.backoff = backoff
         self.started = time.time()
         self.clients: dict[str, Connection] = {}
-        self.handshaking: set[Connection] = set()   # connected, not yet authenticated
         self.store = ResultStore()                  # what clients are owed
         self.selector = selectors.DefaultSelector()
-        self.selector.register(listener, selectors.EVENT_READ, None)
+        self.door = Door(listener, self.selector, self.key, self.streamed)
         # engines ring it when they reply, so select wakes at once (pympec.protocol.doorbell)
         self.doorbell = Doorbell(info.cluster_id, 0)
         if self.doorbell.sock is not None:
@@ -129,14 +95,7 @@ class Controller:
             events = self.selector.select(delay)
             active = bool(events)
             for key, mask in events:
-                if key.data is None:
-                    self.accept()
-                elif key.data is self.doorbell:
-                    self.doorbell.drain()
-                elif mask & selectors.EVENT_READ and key.data.sock.fileno() >= 0:
-                    self.on_readable(key.data)
-                if mask & selectors.EVENT_WRITE and key.data and key.data.sock.fileno() >= 0:
-                    self.on_writable(key.data)
+                self.on_event(key.data, mask)
             if self.dispatcher.poll():
                 active = True
                 self.pump()
@@ -147,7 +106,7 @@ class Controller:
                 self.backoff.reset()
             elif delay == 0:
                 os.sched_yield()   # spinning: let a woken engine have this core first
-            self.expire_handshakes()
+            self.door.tick(time.monotonic())
             self.store.sweep()
             buffers.trim()
 
@@ -158,6 +117,7 @@ class Controller:
         self.dispatcher.shutdown()
         for conn in list(self.clients.values()):
             self.flush_before_close(conn)
+        self.door.close()
         for key in list(self.selector.get_map().values()):
             key.fileobj.close()
         self.selector.close()
@@ -196,19 +156,21 @@ class Controller:
 
     # -- clients -----------------------------------------------------------------------
 
-    def accept(self) -> None:
-        try:
-            sock, peer = self.listener.accept()
-        except BlockingIOError:
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            conn = Connection(sock, peer, self.key, self.streamed)
-        except OSError:
-            sock.close()
-            return
-        self.selector.register(sock, selectors.EVENT_READ, conn)
-        self.handshaking.add(conn)
+    def on_event(self, target: Any, mask: int) -> None:
+        """One selector event: the listener, the doorbell, or a connection."""
+        if target is self.door:
+            self.door.accept()
+        elif target is self.doorbell:
+            self.doorbell.drain()
+        elif target.sock.fileno() < 0:
+            return   # closed by an earlier event of this pass
+        elif target.reader is None:
+            self.door.on_readable(target)
+        else:
+            if mask & selectors.EVENT_READ:
+                self.on_readable(target)
+            if mask & selectors.EVENT_WRITE and target.sock.fileno() >= 0:
+                self.on_writable(target)
 
     def streamed(self, message: wire.Message) -> bool:
         """Whether to take a request as soon as its header is checked, and forward its
@@ -233,31 +195,14 @@ class Controller:
         if conn.client and self.clients.get(conn.client) is conn:
             del self.clients[conn.client]
             self.store.disconnected(conn.client)
-        self.handshaking.discard(conn)
         try:
             self.selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
         conn.sock.close()
 
-    def expire_handshakes(self) -> None:
-        """Drop connections that did not authenticate within HANDSHAKE_TIMEOUT."""
-        if self.handshaking:
-            now = time.monotonic()
-            for conn in [c for c in self.handshaking if now > c.deadline]:
-                self.close(conn, "no handshake in time")
-
     def on_readable(self, conn: Connection) -> None:
         try:
-            if conn.reader is None:
-                done = conn.handshake()
-                if done:
-                    self.handshaking.discard(conn)
-                if done is None:
-                    log.warning("rejected a connection from %s: failed authentication",
-                                conn.peer)
-                    self.close(conn, "authentication failed")
-                return
             for message in conn.reader.read(conn.sock):
                 self.handle(conn, message)
         except (ClusterError, OSError) as e:
@@ -421,8 +366,9 @@ class Controller:
                     "the controller never received it: it was lost with its connection, "
                     "or it belongs to another cluster")
         self.reply(client, request.header["id"], found)
-        for result_id in found["resent"]:
-            self.resend(client, result_id)
+        if request.header.get("resend", True):   # (a reconnect's hello has sent them)
+            for result_id in found["resent"]:
+                self.resend(client, result_id)
         return LATER
 
     def status(self) -> dict:
@@ -446,22 +392,42 @@ class Controller:
 
 def listen(ip: str, port: int) -> tuple[socket.socket, str]:
     """A listening socket on ``ip`` (address or host name); returns it and the address
-    clients should use."""
+    clients should use.  On a wildcard address it warns (on stderr and in the log) that
+    every interface listens, and gives the address facing the submit host, or the
+    outside, never 0.0.0.0 nor a loopback one."""
     family, _, _, _, sockaddr = socket.getaddrinfo(ip, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(sockaddr)
-    sock.listen(64)
+    sock.listen(1024)   # a deep backlog: a burst of connections waits instead of failing
     sock.setblocking(False)
     address = sock.getsockname()[0]
     if address in ("0.0.0.0", "::"):
-        address = socket.gethostbyname(socket.gethostname())
+        address = facing()
+        warning = (f"pympec: the controller listens on every interface ({ip}); any host "
+                   f"that reaches port {sock.getsockname()[1]} may try the key, and the "
+                   f"traffic is signed but not encrypted. Clients are told {address}")
+        log.warning(warning)
+        print(warning, file=sys.stderr, flush=True)
     return sock, address
+
+
+def raise_file_limit() -> None:
+    """Let the controller use the hard limit of open files: each client costs one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, e)
 
 
 def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = False) -> None:
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
+    raise_file_limit()
     listener, address = listen(args.ip, args.port)
     info = ConnectionInfo(address=address, port=listener.getsockname()[1],
                           cluster_id=cluster_id, engines=comm.Get_size() - 1, pid=os.getpid(),

@@ -198,8 +198,8 @@ COMMANDS: dict[str, Command] = _commands(
     Command("clear_queue", CONTROLLER, fields={"targets": targets}),
     Command("shutdown", CONTROLLER),
     Command("ping", CONTROLLER),
-    Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16)},
-            required=("ids",)),
+    Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16),
+                                          "resend": flag}, required=("ids",)),
     # the task farm
     Command("task_submit", TASKS, fields={"tasks": list_of(_task_spec(), 1 << 20)},
             required=("tasks",), payload=("tasks",)),

@@ -395,6 +395,7 @@ class MessageWriter:
         self._kind = mac
         self._seq = 0
         self._pieces: collections.deque[_Piece] = collections.deque()
+        self.sent = 0   # bytes written so far: progress, for whoever watches the peer
 
     @property
     def pending(self) -> bool:
@@ -469,6 +470,7 @@ class MessageWriter:
                 return False
             except OSError as e:
                 raise ClusterError(f"connection lost: {e}") from None
+            self.sent += sent
             while sent:
                 head = pieces[0]
                 if sent >= len(head.view):

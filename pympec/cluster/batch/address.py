@@ -27,24 +27,36 @@ def submit_host() -> str | None:
 def facing(host: str | None = None) -> str:
     """The local address that routes to ``host`` (default: the submit host).
 
-    Without a host, or when it does not resolve, the address of this machine's own host name.
-    Never returns ``0.0.0.0``; does not block beyond a name lookup.
+    Without a host, or when it does not resolve, the address of this machine's own host
+    name, unless that is a loopback address (as Debian's /etc/hosts gives): then the one
+    the default route leaves from.  Never returns ``0.0.0.0``; does not block beyond a
+    name lookup, and sends no packet.
     """
     host = host or submit_host()
     if host:
-        try:
-            target = socket.getaddrinfo(host, 9, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.connect(target)
-                address = s.getsockname()[0]
-            if address != "0.0.0.0":
-                return address
-        except OSError:
-            pass
+        address = _route_to(host)
+        if address:
+            return address
     try:
-        return socket.gethostbyname(socket.gethostname())
+        address = socket.gethostbyname(socket.gethostname())
     except OSError:
-        return "127.0.0.1"
+        address = "127.0.0.1"
+    if address.startswith("127."):
+        address = _route_to("192.0.2.1") or address   # (TEST-NET-1: only routed, never sent)
+    return address
+
+
+def _route_to(host: str) -> str | None:
+    """The local address the kernel would send from to reach ``host``: a UDP connect
+    asks the routing table, without sending a packet."""
+    try:
+        target = socket.getaddrinfo(host, 9, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(target)
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address == "0.0.0.0" else address
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,151 @@
+"""The controller's door: accepting connections and authenticating them.
+
+    listener ──accept()──> Connection, in the handshake (pympec.protocol.handshake)
+        at most PYMPEC_MAX_UNAUTHENTICATED at once: past it, the oldest is dropped
+        out of file descriptors (EMFILE, ENFILE...): no accepting for ACCEPT_PAUSE s,
+        as asyncio does, while the clients already in are served
+    Connection ──handshake──> proven: its reader is set, and the server reads its
+                              messages from then on (the first must be hello)
+                          └─> failed, or not done within HANDSHAKE_TIMEOUT: closed
+
+Nothing a connection sends before it proves the key is parsed beyond the handshake.
+Turned-away connections are counted, and logged as one summary line per LOG_EVERY
+seconds, so a flood of them cannot flood the log.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import selectors
+import socket
+import time
+from typing import Any, Callable
+
+from .. import settings
+from ..protocol import wire
+from ..protocol.handshake import ServerHandshake
+
+log = logging.getLogger("pympec.controller")
+
+HANDSHAKE_TIMEOUT = 10.0
+ACCEPT_PAUSE = 0.5      # seconds without accepting, once out of file descriptors
+ACCEPT_BATCH = 64       # connections accepted per readable event
+LOG_EVERY = 10.0        # seconds between summaries of turned-away connections
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Connection:
+    """One client socket: first the handshake, then signed messages both ways."""
+
+    def __init__(self, sock: socket.socket, peer: Any, key: bytes,
+                 early: Callable[[wire.Message], bool]) -> None:
+        self.sock = sock
+        self.early = early   # which requests to take before their payload has arrived
+        self.peer = peer
+        self.auth = ServerHandshake(key, wire.supported_macs())
+        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        self.reader: wire.MessageReader | None = None
+        self.writer: wire.MessageWriter | None = None
+        self.client: str | None = None
+        sock.setblocking(False)
+        sock.send(self.auth.greeting)   # always fits a new socket's buffer
+
+    def handshake(self) -> bool | None:
+        """Read the client's answer; True once authenticated, None if it failed."""
+        # no more than the answer: what follows it is the first message, for the reader
+        data = self.sock.recv(self.auth.wanted)
+        if not data:
+            return None
+        self.auth.feed(data)
+        if not self.auth.done:
+            return False
+        if not self.auth.ok:
+            return None
+        self.sock.send(self.auth.proof)
+        self.reader = wire.MessageReader(self.auth.c2s, self.auth.mac, early=self.early)
+        self.writer = wire.MessageWriter(self.auth.s2c, self.auth.mac)
+        return True
+
+
+class Door:
+    """Accepts connections on ``listener`` and sees them through the handshake."""
+
+    def __init__(self, listener: socket.socket, selector: selectors.BaseSelector, key: bytes,
+                 early: Callable[[wire.Message], bool]) -> None:
+        self.listener, self.selector, self.key, self.early = listener, selector, key, early
+        self.handshaking: dict[Connection, None] = {}   # oldest first
+        self.paused_until: float | None = None
+        self.turned_away: collections.Counter = collections.Counter()
+        self.logged = time.monotonic()
+        selector.register(listener, selectors.EVENT_READ, self)
+
+    def accept(self) -> None:
+        """Accept what is waiting (a batch at a time), each into the handshake."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in OUT_OF_FDS:
+                    self.pause(e)
+                return   # (ECONNABORTED and such: that client gave up)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn = Connection(sock, peer, self.key, self.early)
+                self.selector.register(sock, selectors.EVENT_READ, conn)
+            except OSError:
+                sock.close()
+                continue
+            self.handshaking[conn] = None
+            if len(self.handshaking) > settings.MAX_UNAUTHENTICATED.get():
+                self.turn_away(next(iter(self.handshaking)), "over PYMPEC_MAX_UNAUTHENTICATED")
+
+    def pause(self, error: OSError) -> None:
+        """Stop accepting for a while: out of file descriptors (the backlog keeps the
+        waiting connections; the ones in the handshake time out and free theirs)."""
+        self.selector.unregister(self.listener)
+        self.paused_until = time.monotonic() + ACCEPT_PAUSE
+        self.turned_away[f"accept() paused: {error.strerror}"] += 1
+
+    def on_readable(self, conn: Connection) -> None:
+        """The handshake of ``conn`` goes on; once proven, it is admitted."""
+        try:
+            done = conn.handshake()
+        except OSError:
+            done = None
+        if done:
+            del self.handshaking[conn]
+        elif done is None:
+            self.turn_away(conn, "failed authentication")
+
+    def turn_away(self, conn: Connection, why: str) -> None:
+        self.handshaking.pop(conn, None)
+        self.turned_away[why] += 1
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def tick(self, now: float) -> None:
+        """Time out handshakes, resume accepting, and log what was turned away."""
+        for conn in [c for c in self.handshaking if now > c.deadline]:
+            self.turn_away(conn, "no handshake in time")
+        if self.paused_until is not None and now >= self.paused_until:
+            self.paused_until = None
+            self.selector.register(self.listener, selectors.EVENT_READ, self)
+        if self.turned_away and now - self.logged >= LOG_EVERY:
+            log.warning("turned away %d connections in the last %.0f s: %s",
+                        sum(self.turned_away.values()), now - self.logged,
+                        ", ".join(f"{n} {why}" for why, n in self.turned_away.items()))
+            self.turned_away.clear()
+            self.logged = now
+
+    def close(self) -> None:
+        for conn in list(self.handshaking):
+            self.turn_away(conn, "shutting down")
+        if self.paused_until is None:
+            self.selector.unregister(self.listener)
+        self.listener.close()
