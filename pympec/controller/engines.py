@@ -76,7 +76,8 @@ class Job:
         self.seq = seq
         self.command = request.command
         self.id = header["id"]
-        self.client = request.client
+        self.clients = [request.client]            # who gets its reply: the sender, and
+                                                   # whoever asked for it by id since
         self.verb = request.command.name
         self.args = header.get("args") or {}
         self.message = message
@@ -154,14 +155,14 @@ class Engine:
 class Dispatcher:
     """The engines, their queues, and the MPI traffic of the jobs they run.
 
-    ``finished(client, header, frames, size)`` receives each job's reply when every
+    ``finished(clients, header, frames, size)`` receives each job's reply when every
     target's reply header is in (frames may be Fillings, still landing; ``size`` is its
     reply headers' size in bytes, for the result store's accounting); ``output(client,
     header)`` receives output streamed while one runs; ``ring(rank)`` wakes a sleeping
     engine (the doorbell).  The task farm uses :meth:`task_slots` and :meth:`send_batch`.
     """
 
-    def __init__(self, comm: MPI.Comm, finished: Callable[[str, dict, list, int], None],
+    def __init__(self, comm: MPI.Comm, finished: Callable[[list, dict, list, int], None],
                  output: Callable[[str, dict], None], ring: Callable[[int], None]) -> None:
         self.comm = comm
         self.finished, self.output, self.ring = finished, output, ring
@@ -231,10 +232,10 @@ class Dispatcher:
 
     def claim(self, request_id: str, client: str) -> bool:
         """Whether the job of ``request_id`` is still running; if so its result will go
-        to ``client`` (a client that asked for it by id) instead."""
+        to ``client`` too (a client that asked for it by id)."""
         job = self.by_request.get(request_id)
-        if job is not None:
-            job.client = client
+        if job is not None and client not in job.clients:
+            job.clients.append(client)
         return job is not None
 
     def next_id(self) -> int:
@@ -501,8 +502,9 @@ class Dispatcher:
         a convenience: the final record holds all of it anyway)."""
         job = self.work.get(output["job"])
         if isinstance(job, Job):
-            self.output(job.client, {"id": job.id, "stream": {
-                "engine": engine_id, "name": output["name"], "text": output["text"]}})
+            for client in job.clients:
+                self.output(client, {"id": job.id, "stream": {
+                    "engine": engine_id, "name": output["name"], "text": output["text"]}})
 
     def start_gather(self, job: Job) -> None:
         """All gather headers are in: receive every part into one buffer, in place, one
@@ -578,4 +580,4 @@ class Dispatcher:
         if joined is not None:
             header["joined"] = len(frames)   # index of the joined buffer among the frames
             frames.append(joined)
-        self.finished(job.client, header, frames, job.reply_bytes)
+        self.finished(job.clients, header, frames, job.reply_bytes)

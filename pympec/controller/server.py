@@ -241,19 +241,20 @@ class Controller:
             if conn.writer.pending:
                 self.flush(conn)
 
-    def deliver(self, client: str, header: dict, frames: list, size: int) -> None:
-        """Send a finished result to its client, and keep it until the client acks it
-        (so a client whose link broke gets it again when it reconnects)."""
-        self.store.keep(client, header, frames, size + sum(len(f) for f in frames))
-        self.resend(client, header["id"])
+    def deliver(self, clients: list[str], header: dict, frames: list, size: int) -> None:
+        """Send a finished result to its clients (its sender, and any that asked for it
+        by id), and keep it until one acks it, so a client whose link broke gets it
+        again when it reconnects; the last to ask owns it."""
+        self.store.keep(clients[-1], header, frames, size + sum(len(f) for f in frames))
+        for client in clients:
+            self.resend(client, header["id"])
 
     def resend(self, client: str, result_id: str) -> None:
-        """Send a kept result to its owner, if connected."""
+        """Send a kept result to ``client``, if connected."""
         conn = self.clients.get(client)
         kept = self.store.results.get(result_id)
         if conn is not None and kept is not None:
             self.send(conn, kept.header, kept.frames)
-            self.store.sent(result_id)
 
     def forward(self, client: str, header: dict) -> None:
         """Pass output of a running call to its client, if connected (never kept: the
@@ -330,6 +331,7 @@ class Controller:
         self.send(conn, {"id": request.get("id"), "value": self.describe()})
         for kept in self.store.owned(conn.client):   # not acknowledged yet: send again
             self.resend(conn.client, kept.header["id"])
+            self.store.sent(kept.header["id"])
 
     def describe(self) -> dict:
         return {"cluster_id": self.info.cluster_id, "engines": list(self.engines),

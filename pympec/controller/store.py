@@ -14,8 +14,8 @@ are refused with MemoryError (:meth:`check_room`) until clients fetch what they 
 memory never grows without bound, and nothing a client waits on is dropped to make room.
 What a client left behind is released once it has been gone longer than
 ``PYMPEC_RESULT_GRACE`` (it may reconnect and fetch it until then), and a result sent
-``MAX_SENDS`` times without an acknowledgement is dropped: a client that cannot take it
-does not get it again forever.  A released id's reason is remembered (a bounded number
+again on ``MAX_SENDS`` reconnects without an acknowledgement is dropped: a client that
+cannot take it does not get it again forever.  A released id's reason is remembered (a bounded number
 of them), so a late fetch gets a clear error.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .. import settings
 
 log = logging.getLogger("pympec.controller")
 
-MAX_SENDS = 3            # sends of one result without an acknowledgement
+MAX_SENDS = 3            # resends of one result, on reconnects, without an acknowledgement
 REMEMBERED = 100_000     # released ids whose reason is kept for late fetches
 
 
@@ -78,7 +78,8 @@ class ResultStore:
         self.used += size
 
     def sent(self, result_id: str) -> None:
-        """The result went to its owner once more; past MAX_SENDS it is dropped."""
+        """The result went again to its owner, which reconnected; past MAX_SENDS such
+        sends it is dropped."""
         self.sends[result_id] += 1
         if self.sends[result_id] > MAX_SENDS:
             log.warning("result %s was sent %d times and never acknowledged: dropped",
@@ -87,9 +88,10 @@ class ResultStore:
 
     def ack(self, ids: list[str]) -> None:
         for result_id in ids:
-            self.release(result_id, "it was fetched and acknowledged", remember=False)
+            self.release(result_id, "it was fetched and acknowledged")
 
     def release(self, result_id: str, why: str, remember: bool = True) -> None:
+        """Stop keeping a result; remember ``why`` for a late fetch of its id."""
         kept = self.results.pop(result_id, None)
         if kept is None:
             return

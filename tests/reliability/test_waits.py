@@ -1,0 +1,166 @@
+"""Every wait is bounded and explained; what the controller keeps stays bounded.
+
+Against private clusters of 2 engines (some tests freeze or fill them):
+- a frozen (SIGSTOPped) controller is reported within PYMPEC_CONTROLLER_TIMEOUT;
+- a blocking wait takes timeout= and raises TimeoutError, and the call goes on;
+- unknown ids raise InvalidDeferredID at once; known ones can be fetched by id from
+  another client; a request lost with its connection raises RequestLost;
+- an aborted running task's result comes at once, as TaskAborted;
+- a full result store refuses new calls with MemoryError, and recovers once fetched;
+- what a killed client was owed is released after the grace period, mid-gather too.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import pympec
+from pympec import client, connection
+from pympec.errors import (ClusterError, InvalidDeferredID, RequestLost, TaskAborted)
+
+from conftest import running_on, wait_for
+
+
+@pytest.fixture
+def small_cluster(tmp_path):
+    """A private cluster whose controller releases a gone client's results after 2 s,
+    keeps at most 256 KiB for clients, and frees unused buffers after 1 s."""
+    env = dict(os.environ, PYMPEC_RESULT_GRACE="2", PYMPEC_RESULT_CAP="256K",
+               PYMPEC_BUFFER_KEEP="1")
+    with pympec.Cluster(n=2, connection_file=tmp_path / "c.json", timeout=120,
+                        env=env) as cluster:
+        yield cluster
+
+
+def held(mec) -> dict:
+    return mec.status()["held"]
+
+
+def test_frozen_controller_is_reported_then_recovers(private_cluster, monkeypatch):
+    mec = private_cluster.client()
+    mec.execute("x = 0")
+    pid = connection.load(private_cluster.connection_file).pid
+    monkeypatch.setenv("PYMPEC_CONTROLLER_TIMEOUT", "3")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ClusterError, match="has sent nothing for [0-9]+ s and answers no ping"):
+            mec.execute("x = 1")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert mec.pull("x") in ([0, 0], [1, 1])   # reconnected; the call may have run meanwhile
+
+
+def test_blocking_wait_times_out_and_the_call_goes_on(private_cluster):
+    mec = private_cluster.client()
+    pending = mec.execute("import time; time.sleep(1.5); done = 1", targets=0, block=False)
+    with pytest.raises(TimeoutError, match="did not finish within 0.2 s; it goes on running"):
+        pending.get_result(timeout=0.2)
+    assert pending.get_result(timeout=30) is not None
+    assert mec.pull("done", targets=0) == [1]
+
+
+def test_unknown_ids_raise_at_once(private_cluster):
+    mec = private_cluster.client()
+    with pytest.raises(InvalidDeferredID, match="never received"):
+        mec.get_pending_deferred("0" * 32)
+
+
+def test_another_client_fetches_a_result_by_id(private_cluster):
+    mec = private_cluster.client()
+    pending = mec.execute("import time; time.sleep(0.5); print('hi', id)", block=False)
+    mec.close()                           # this client goes; its call goes on
+    other = private_cluster.client()
+    records = other.get_pending_deferred(pending.result_id)
+    assert [r["stdout"] for r in records] == ["hi 0\n", "hi 1\n"]
+    other.execute("pass")                 # (acknowledges what it fetched)
+    with pytest.raises(InvalidDeferredID, match="fetched and acknowledged"):
+        private_cluster.client().get_pending_deferred(pending.result_id)
+
+
+def test_a_request_lost_with_its_connection_raises(private_cluster):
+    mec = private_cluster.client()
+    session = mec._session
+    session.outstanding["lost-on-the-wire"] = None   # sent as the link broke: never read
+    session.close()
+    with pytest.raises(RequestLost, match="lost with the connection .* it did not run"):
+        session.wait("lost-on-the-wire")
+    assert mec.pull("id") == [0, 1]
+
+
+def test_aborting_a_running_task_answers_at_once(private_cluster):
+    tc = private_cluster.task_client()
+    mec = private_cluster.client()
+    tid = tc.run(client.MapTask(time.sleep, (20,)))
+    wait_for(lambda: running_on(mec, 0) or running_on(mec, 1), "the task to start")
+    tc.abort(tid)
+    started = time.monotonic()
+    with pytest.raises(TaskAborted, match="while it ran"):
+        tc.get_task_result(tid, block=True)
+    assert time.monotonic() - started < 10   # not after the 20 s task (a hang guard)
+
+
+def test_a_full_store_refuses_calls_then_recovers(small_cluster):
+    """A client that never reads its results fills the store up to the cap: then its
+    next call is refused with MemoryError, and once it reads them there is room again."""
+    mec, observer = small_cluster.client(), small_cluster.client()
+    pending = []
+    while held(observer)["bytes"] <= held(observer)["cap"]:
+        pending.append(mec.execute("print('x' * 4000)", block=False))   # never read
+        count = len(pending)
+        wait_for(lambda: held(observer)["results"] >= count, "the result to be kept")
+        assert count < 200, f"the store went past its cap: {held(observer)}"
+    refused = mec.execute("pass", block=False)
+    assert all(p.get_result(timeout=60) for p in pending)
+    with pytest.raises(MemoryError, match="PYMPEC_RESULT_CAP"):
+        refused.get_result(timeout=60)
+    assert mec.execute("pass") is not None     # its results acknowledged: room again
+    assert held(observer)["bytes"] < held(observer)["cap"]
+
+
+def rss(pid: int) -> int:
+    """The resident memory of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.parametrize("call", ["gather", "scatter"])
+def test_a_killed_clients_memory_is_released(small_cluster, call):
+    """A client killed mid-gather or mid-scatter leaves what it was owed, and what it
+    sent, on the controller for the grace period only: its memory comes back."""
+    mec = small_cluster.client()
+    small_cluster.task_client().configure(result_cap=1 << 30)   # room for the big part
+    controller = connection.load(small_cluster.connection_file).pid
+    mec.scatter("big", np.ones(6_000_000))          # 48 MB on the engines
+    baseline, before = held(mec)["bytes"], rss(controller)
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from pympec import client
+        mec = client.MultiEngineClient({str(small_cluster.connection_file)!r})
+        if {call!r} == "gather":
+            mec.gather("big", block=False)          # 48 MB to come back
+        else:
+            mec.scatter("other", np.ones(6_000_000), block=False)
+        print("sent", flush=True)
+        import time; time.sleep(60)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "sent\n"
+        if call == "gather":
+            wait_for(lambda: held(mec)["bytes"] > baseline + 40e6, "the gathered result kept",
+                     timeout=60)
+    finally:
+        proc.kill()                                  # mid-call: nothing read or acked
+        proc.wait(30)
+    wait_for(lambda: held(mec)["bytes"] <= baseline and held(mec)["clients_gone"] == 0,
+             lambda: f"the released results: {held(mec)}", timeout=30)
+    wait_for(lambda: rss(controller) < before + 30e6,
+             lambda: f"the controller's memory back near {before / 1e6:.0f} MB: "
+                     f"{rss(controller) / 1e6:.0f} MB", timeout=30)
