@@ -28,7 +28,9 @@ SECTIONS = [
                                  "SecurityError", "ProtocolError", "ClusterError",
                                  "RemoteError"]),
     ("IPython magics", "pympec.client.magics", ["load_ipython_extension", "activate", "deactivate",
-                                         "active_client", "px_execute", "parse_targets"]),
+                                         "active_client", "adopt", "forget", "px_execute",
+                                         "parse_targets"]),
+    ("The IPython extension", "pympec", ["load_ipython_extension", "unload_ipython_extension"]),
     ("Progress", "pympec.client.progress", ["wait_interactive", "wait_tasks", "make_bar",
                                      "have_tqdm"]),
 ]
