@@ -27,6 +27,7 @@ SECTIONS = [
                                  "TaskTimeout", "TaskRejectError", "InvalidProperty",
                                  "SecurityError", "ProtocolError", "ClusterError",
                                  "RemoteError"]),
+    ("Serialized values", "pympec.client.serialized", ["Serialized", "serialize", "unserialize"]),
     ("IPython magics", "pympec.client.magics", ["load_ipython_extension", "activate", "deactivate",
                                          "active_client", "adopt", "forget", "px_execute",
                                          "parse_targets"]),

@@ -445,6 +445,28 @@ def test_furl_or_file_keyword(cluster):
         client.TaskClient(furl_or_file="pb://abc@127.0.0.1:1/xyz")
 
 
+def test_push_and_pull_serialized(mec):
+    from pympec.client.serialized import Serialized, serialize, unserialize
+    array, pair = serialize(np.arange(6.0).reshape(2, 3)), serialize({"k": [1, 2]})
+    assert array.meta["kind"] == "array" and array.nbytes == 48
+    mec.push_serialized({"a": array}, targets=0)
+    mec.push_serialized({"a": array, "p": pair}, targets=[1, 2])   # the same bytes again
+    assert all(np.array_equal(a, np.arange(6.0).reshape(2, 3))
+               for a in mec.pull("a", targets=[0, 1, 2]))
+    assert mec.pull("p", targets=2) == [{"k": [1, 2]}]
+    pulled = mec.pull_serialized("a", targets=[0, 1])
+    assert all(isinstance(s, Serialized) for s in pulled)
+    assert np.array_equal(unserialize(pulled[1]), np.arange(6.0).reshape(2, 3))
+    both = mec.pull_serialized(("a", "p"), targets=2, block=False).r
+    assert unserialize(both[0][1]) == {"k": [1, 2]}
+    mec.push_serialized({"q": both[0][1]}, targets=3)    # pulled bytes go back out as they are
+    assert mec.pull("q", targets=3) == [{"k": [1, 2]}]
+    with pytest.raises(TypeError):
+        mec.push_serialized({"x": 1})
+    with pytest.raises(TypeError):
+        unserialize(b"bytes")
+
+
 def test_composite_error_collapses_identical_tracebacks(mec):
     with pytest.raises(CompositeError) as info:
         mec.execute("x = [1][id - 1]")       # IndexError on engines 2 and 3

@@ -24,6 +24,7 @@ from . import magics
 from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
+from .serialized import Serialized, serialize as to_serialized
 from .session import Session
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -161,6 +162,17 @@ class MultiEngineClient:
                             f"{type(namespace).__name__}")
         return self._push("push", namespace, targets, block)
 
+    def push_serialized(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+        """``push`` of values serialized already (``serialized.serialize(obj)``): their
+        bytes go out as they are, with no pickling here, as often as you push them.
+        Raises TypeError for a value that is not a Serialized."""
+        if not isinstance(namespace, dict) or not all(
+                isinstance(v, Serialized) for v in namespace.values()):
+            raise TypeError("push_serialized needs a dict of names to Serialized values")
+        metas = [s.meta for s in namespace.values()]
+        frames = [f for s in namespace.values() for f in s.frames]
+        return self._push("push", namespace, targets, block, (metas, frames))
+
     def push_function(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
         """Push functions; on the engines their global names resolve in the engine's
         namespace, as in IPython 0.10 (closures and defaults are kept, too)."""
@@ -172,10 +184,11 @@ class MultiEngineClient:
                                 f"not a function")
         return self._push("push_function", namespace, targets, block)
 
-    def _push(self, verb: str, namespace: dict, targets: Any, block: Any) -> Any:
+    def _push(self, verb: str, namespace: dict, targets: Any, block: Any,
+              encoded: tuple[list, list] | None = None) -> Any:
         targets, block = self._resolve(targets, block)
         names = list(namespace)
-        metas, frames = serialize.encode_many(list(namespace.values()))
+        metas, frames = encoded or serialize.encode_many(list(namespace.values()))
         return self._call(verb, targets, block, args={"names": names, "metas": metas},
                           frames=frames, describe=f"{verb}({_short(names)})",
                           finish=lambda values: [None] * len(values))
@@ -189,6 +202,19 @@ class MultiEngineClient:
                       block: Any = None) -> Any:
         """Pull functions back (they travel whole, with cloudpickle)."""
         return self._pull("pull_function", keys, targets, block)
+
+    def pull_serialized(self, keys: str | Sequence[str], targets: Any = None,
+                        block: Any = None) -> Any:
+        """``pull``, with each value as a Serialized, ready for ``push_serialized``.  The
+        values are rebuilt here and serialized again (a NumPy array's bytes are not
+        copied), so their classes must be importable here."""
+        targets, block = self._resolve(targets, block)
+        single = isinstance(keys, str) or len(keys) == 1
+
+        def serialized(values: list) -> list:
+            return [to_serialized(v) if single else [to_serialized(x) for x in v]
+                    for v in values]
+        return then(self.pull(keys, targets, block=block), block, serialized)
 
     def _pull(self, method: str, keys: Any, targets: Any, block: Any) -> Any:
         targets, block = self._resolve(targets, block)
@@ -212,11 +238,7 @@ class MultiEngineClient:
                 return values
             return list(zip(*values)) if not isinstance(keys, str) and len(keys) > 1 \
                 else values
-        result = self.pull(keys, targets, block=block)
-        if block:
-            return transpose(result)
-        result.add_callback(transpose)
-        return result
+        return then(self.pull(keys, targets, block=block), block, transpose)
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
@@ -476,6 +498,15 @@ def print_output(engine_id: int, name: str, text: str) -> None:
     stream = sys.stderr if name == "stderr" else sys.stdout
     for line in text.splitlines():
         print(f"[{name}:{engine_id}] {line}", file=stream, flush=True)
+
+
+def then(result: Any, block: bool, f: Callable[[Any], Any]) -> Any:
+    """``f(result)`` if the call blocked, else ``result`` (a PendingResult) with ``f``
+    chained onto it."""
+    if block:
+        return f(result)
+    result.add_callback(f)
+    return result
 
 
 class Echo:
