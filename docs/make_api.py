@@ -27,6 +27,8 @@ SECTIONS = [
                                  "TaskTimeout", "TaskRejectError", "InvalidProperty",
                                  "SecurityError", "ProtocolError", "ClusterError",
                                  "RemoteError"]),
+    ("Async clients", "pympec.client.asyncclient", ["AsyncMultiEngineClient", "AsyncTaskClient",
+                                                   "get_multiengine_client", "get_task_client"]),
     ("Serialized values", "pympec.client.serialized", ["Serialized", "serialize", "unserialize"]),
     ("IPython magics", "pympec.client.magics", ["load_ipython_extension", "activate", "deactivate",
                                          "active_client", "adopt", "forget", "px_execute",

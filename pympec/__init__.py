@@ -11,6 +11,9 @@ def __getattr__(name):  # keep `import pympec` light: no MPI or NumPy until need
     if name in ("Cluster", "running_cluster"):
         from .cluster import local
         return getattr(local, name)
+    if name == "asyncclient":   # from pympec import asyncclient, as from IPython.kernel
+        from .client import asyncclient
+        return asyncclient
     raise AttributeError(f"module 'pympec' has no attribute {name!r}")
 
 

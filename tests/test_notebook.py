@@ -1,6 +1,6 @@
 """The Jupyter path: examples/interactive.ipynb runs headless (nbclient, a real ipykernel)
-against the real cluster; magics, HTML reprs, streamed output, remote errors, and TaskResults
-show."""
+against the real cluster; magics, HTML reprs, streamed output, remote errors, TaskResults
+and the asyncclient in the kernel's own event loop show."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,6 +77,9 @@ def test_notebook_runs(default_profile, tmp_path):
     task_error = texts(by_source["tc.run(client.StringTask('y = 1 / 0', pull='y'), block=True)"],
                        "execute_result", "text/html")
     assert "ZeroDivisionError: division by zero" in task_error and "#cf222e" in task_error
+
+    awaited = by_source["import asyncio"]
+    assert "[100, 101, 202, 203]" in texts(awaited, "execute_result")
 
     autopx = [c for c in cells if c.source == "%autopx"]
     assert "Auto Parallel Enabled" in texts(autopx[0])
