@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .display import RED, engines_label, pre, span, table
+
 
 class KernelError(Exception):
     """Base of pympec's own errors."""
@@ -132,9 +134,36 @@ class CompositeError(KernelError):
 
     __repr__ = __str__
 
+    def groups(self) -> list[tuple[list, str, str, str]]:
+        """The failures with identical tracebacks put together, in order of first
+        appearance: ``(engine ids, type name, value, traceback text)`` per group (an
+        id is None where the engine is unknown)."""
+        found: dict[tuple[str, str, str], list] = {}
+        for etype, evalue, tb in self.elist:
+            value = evalue.evalue if isinstance(evalue, RemoteError) else _text(evalue)
+            found.setdefault((_type_name(etype, evalue), value, tb), []).append(
+                engine_info(evalue).get("engineid"))
+        return [(ids, name, value, tb) for (name, value, tb), ids in found.items()]
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show when this is raised: the message, then each
+        distinct remote traceback once, under the engines that raised it (``engines
+        0-63: ZeroDivisionError: division by zero``); not the client's own frames."""
+        lines = [f"{type(self).__name__}: {self.message}"]
+        groups = self.groups()
+        for i, (ids, name, value, tb) in enumerate(groups):
+            lines.extend([""] * (i > 0) + [f"{_engines(ids)}: {name}: {value}"])
+            lines.extend((tb or f"{name}: {value}").rstrip("\n").splitlines())
+        if len(groups) < len(self.elist):
+            lines.append(f"(identical tracebacks are shown once; print_tracebacks() "
+                         f"prints all {len(self.elist)})")
+        return lines
+
     def _repr_html_(self) -> str:
-        import html
-        return f"<pre>{html.escape(str(self))}</pre>"
+        """One row per distinct failure: the engines, the error and its traceback."""
+        rows = [[span(_engines(ids)), span(f"{name}: {value}", RED, bold=True) + pre(tb, RED)]
+                for ids, name, value, tb in self.groups()]
+        return table(["engines", "error"], rows, f"{type(self).__name__}: {self.message}")
 
     def print_tracebacks(self, excid: int | None = None, file: Any = None) -> None:
         """Print every remote traceback, or only the ``excid``-th."""
@@ -160,6 +189,18 @@ class CompositeError(KernelError):
 
 def _type_name(etype: type, evalue: BaseException) -> str:
     return evalue.ename if isinstance(evalue, RemoteError) else etype.__name__
+
+
+def _text(evalue: BaseException) -> str:
+    try:
+        return str(evalue)
+    except Exception:
+        return f"<unprintable {type(evalue).__name__} object>"
+
+
+def _engines(ids: list) -> str:
+    known = [i for i in ids if isinstance(i, int)]
+    return engines_label(known) if len(known) == len(ids) else "[Engine Exception]"
 
 
 # Exceptions the controller names in its JSON replies, rebuilt by name on the client.

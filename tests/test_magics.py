@@ -62,14 +62,16 @@ def test_no_active_controller_notice(shell, capsys):
         assert result.result is None
 
 
-def test_px_runs_a_line_and_shows_the_results_list(ip, mec, capsys):
+def test_px_runs_a_line_streams_its_output_and_shows_the_results_list(ip, mec, capsys):
     result, out = run(ip, capsys, "%px a = id * 2; print('a is', a)")
     assert result.success
     assert "Parallel execution on engines: all" in out
+    assert "[stdout:3] a is 6" in out                  # streamed while it ran
     assert isinstance(result.result, ResultList)
     assert "<Results List>" in out
     assert re.search(r"\[0\] In \[\d+\]: a = id \* 2; print\('a is', a\)", out)
-    assert re.search(r"\[3\] Out\[\d+\]: a is 6", out)
+    assert "Out[" not in out.partition("<Results List>")[2]   # ... and not repeated
+    assert result.result[3]["stdout"] == "a is 6\n"   # the record keeps it
     assert mec.pull("a") == [0, 2, 4, 6]
     assert "a" not in ip.user_ns       # it ran remotely, not here
 
@@ -106,23 +108,43 @@ def test_px_target_ranges_and_bad_options(ip, mec, capsys):
     assert "unknown option '--frobnicate'" in out and result.result is None
 
 
-def test_px_remote_error_shows_remote_tracebacks(ip, mec, capsys):
+def test_px_remote_error_shows_each_distinct_traceback_once(ip, mec, capsys):
     result, out = run(ip, capsys, "%px 1/0")
     assert not result.success
     assert "CompositeError: one or more exceptions from call to method: execute" in out
-    assert "[0:execute]: ZeroDivisionError: division by zero" in out
-    assert "Traceback (most recent call last)" in out   # the remote one
+    assert out.count("engines 0-3: ZeroDivisionError: division by zero") == 1
+    assert out.count("Traceback (most recent call last)") == 1   # the remote one, once
+    assert "print_tracebacks() prints all 4" in out
     assert "run_line_magic" not in out                   # not the local frames
     assert mec.get_ids() == [0, 1, 2, 3]                 # engines keep running
+
+    result, out = run(ip, capsys, "%px x = [1][id - 1]")   # engine 0 differs
+    assert out.count("engines 2-3: IndexError: list index out of range") == 1
+    assert out.count("Traceback (most recent call last)") == 1
+    assert "print_tracebacks() prints all 2" in out
+
+
+def test_a_remote_exception_shows_the_engines_frames_once(ip, mec, capsys):
+    """A single remote exception (here re-raised from a CompositeError) shows the
+    engine's traceback as its cause, named by engine, with no doubled header."""
+    result, out = run(ip, capsys, "try:\n    mec.execute('1/0', targets=1)\n"
+                                  "except Exception as e:\n    e.raise_exception()")
+    assert not result.success
+    assert "RemoteTraceback: on engine 1 (execute):" in out
+    assert 'File "<pympec>", line 1, in <module>' in out
+    assert out.count("Traceback (most recent call last)") == 2   # IPython's two headers
 
 
 def test_autopx_sends_every_input_to_the_engines(ip, mec, capsys):
     ip.user_ns.pop("f", None)
     result, out = run(ip, capsys, "%autopx")
     assert out.strip() == "Auto Parallel Enabled\nType %autopx to disable"
-    result, out = run(ip, capsys, "f = id * 10\nprint('f', f)")
+    result, out = run(ip, capsys, "f = id * 10\nprint('f', f)\n")
     assert result.success, out
-    assert "<Results List>" in out and re.search(r"\[2\] Out\[\d+\]: f 20", out)
+    assert "[stdout:2] f 20" in out and "<Results List>" in out
+    records = out.partition("<Results List>\n")[2]
+    assert re.fullmatch(r"(\[\d\] In \[\d+\]: f = id \* 10\nprint\('f', f\)\n){4}", records), \
+        records     # no blank line after each In, and the streamed output not again
     assert "f" not in ip.user_ns
     assert mec.pull("f") == [0, 10, 20, 30]
 
@@ -179,11 +201,65 @@ def test_option_parsing():
         magics.parse_targets("one")
 
 
-def test_px_cell_streams_output_live(ip, mec, capsys):
-    result, out = run(ip, capsys, "%%px --targets 0,2\nprint('live', id)")
+def test_px_cell_streams_output_live_and_not_again(ip, mec, capsys):
+    result, out = run(ip, capsys, "%%px --targets 0,2\nimport sys\nprint('live', id)\n"
+                                  "print('oops', file=sys.stderr)\n")
     assert result.success, out
     assert "[stdout:0] live 0" in out and "[stdout:2] live 2" in out
+    assert "[stderr:2] oops" in out
+    shown = repr(result.result)
+    assert "Out[" not in shown and "Err[" not in shown and "\n\n" not in shown
     result, out = run(ip, capsys, "%%px --targets 0 --nostream\nprint('quiet')")
     assert "[stdout:0]" not in out
+    assert re.search(r"\[0\] Out\[\d+\]: quiet", out)   # not streamed: in the record
+    result, out = run(ip, capsys, "%px --nostream --targets 1 print('line', id)")
+    assert "[stdout:1]" not in out and re.search(r"\[1\] Out\[\d+\]: line 1", out)
     result, out = run(ip, capsys, "%px --stream --targets 1 print('line', id)")
     assert "[stdout:1] line 1" in out
+
+
+def test_creating_a_client_activates_it_unless_one_is(shell, cluster, capsys):
+    magics.deactivate()
+    try:
+        shell.run_cell("%unload_ext pympec")
+        shell._pympec_magics = None
+        first = cluster.client()        # inside IPython: registers the magics, activates
+        assert magics.active_client() is first
+        assert "px" in shell.magics_manager.magics["line"]
+        second = cluster.client()
+        assert magics.active_client() is first      # another one is active already
+        second.activate()
+        assert magics.active_client() is second
+        shell.user_ns["first"] = first
+        result, out = run(shell, capsys, "%px --targets 0 v = 'second'")
+        assert result.success, out
+        assert first.pull("v", targets=0) == ["second"]
+        first.close()
+        second.close()
+    finally:
+        magics.deactivate()
+
+
+def test_load_ext_connects_to_the_default_cluster(shell, default_profile, capsys):
+    magics.deactivate()
+    try:
+        result, out = run(shell, capsys, "%reload_ext pympec")
+        assert result.success, out
+        assert "connected to the cluster in" in out and "(4 engines)" in out
+        assert magics.active_client() is not None
+        result, out = run(shell, capsys, "%px --targets 0 w = 5")
+        assert result.success and magics.active_client().pull("w", targets=0) == [5]
+        magics.active_client().close()
+    finally:
+        magics.deactivate()
+
+
+def test_load_ext_without_a_cluster_says_which_to_start(shell, pympec_dir, capsys):
+    magics.deactivate()
+    result, out = run(shell, capsys, "%reload_ext pympec")
+    assert result.success, out
+    assert "the magics are loaded, but there is no cluster for them" in out
+    assert "pympec cluster start -n 4" in out
+    assert magics.active_client() is None
+    result, out = run(shell, capsys, "%px a = 1")
+    assert "No Controller is activated" in out

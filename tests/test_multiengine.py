@@ -419,3 +419,71 @@ def test_reused_buffers_never_alias_live_arrays(mec):
     expected = np.arange(2 * n, dtype=np.float64)
     assert np.array_equal(first, expected) and np.array_equal(second, expected + 1)
     assert np.array_equal(third, expected + 2)
+
+
+def test_streamed_output_is_not_repeated_in_the_display(mec, capsys):
+    result = mec.execute("import sys; print('out'); print('err', file=sys.stderr)",
+                         targets=[0, 1], stream=True)
+    n = result[0]["number"]
+    assert repr(result).startswith("<Results List>\n[0] In [")
+    assert "Out[" not in repr(result) and "Err[" not in repr(result)
+    assert [r["stdout"] for r in result] == ["out\n"] * 2     # the records keep it
+    assert result.shown[(0, "stdout")] == 4 and result.shown[(1, "stderr")] == 4
+    assert f"[0] In [{n}]" in repr(result)
+    assert "out\n</pre>" not in result._repr_html_()
+
+
+def test_furl_or_file_keyword(cluster):
+    path = str(cluster.connection_file)
+    with client.MultiEngineClient(furl_or_file=path) as mec:
+        assert mec.get_ids() == list(range(ENGINES))
+    with client.TaskClient(furl_or_file=path) as tc:
+        assert tc.queue_status()["pending"] == 0
+    with pytest.raises(TypeError, match="not both"):
+        client.MultiEngineClient(path, furl_or_file=path)
+    with pytest.raises(ValueError, match="FURLs were IPython 0.10's"):
+        client.TaskClient(furl_or_file="pb://abc@127.0.0.1:1/xyz")
+
+
+def test_push_and_pull_serialized(mec):
+    from pympec.client.serialized import Serialized, serialize, unserialize
+    array, pair = serialize(np.arange(6.0).reshape(2, 3)), serialize({"k": [1, 2]})
+    assert array.meta["kind"] == "array" and array.nbytes == 48
+    mec.push_serialized({"a": array}, targets=0)
+    mec.push_serialized({"a": array, "p": pair}, targets=[1, 2])   # the same bytes again
+    assert all(np.array_equal(a, np.arange(6.0).reshape(2, 3))
+               for a in mec.pull("a", targets=[0, 1, 2]))
+    assert mec.pull("p", targets=2) == [{"k": [1, 2]}]
+    pulled = mec.pull_serialized("a", targets=[0, 1])
+    assert all(isinstance(s, Serialized) for s in pulled)
+    assert np.array_equal(unserialize(pulled[1]), np.arange(6.0).reshape(2, 3))
+    both = mec.pull_serialized(("a", "p"), targets=2, block=False).r
+    assert unserialize(both[0][1]) == {"k": [1, 2]}
+    mec.push_serialized({"q": both[0][1]}, targets=3)    # pulled bytes go back out as they are
+    assert mec.pull("q", targets=3) == [{"k": [1, 2]}]
+    with pytest.raises(TypeError):
+        mec.push_serialized({"x": 1})
+    with pytest.raises(TypeError):
+        unserialize(b"bytes")
+
+
+def test_composite_error_collapses_identical_tracebacks(mec):
+    with pytest.raises(CompositeError) as info:
+        mec.execute("x = [1][id - 1]")       # IndexError on engines 2 and 3
+    e = info.value
+    assert str(e).splitlines()[1:] == [     # str(e): a line per engine, as in 0.10
+        "[2:execute]: IndexError: list index out of range",
+        "[3:execute]: IndexError: list index out of range"]
+    assert [ids for ids, *_ in e.groups()] == [[2, 3]]
+    with pytest.raises(CompositeError) as info:
+        mec.execute("1/0 if id else undefined_name")
+    lines = info.value._render_traceback_()
+    assert lines[0] == "CompositeError: one or more exceptions from call to method: execute"
+    assert "engine 0: NameError: name 'undefined_name' is not defined" in lines
+    assert "engines 1-3: ZeroDivisionError: division by zero" in lines
+    assert lines.count("Traceback (most recent call last):") == 2
+    assert lines[-1] == "(identical tracebacks are shown once; print_tracebacks() prints all 4)"
+    import io
+    full = io.StringIO()
+    info.value.print_tracebacks(file=full)
+    assert full.getvalue().count("Traceback (most recent call last):") == ENGINES

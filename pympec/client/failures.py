@@ -13,15 +13,33 @@ import pickle
 from ..errors import CONTROLLER_ERRORS, RemoteError
 
 
-class RemoteTraceback(Exception):
-    """The traceback text of an exception raised on an engine."""
+_HEADER = "Traceback (most recent call last):\n"
 
-    def __init__(self, tb: str) -> None:
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised on an engine (``tb``), and where
+    (``where``: engine id, method, task id).
+
+    Shown as the cause of the exception rebuilt here, it reads ``RemoteTraceback: on
+    engine 3 (execute):`` then the engine's frames, so the engine is named and the
+    traceback header that Python and IPython print anyway is not repeated.
+    """
+
+    def __init__(self, tb: str, where: dict | None = None) -> None:
         super().__init__(tb)
         self.tb = tb
+        self.where = where or {}
 
     def __str__(self) -> str:
-        return self.tb
+        where = self.where
+        label = f"engine {where['engineid']}" if where.get("engineid") is not None \
+            else "an engine"
+        if where.get("taskid") is not None:
+            label += f" (task {where['taskid']})"
+        elif where.get("method"):
+            label += f" ({where['method']})"
+        body = self.tb[len(_HEADER):] if self.tb.startswith(_HEADER) else self.tb
+        return f"on {label}:\n{body.rstrip()}"
 
 
 def rebuild(info: dict, frames: list, where: dict) -> BaseException:
@@ -43,7 +61,7 @@ def rebuild(info: dict, frames: list, where: dict) -> BaseException:
         exc = RemoteError(info.get("ename", "Exception"), info.get("evalue", ""), tb)
         exc._ipython_engine_info, exc._ipython_traceback_text = where, tb
     if tb:
-        exc.__cause__ = RemoteTraceback(tb)
+        exc.__cause__ = RemoteTraceback(tb, where)
     return exc
 
 

@@ -1,30 +1,37 @@
 """IPython magics: ``%px``, ``%%px``, ``%autopx`` and ``%result``, as in IPython 0.10.
 
-Turn them on with ``%load_ext pympec`` or with ``mec.activate()`` (which also makes
-``mec`` the client they use)::
+They are simply there: creating a MultiEngineClient inside IPython (a terminal, Jupyter)
+registers them and makes that client the one they drive, unless another one already is
+(as IPython 0.10 registered them on import).  ``%load_ext pympec`` registers them too,
+and connects to the default running cluster; ``mec.activate()`` switches to ``mec``::
 
-    In [1]: mec.activate()
-    In [2]: %px a = id * 2
+    In [1]: mec = client.MultiEngineClient()
+    In [2]: %px a = id * 2; print(a)
     Parallel execution on engines: all
+    [stdout:0] 0
+    [stdout:1] 2
     Out[2]:
     <Results List>
-    [0] In [1]: a = id * 2
-    ...
+    [0] In [1]: a = id * 2; print(a)
+    [1] In [1]: a = id * 2; print(a)
 
-* ``%px CODE`` runs one line on the active client's targets and returns the Results
-  List (a PendingResult with ``block=False``).  ``%%px`` does the same for a cell.  Both
-  take ``--targets T`` (``all``, ``3``, ``0,2``, ``1:3``) and ``--noblock`` / ``--block``
-  before the code, for this call only.
-* ``%autopx`` toggles sending every input to the engines.  An input that does not
-  compile is reported here, as a SyntaxError, and not sent.
+* ``%px CODE`` runs one line on the active client's targets, printing each engine's
+  output as it arrives, and returns the Results List (a PendingResult with
+  ``block=False``), without the output already printed.  ``%%px`` does the same for a
+  cell.  Both take ``--targets T`` (``all``, ``3``, ``0,2``, ``1:3``), ``--noblock`` /
+  ``--block`` and ``--nostream`` before the code, for this call only.
+* ``%autopx`` toggles sending every input to the engines, as ``%px`` would.  An input
+  that does not compile is reported here, as a SyntaxError, and not sent.
 * ``%result [N]`` shows execute record ``N`` of each target (default: the latest).
 
-Remote failures show as the CompositeError's summary plus each engine's traceback.
+Remote failures show as the CompositeError's message and each distinct remote
+traceback once (see ``CompositeError._render_traceback_``).
 """
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from typing import Any
 
 NO_ACTIVE_CONTROLLER = ("Error: No Controller is activated\n"
@@ -38,7 +45,7 @@ _AUTOPX_CALL = re.compile(r"run_line_magic\(\s*['\"]autopx['\"]")
 
 
 def active_client() -> Any:
-    """The client ``activate()`` chose, or None."""
+    """The client the magics use, or None."""
     return _active
 
 
@@ -58,17 +65,35 @@ def activate(client: Any) -> None:
     load_ipython_extension(shell)
 
 
+def adopt(client: Any) -> None:
+    """What creating a MultiEngineClient does: within IPython, register the magics and
+    make ``client`` the one they use unless another one is; outside, nothing."""
+    global _active
+    shell = _shell()
+    if shell is None:
+        return
+    load_ipython_extension(shell)
+    if _active is None:
+        _active = client
+
+
 def deactivate() -> None:
     """Forget the active client (the magics then print the no-controller notice)."""
     global _active
     _active = None
 
 
+def forget(client: Any) -> None:
+    """What closing a client does: if the magics use ``client``, they use none now."""
+    if _active is client:
+        deactivate()
+
+
 def _shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    """The running IPython shell, or None (without importing IPython when it is not)."""
+    if "IPython" not in sys.modules:
         return None
+    from IPython import get_ipython
     return get_ipython()
 
 
@@ -125,11 +150,13 @@ def split_options(line: str) -> tuple[dict, str]:
 
 
 def px_execute(code: str, **options: Any) -> Any:
-    """What ``%px`` does: print the banner, then ``execute`` on the active client.
+    """What ``%px`` does: print the banner, then ``execute`` on the active client,
+    printing the engines' output as it arrives (unless ``stream=False``).
 
-    Returns the ResultList (or a PendingResult when not blocking), None when there is
-    no active client (the notice is printed instead).  Raises CompositeError for
-    remote failures.
+    Blocks until the engines finish (unless ``block=False``).  Returns the ResultList,
+    which leaves out the output already printed (or a PendingResult when not blocking);
+    None when there is no active client (the notice is printed instead).  Raises
+    CompositeError for remote failures.
     """
     mec = _active
     if mec is None:
@@ -137,17 +164,18 @@ def px_execute(code: str, **options: Any) -> Any:
         return None
     targets = options.get("targets", mec.targets)
     print(f"Parallel execution on engines: {targets}")
-    return mec.execute(code, targets=targets, block=options.get("block"),
-                       stream=options.get("stream", False))
+    return mec.execute(code.rstrip(), targets=targets, block=options.get("block"),
+                       stream=options.get("stream", True))
 
 
 def autopx_execute(code: str) -> None:
-    """Run one ``%autopx`` input on the engines and show its Results List."""
+    """Run one ``%autopx`` input on the engines, streaming its output as ``%px`` does,
+    and show its Results List."""
     mec = _active
     if mec is None:
         print(NO_ACTIVE_CONTROLLER)
         return
-    result = mec.execute(code)
+    result = mec.execute(code.rstrip(), stream=True)
     try:
         from IPython.display import display
     except ImportError:  # pragma: no cover - only called from IPython
@@ -195,17 +223,15 @@ def _magics_class() -> type:
             """Run code on the engines: ``%px CODE`` or ``%%px [--targets T] [--noblock]``.
 
             Prints ``Parallel execution on engines: <targets>`` and returns the Results
-            List (a PendingResult with --noblock).  ``%%px`` prints remote output live,
-            labelled ``[stdout:0] ...``, as it arrives (``--nostream`` turns that off;
-            ``%px --stream`` turns it on).
+            List (a PendingResult with --noblock).  Remote output is printed live,
+            labelled ``[stdout:0] ...``, as it arrives, and left out of the Results List
+            (``--nostream`` turns that off).
             """
             try:
                 options, rest = split_options(line)
             except ValueError as e:
                 print(f"UsageError: {e}")
                 return None
-            if cell is not None:   # a cell streams its output live unless --nostream
-                options.setdefault("stream", True)
             code = rest if cell is None else cell
             return px_execute(code, **options)
 
@@ -233,39 +259,14 @@ def _magics_class() -> type:
     return ParallelMagics
 
 
-def composite_error_lines(error: Any) -> list[str]:
-    """A CompositeError as IPython shows it: the summary, then each remote traceback."""
-    import io
-    buf = io.StringIO()
-    print(f"{type(error).__name__}: {error}", file=buf)
-    error.print_tracebacks(file=buf)
-    return buf.getvalue().rstrip("\n").splitlines()
-
-
-def show_composite_error(shell: Any, etype: type, value: BaseException, tb: Any,
-                         tb_offset: int | None = None) -> list[str]:
-    """IPython's handler for CompositeError: show the remote tracebacks, not the local
-    frames of the client (through IPython's ``_render_traceback_`` protocol, so the
-    terminal and Jupyter both get it)."""
-    lines = composite_error_lines(value)
-    try:
-        value._render_traceback_ = lambda: lines
-    except AttributeError:  # pragma: no cover - exceptions take attributes
-        pass
-    shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-    return []
-
-
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext pympec``: register the magics on ``ipython`` (once per shell)."""
+    """Register the magics on ``ipython`` (once per shell).  ``%load_ext pympec`` also
+    connects to the default cluster: see :func:`pympec.load_ipython_extension`."""
     if getattr(ipython, "_pympec_magics", None) is not None:
         return
     magics = _magics_class()(ipython)
     ipython.register_magics(magics)
     ipython._pympec_magics = magics
-    from ..errors import CompositeError
-    if not ipython.custom_exceptions:
-        ipython.set_custom_exc((CompositeError,), show_composite_error)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

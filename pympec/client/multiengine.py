@@ -21,9 +21,11 @@ import numpy as np
 from ..protocol import serialize
 from ..errors import (CompositeError, InvalidDeferredID, InvalidEngineID, NotAPendingResult,
                       StopLocalExecution)
+from . import magics
 from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
+from .serialized import Serialized, serialize as to_serialized
 from .session import Session
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -34,16 +36,21 @@ def _short(value: Any, limit: int = 60) -> str:
 class MultiEngineClient:
     """Explicit control of a pympec cluster's engines.
 
-    ``where`` is a connection file path, a profile name, or None for the default
-    profile.  Raises FileNotFoundError when there is no connection file, ClusterError
-    when the controller it names does not answer, SecurityError on a wrong key.
+    ``where`` (or IPython 0.10's keyword ``furl_or_file``) is a connection file path, a
+    profile name, or None for the default profile.  Connecting blocks at most
+    ``timeout`` seconds.  Raises FileNotFoundError when there is no connection file,
+    ClusterError when the controller it names does not answer, SecurityError on a wrong
+    key.  Inside IPython, the first client created becomes the one the %px magics use.
     """
 
     def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
-                 sshserver: str | None = None) -> None:
-        self._session = Session(where, timeout=timeout, sshserver=sshserver)
+                 sshserver: str | None = None,
+                 furl_or_file: str | os.PathLike | None = None) -> None:
+        self._session = Session(connection_argument(where, furl_or_file), timeout=timeout,
+                                sshserver=sshserver)
         self._targets: Any = "all"
         self._block = True
+        magics.adopt(self)
 
     # -- targets and block ---------------------------------------------------------------
 
@@ -127,17 +134,20 @@ class MultiEngineClient:
 
         With ``stream=True``, output is printed here while the code runs, labelled
         ``[stdout:0] ...``; a callable ``stream(engine_id, name, text)`` gets it instead.
+        Either way the ResultList's display leaves out what was streamed (its records
+        keep it all).
         """
         if not isinstance(lines, str):
             raise TypeError(f"execute needs a str of code, not {type(lines).__name__}")
         targets, block = self._resolve(targets, block)
         args = {"code": lines}
-        listener = None
+        echo = None
         if stream:
             args["stream"] = True
-            listener = output_listener(stream if callable(stream) else print_output)
-        return self._call("execute", targets, block, args=args, listener=listener,
-                          describe=f"execute({_short(lines)})", finish=ResultList)
+            echo = Echo(stream if callable(stream) else print_output)
+        return self._call("execute", targets, block, args=args, listener=echo,
+                          describe=f"execute({_short(lines)})",
+                          finish=lambda values: ResultList(values, echo and echo.shown))
 
     def run(self, filename: str, targets: Any = None, block: Any = None) -> Any:
         """Execute a local file's source on the engines (syntax errors raise here)."""
@@ -153,6 +163,17 @@ class MultiEngineClient:
                             f"{type(namespace).__name__}")
         return self._push("push", namespace, targets, block)
 
+    def push_serialized(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+        """``push`` of values serialized already (``serialized.serialize(obj)``): their
+        bytes go out as they are, with no pickling here, as often as you push them.
+        Raises TypeError for a value that is not a Serialized."""
+        if not isinstance(namespace, dict) or not all(
+                isinstance(v, Serialized) for v in namespace.values()):
+            raise TypeError("push_serialized needs a dict of names to Serialized values")
+        metas = [s.meta for s in namespace.values()]
+        frames = [f for s in namespace.values() for f in s.frames]
+        return self._push("push", namespace, targets, block, (metas, frames))
+
     def push_function(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
         """Push functions; on the engines their global names resolve in the engine's
         namespace, as in IPython 0.10 (closures and defaults are kept, too)."""
@@ -164,10 +185,11 @@ class MultiEngineClient:
                                 f"not a function")
         return self._push("push_function", namespace, targets, block)
 
-    def _push(self, verb: str, namespace: dict, targets: Any, block: Any) -> Any:
+    def _push(self, verb: str, namespace: dict, targets: Any, block: Any,
+              encoded: tuple[list, list] | None = None) -> Any:
         targets, block = self._resolve(targets, block)
         names = list(namespace)
-        metas, frames = serialize.encode_many(list(namespace.values()))
+        metas, frames = encoded or serialize.encode_many(list(namespace.values()))
         return self._call(verb, targets, block, args={"names": names, "metas": metas},
                           frames=frames, describe=f"{verb}({_short(names)})",
                           finish=lambda values: [None] * len(values))
@@ -181,6 +203,19 @@ class MultiEngineClient:
                       block: Any = None) -> Any:
         """Pull functions back (they travel whole, with cloudpickle)."""
         return self._pull("pull_function", keys, targets, block)
+
+    def pull_serialized(self, keys: str | Sequence[str], targets: Any = None,
+                        block: Any = None) -> Any:
+        """``pull``, with each value as a Serialized, ready for ``push_serialized``.  The
+        values are rebuilt here and serialized again (a NumPy array's bytes are not
+        copied), so their classes must be importable here."""
+        targets, block = self._resolve(targets, block)
+        single = isinstance(keys, str) or len(keys) == 1
+
+        def serialized(values: list) -> list:
+            return [to_serialized(v) if single else [to_serialized(x) for x in v]
+                    for v in values]
+        return then(self.pull(keys, targets, block=block), block, serialized)
 
     def _pull(self, method: str, keys: Any, targets: Any, block: Any) -> Any:
         targets, block = self._resolve(targets, block)
@@ -204,11 +239,7 @@ class MultiEngineClient:
                 return values
             return list(zip(*values)) if not isinstance(keys, str) and len(keys) > 1 \
                 else values
-        result = self.pull(keys, targets, block=block)
-        if block:
-            return transpose(result)
-        result.add_callback(transpose)
-        return result
+        return then(self.pull(keys, targets, block=block), block, transpose)
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
@@ -429,11 +460,12 @@ class MultiEngineClient:
 
     def activate(self) -> None:
         """Make this client the one the %px, %result and %autopx magics use."""
-        from . import magics
         magics.activate(self)
 
     def close(self) -> None:
-        """Close the connection (results still running are kept on the controller)."""
+        """Close the connection (results still running are kept on the controller); the
+        magics, if they used this client, use none now."""
+        magics.forget(self)
         self._session.close()
 
     def __enter__(self) -> "MultiEngineClient":
@@ -479,8 +511,43 @@ def print_output(engine_id: int, name: str, text: str) -> None:
         print(f"[{name}:{engine_id}] {line}", file=stream, flush=True)
 
 
-def output_listener(callback: Callable[[int, str, str], None]) -> Callable[[dict], None]:
-    return lambda output: callback(output["engine"], output["name"], output["text"])
+def then(result: Any, block: bool, f: Callable[[Any], Any]) -> Any:
+    """``f(result)`` if the call blocked, else ``result`` (a PendingResult) with ``f``
+    chained onto it."""
+    if block:
+        return f(result)
+    result.add_callback(f)
+    return result
+
+
+class Echo:
+    """The listener of a streaming execute: passes each piece of output to
+    ``callback(engine_id, name, text)`` and counts, in ``shown``, the characters passed
+    per ``(engine_id, name)``, so the Results List does not show them again."""
+
+    def __init__(self, callback: Callable[[int, str, str], None]) -> None:
+        self.callback = callback
+        self.shown: dict[tuple[int, str], int] = {}
+
+    def __call__(self, output: dict) -> None:
+        key = (output["engine"], output["name"])
+        self.callback(*key, output["text"])
+        self.shown[key] = self.shown.get(key, 0) + len(output["text"])
+
+
+def connection_argument(where: Any, furl_or_file: Any) -> Any:
+    """The connection a client was given: ``where``, or IPython 0.10's keyword
+    ``furl_or_file`` (``''`` means the default profile, as it did).  Raises TypeError
+    when both are given, and ValueError for a FURL (``pb://...``): pympec connects with
+    a connection file, not Foolscap."""
+    if furl_or_file is not None:
+        if where is not None:
+            raise TypeError("give the connection as where or as furl_or_file, not both")
+        where = furl_or_file
+    if isinstance(where, str) and where.startswith(("pb://", "pbu://")):
+        raise ValueError("not a pympec connection file: FURLs were IPython 0.10's; give a "
+                         "connection file path or a profile name")
+    return where
 
 
 def check_targets(targets: Any) -> Any:

@@ -1,10 +1,10 @@
 """What calls return: the Results List of ``execute``, and PendingResult for ``block=False``."""
 from __future__ import annotations
 
-import html
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+from .. import display
 from ..errors import ClusterError
 
 
@@ -14,7 +14,21 @@ class ResultList(list):
         <Results List>
         [0] In [1]: print(c)
         [0] Out[1]: 15
+
+    ``shown`` counts, per ``(engine id, 'stdout' | 'stderr')``, the characters already
+    streamed while the code ran (``execute(stream=...)``, ``%px``): the display leaves
+    them out rather than repeat them.  The records themselves keep all the output.
+    Jupyter renders it as a table, one row per engine (:meth:`_repr_html_`).
     """
+
+    def __init__(self, records: Iterable[Any] = (),
+                 shown: dict[tuple[int, str], int] | None = None) -> None:
+        super().__init__(records)
+        self.shown = dict(shown or {})
+
+    def unshown(self, record: dict, name: str) -> str:
+        """``record[name]`` (stdout or stderr) without what was streamed already."""
+        return (record.get(name) or "")[self.shown.get((record["id"], name), 0):]
 
     def __repr__(self) -> str:
         lines = ["<Results List>"]
@@ -24,16 +38,28 @@ class ResultList(list):
                 continue
             eid, n = r["id"], r["number"]
             lines.append(f"[{eid}] In [{n}]: {r['input']['translated']}")
-            if r.get("stdout"):
-                lines.append(f"[{eid}] Out[{n}]: {r['stdout']}")
-            if r.get("stderr"):
-                lines.append(f"[{eid}] Err[{n}]:\n{r['stderr']}")
+            if self.unshown(r, "stdout"):
+                lines.append(f"[{eid}] Out[{n}]: {self.unshown(r, 'stdout')}")
+            if self.unshown(r, "stderr"):
+                lines.append(f"[{eid}] Err[{n}]:\n{self.unshown(r, 'stderr')}")
         return "\n".join(lines)
 
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(repr(self))}</pre>"
+        """A table: per engine its id, input, output (stderr in red) and displayed value."""
+        rows = []
+        for r in self:
+            if not isinstance(r, dict) or "number" not in r:
+                rows.append(["", "", display.pre(repr(r)), ""])
+                continue
+            rows.append([display.span(f"[{r['id']}]", display.GREEN),
+                         display.pre(f"In [{r['number']}]: {r['input']['translated']}",
+                                     display.BLUE),
+                         display.pre(self.unshown(r, "stdout"))
+                         + display.pre(self.unshown(r, "stderr"), display.RED),
+                         display.pre((r.get("display") or {}).get("repr"))])
+        return display.table(["engine", "input", "output", "result"], rows, "Results List")
 
 
 class PendingResult:
@@ -64,11 +90,16 @@ class PendingResult:
         self._ended: float | None = None
 
     def __repr__(self) -> str:
-        state = "done" if self.called else "pending"
-        return f"<PendingResult {self.result_id} ({state})>"
+        return f"<PendingResult {self.result_id} ({self._state()})>"
+
+    def _state(self) -> str:
+        return "failed" if self.raised else "done" if self.called else "pending"
 
     def _repr_html_(self) -> str:
-        return html.escape(repr(self))
+        """Its id and state: pending (grey), done (green) or failed (red), and the time."""
+        colour = {"failed": display.RED, "done": display.GREEN}.get(self._state(), display.GREY)
+        return (display.span(repr(self), colour)
+                + display.span(f" {self.elapsed:.2f} s", display.GREY))
 
     def __lt__(self, other: "PendingResult") -> bool:
         return self.result_id < other.result_id

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..errors import TaskAborted
 from .session import Session
 from .executor import TaskExecutor
+from .multiengine import connection_argument
 from .tasks import BaseTask, ChunkTask, MapTask, Outcome
 
 SUBMIT_BATCH = 10000          # tasks per submit message
@@ -41,17 +42,18 @@ SUBMIT_BATCH = 10000          # tasks per submit message
 class TaskClient:
     """A load-balanced task farm on a pympec cluster.
 
-    ``where`` is a connection file path, a profile name, or None for the default
-    profile.  ``task_timeout`` (seconds, default 30 as in IPython 0.10) is how long a
-    task may wait once every engine has rejected it by ``depend`` before it fails with
-    TaskTimeout.  Raises FileNotFoundError when there is no connection file and
-    ClusterError when the controller does not answer.
+    ``where`` (or IPython 0.10's keyword ``furl_or_file``) is a connection file path, a
+    profile name, or None for the default profile.  ``task_timeout`` (seconds, default
+    30 as in IPython 0.10) is how long a task may wait once every engine has rejected it
+    by ``depend`` before it fails with TaskTimeout.  Raises FileNotFoundError when there
+    is no connection file and ClusterError when the controller does not answer.
     """
 
     def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
-                 sshserver: str | None = None, task_timeout: float = 30.0) -> None:
-        self._session = Session(where, timeout=timeout, sshserver=sshserver)
-        self._where = where
+                 sshserver: str | None = None, task_timeout: float = 30.0,
+                 furl_or_file: str | os.PathLike | None = None) -> None:
+        self._session = Session(connection_argument(where, furl_or_file), timeout=timeout,
+                                sshserver=sshserver)
         self.task_timeout = task_timeout
         self._results: dict[int, Outcome] = {}
         self._mine: set[int] = set()

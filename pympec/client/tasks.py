@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import cloudpickle
 
+from .. import display
+from ..errors import traceback_text
 from ..protocol import serialize
 from .failures import rebuild
 
@@ -250,6 +252,22 @@ class TaskResult:
     def __repr__(self) -> str:
         shown = self.failure if self.failure is not None else self.results
         return f"TaskResult[ID:{self.taskid}]:{shown!r}"
+
+    def _repr_html_(self) -> str:
+        """One row: the task, its engine, how long it ran, and its pulled values or (in
+        red) its failure with the engine's traceback."""
+        if self.failure is None:
+            outcome = "".join(display.pre(f"{name} = {value!r}")
+                              for name, value in self.results.items())
+        else:
+            failure = self.failure
+            outcome = (display.span(f"{type(failure).__name__}: {failure}", display.RED, True)
+                       + display.pre(traceback_text(failure), display.RED))
+        return display.table(["task", "engine", "duration", "results"],
+                             [[display.span(str(self.taskid)),
+                               display.span(str(self.engineid), display.GREEN),
+                               display.span(f"{self.duration:.3f} s"), outcome]],
+                             f"TaskResult[ID:{self.taskid}]")
 
 
 class Outcome:
