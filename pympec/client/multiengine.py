@@ -241,8 +241,9 @@ class MultiEngineClient:
 
     def gather(self, key: str, dist: str = "b", targets: Any = None, block: Any = None) -> Any:
         """Pull ``key`` from each target and join the parts: arrays concatenate (built in
-        place, with no copy, when the parts agree in dtype and trailing shape), lists and
-        tuples flatten into one list, other values come back as a list."""
+        place, with no copy, when the parts agree in dtype and trailing shape; masked
+        arrays keep their masks), lists, tuples and ranges flatten into one list, other
+        values come back as a list.  ValueError when the parts do not join."""
         check_name(key, "key")
         check_dist(dist)
         targets, block = self._resolve(targets, block)
@@ -523,7 +524,8 @@ def gathered(message: Any, method: str) -> Any:
 def _stackable(metas: list[dict]) -> bool:
     first = metas[0]
     return all(m["dtype"] == first["dtype"] and len(m["shape"]) >= 1
-               and m["shape"][1:] == first["shape"][1:] for m in metas)
+               and m["shape"][1:] == first["shape"][1:] and "order" not in m
+               for m in metas)
 
 
 def _aligned(value: Any) -> Any:
