@@ -96,7 +96,7 @@ def test_task_argument_checks():
         client.StringTask(42)
     with pytest.raises(TypeError):
         client.StringTask("a=1", push=[1])
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError):
         client.MapTask(square, (1,), retries=-1)
     with pytest.raises(TypeError):
         client.MapTask(square, (1,), recovery_task="no")

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from .checks import check_count
 from .tasks import BaseTask, ChunkTask, MapTask
 
 if TYPE_CHECKING:   # (taskclient makes executors: a run-time import would be circular)
@@ -36,8 +37,7 @@ class TaskExecutor(concurrent.futures.Executor):
     its thread uses (``TaskClient.executor()`` makes both)."""
 
     def __init__(self, client: TaskClient, *, max_outstanding: int = 1000) -> None:
-        if max_outstanding < 1:
-            raise ValueError("max_outstanding must be >= 1")
+        check_count(max_outstanding, "max_outstanding")
         self._client = client
         self._max = max_outstanding
         self._queued: collections.deque = collections.deque()
@@ -69,8 +69,7 @@ class TaskExecutor(concurrent.futures.Executor):
             chunksize: int = 1) -> Iterator:
         """Like ``Executor.map``: results in order; ``chunksize`` calls per task;
         TimeoutError if a result is not there ``timeout`` seconds after this call."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
+        check_count(chunksize, "chunksize")
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -19,19 +19,16 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..protocol import serialize
-from ..errors import (CompositeError, InvalidDeferredID, InvalidEngineID, NotAPendingResult,
-                      StopLocalExecution)
+from ..errors import CompositeError, InvalidDeferredID, NotAPendingResult, StopLocalExecution
 from . import magics
+from .checks import (check_block, check_count, check_dist, check_flag, check_function,
+                     check_name, check_names, check_namespace, check_property_keys,
+                     check_record, check_sequences, check_targets, shown)
 from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
 from .serialized import Serialized, serialize as to_serialized
 from .session import Session
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
 
 class MultiEngineClient:
     """Explicit control of a pympec cluster's engines.
@@ -139,6 +136,9 @@ class MultiEngineClient:
         """
         if not isinstance(lines, str):
             raise TypeError(f"execute needs a str of code, not {type(lines).__name__}")
+        if not (stream is True or stream is False or callable(stream)):
+            raise TypeError(f"stream must be True, False or a function "
+                            f"stream(engine_id, name, text), not {shown(stream)}")
         targets, block = self._resolve(targets, block)
         args = {"code": lines}
         echo = None
@@ -146,7 +146,7 @@ class MultiEngineClient:
             args["stream"] = True
             echo = Echo(stream if callable(stream) else print_output)
         return self._call("execute", targets, block, args=args, listener=echo,
-                          describe=f"execute({_short(lines)})",
+                          describe=f"execute({shown(lines)})",
                           finish=lambda values: ResultList(values, echo and echo.shown))
 
     def run(self, filename: str, targets: Any = None, block: Any = None) -> Any:
@@ -158,9 +158,7 @@ class MultiEngineClient:
 
     def push(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
         """Update each target's namespace with ``namespace`` (name -> object)."""
-        if not isinstance(namespace, dict):
-            raise TypeError(f"push needs a dict of names to values, not "
-                            f"{type(namespace).__name__}")
+        check_namespace(namespace, "push")
         return self._push("push", namespace, targets, block)
 
     def push_serialized(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
@@ -177,8 +175,7 @@ class MultiEngineClient:
     def push_function(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
         """Push functions; on the engines their global names resolve in the engine's
         namespace, as in IPython 0.10 (closures and defaults are kept, too)."""
-        if not isinstance(namespace, dict):
-            raise TypeError("push_function needs a dict of names to functions")
+        check_namespace(namespace, "push_function")
         for name, func in namespace.items():
             if not callable(func):
                 raise TypeError(f"push_function: {name!r} is a {type(func).__name__}, "
@@ -190,8 +187,9 @@ class MultiEngineClient:
         targets, block = self._resolve(targets, block)
         names = list(namespace)
         metas, frames = encoded or serialize.encode_many(list(namespace.values()))
+        # an empty push sends one empty frame: the registry's push verb takes frames
         return self._call(verb, targets, block, args={"names": names, "metas": metas},
-                          frames=frames, describe=f"{verb}({_short(names)})",
+                          frames=frames or [b""], describe=f"{verb}({shown(names)})",
                           finish=lambda values: [None] * len(values))
 
     def pull(self, keys: str | Sequence[str], targets: Any = None, block: Any = None) -> Any:
@@ -219,18 +217,15 @@ class MultiEngineClient:
 
     def _pull(self, method: str, keys: Any, targets: Any, block: Any) -> Any:
         targets, block = self._resolve(targets, block)
-        if isinstance(keys, str):
-            names, single = [keys], True
-        elif isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
-            names, single = list(keys), len(keys) == 1
-        else:
-            raise TypeError(f"keys must be a str or a list/tuple of str, not {keys!r}")
+        names, single = check_names(keys)
+        single = single or len(names) == 1
         return self._call("pull", targets, block, args={"keys": names}, method=method,
-                          describe=f"{method}({_short(keys)})",
+                          describe=f"{method}({shown(keys)})",
                           finish=lambda values: [v[0] if single else v for v in values])
 
     def zip_pull(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
         """pull, transposed: ``zip_pull(('a', 'b'))`` gives ``[(a0, a1..), (b0, b1..)]``."""
+        check_names(keys)
         targets, block = self._resolve(targets, block)
         single_target = isinstance(targets, int)
 
@@ -243,14 +238,12 @@ class MultiEngineClient:
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
-        if not isinstance(key, str):
-            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        check_name(key, "key")
         self.push({key: value})
 
     def __getitem__(self, key: str) -> Any:
         """``mec['a']`` is ``mec.pull('a')`` (TypeError for a non-str key)."""
-        if not isinstance(key, str):
-            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        check_name(key, "key")
         return self.pull(key)
 
     def scatter(self, key: str, seq: Sequence, dist: str = "b", flatten: bool = False,
@@ -260,7 +253,9 @@ class MultiEngineClient:
         Parts keep the sequence's type; NumPy arrays are split along axis 0 and travel
         raw over MPI Scatterv.  Raises TypeError for a non-sequence.
         """
+        check_name(key, "key")
         check_dist(dist)
+        check_flag(flatten, "flatten")
         targets, block = self._resolve(targets, block)
         ids = self._ids(targets)
         values = partition(seq, len(ids), flatten)
@@ -277,8 +272,10 @@ class MultiEngineClient:
 
     def gather(self, key: str, dist: str = "b", targets: Any = None, block: Any = None) -> Any:
         """Pull ``key`` from each target and join the parts: arrays concatenate (built in
-        place, with no copy, when the parts agree in dtype and trailing shape), lists and
-        tuples flatten into one list, other values come back as a list."""
+        place, with no copy, when the parts agree in dtype and trailing shape; masked
+        arrays keep their masks), lists, tuples and ranges flatten into one list, other
+        values come back as a list.  ValueError when the parts do not join."""
+        check_name(key, "key")
         check_dist(dist)
         targets, block = self._resolve(targets, block)
         return self._call("gather", targets, block, args={"key": key},
@@ -298,12 +295,9 @@ class MultiEngineClient:
             raise TypeError(f"raw_map needs a list or tuple of sequences, not "
                             f"{type(seqs).__name__}")
         check_dist(dist)
-        if not (callable(func) or isinstance(func, str)):
-            raise TypeError(f"map needs a function or the name of one, not {func!r}")
+        check_function(func, "map", named=True)
+        check_sequences(seqs, "map")
         targets, block = self._resolve(targets, block)
-        lengths = {len(s) for s in seqs}
-        if len(lengths) > 1:
-            raise ValueError(f"all sequences must have the same length, not {sorted(lengths)}")
         ids = self._ids(targets)
         chunks = partition(list(zip(*seqs)), len(ids))
         parts, frames = [], []
@@ -324,6 +318,7 @@ class MultiEngineClient:
     def parallel(self, dist: str = "b", targets: Any = None, block: Any = None) -> Callable:
         """Decorator: ``@mec.parallel()`` turns ``f`` into ``pf(*seqs) = mapper.map(f, *seqs)``.
         targets and block are taken from the client when decorating."""
+        check_dist(dist)
         targets, block = self._resolve(targets, block)
 
         def decorate(func: Callable | str) -> Callable:
@@ -337,7 +332,10 @@ class MultiEngineClient:
         return decorate
 
     def get_result(self, i: int | None = None, targets: Any = None, block: Any = None) -> Any:
-        """Re-fetch execute record ``i`` (default: the latest) of each target."""
+        """Re-fetch execute record ``i`` (default: the latest) of each target.  Records
+        count from 1: IndexError for a smaller ``i``, TypeError for a non-int."""
+        if i is not None:
+            check_record(i)
         targets, block = self._resolve(targets, block)
         return self._call("get_result", targets, block, args={"number": i}, finish=ResultList,
                           describe=f"get_result({i})")
@@ -358,6 +356,7 @@ class MultiEngineClient:
         A stopped engine leaves ``get_ids()``; its MPI rank stays parked, at no CPU cost,
         until the job ends, since an MPI job cannot shrink.
         """
+        check_flag(controller, "controller")
         targets, block = self._resolve(targets, block)
         if controller:
             return self._session.call("shutdown")
@@ -382,25 +381,30 @@ class MultiEngineClient:
 
     def set_properties(self, properties: dict, targets: Any = None, block: Any = None) -> Any:
         """Update each target's properties (used by task ``depend`` functions)."""
+        if not isinstance(properties, dict):
+            raise TypeError(f"set_properties needs a dict, not {type(properties).__name__}")
+        check_property_keys(list(properties))
         targets, block = self._resolve(targets, block)
         return self._call("set_properties", targets, block, frames=serialize.dumps(properties))
 
     def get_properties(self, keys: Sequence[str] | None = None, targets: Any = None,
                        block: Any = None) -> Any:
         """Each target's properties: all of them, or those named by ``keys``."""
+        keys = None if keys is None else check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("get_properties", targets, block,
-                          args={"keys": None if keys is None else list(_as_list(keys))})
+        return self._call("get_properties", targets, block, args={"keys": keys})
 
     def has_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
         """For each target, whether it has each of ``keys``."""
+        keys = check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("has_properties", targets, block, args={"keys": _as_list(keys)})
+        return self._call("has_properties", targets, block, args={"keys": keys})
 
     def del_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
         """Delete properties ``keys`` on each target (KeyError if one is missing)."""
+        keys = check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("del_properties", targets, block, args={"keys": _as_list(keys)})
+        return self._call("del_properties", targets, block, args={"keys": keys})
 
     def clear_properties(self, targets: Any = None, block: Any = None) -> Any:
         """Remove every property of each target."""
@@ -445,6 +449,7 @@ class MultiEngineClient:
     def benchmark(self, push_size: int = 10000) -> dict:
         """Latency of ``execute('pass')`` on one and on all engines (ms), and push
         throughput of a float64 array of ``push_size`` items (MB/s)."""
+        check_count(push_size, "push_size")
         ids = self.get_ids()
         data = np.random.rand(push_size)
         figures = {}
@@ -496,6 +501,10 @@ class MultiEngineMapper:
 
     def __init__(self, client: MultiEngineClient, dist: str = "b", targets: Any = "all",
                  block: Any = None) -> None:
+        check_dist(dist)
+        check_targets(targets)
+        if block is not None:
+            check_block(block)
         self.client, self.dist, self.targets, self.block = client, dist, targets, block
 
     def map(self, func: Callable | str, *sequences: Sequence) -> Any:
@@ -550,36 +559,6 @@ def connection_argument(where: Any, furl_or_file: Any) -> Any:
     return where
 
 
-def check_targets(targets: Any) -> Any:
-    """``targets`` as sent: ``'all'``, an engine id, or a list of ids.  Raises
-    InvalidEngineID (a ValueError) for anything else; which ids exist is the
-    controller's to say."""
-    if targets == "all":
-        return targets
-    if isinstance(targets, int) and not isinstance(targets, bool):
-        return targets
-    if isinstance(targets, (list, tuple)) and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in targets):
-        return list(targets)
-    raise InvalidEngineID(f"targets must be 'all', an engine id or a list of ids, "
-                          f"not {targets!r}")
-
-
-def check_block(block: Any) -> bool:
-    if block is not True and block is not False:
-        raise ValueError(f"block must be True or False, not {block!r}")
-    return block
-
-
-def check_dist(dist: str) -> None:
-    if dist != "b":
-        raise ValueError(f"only dist='b' (block distribution) exists, not {dist!r}")
-
-
-def _as_list(keys: Any) -> list:
-    return [keys] if isinstance(keys, str) else list(keys)
-
-
 def engine_values(message: Any, method: str) -> list:
     """Per-engine values of a reply, in target order; raises CompositeError if any
     engine failed."""
@@ -622,7 +601,8 @@ def gathered(message: Any, method: str) -> Any:
 def _stackable(metas: list[dict]) -> bool:
     first = metas[0]
     return all(m["dtype"] == first["dtype"] and len(m["shape"]) >= 1
-               and m["shape"][1:] == first["shape"][1:] for m in metas)
+               and m["shape"][1:] == first["shape"][1:] and "order" not in m
+               for m in metas)
 
 
 def _aligned(value: Any) -> Any:

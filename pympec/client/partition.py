@@ -24,8 +24,9 @@ def partition(seq: Sequence, q: int, flatten: bool = False) -> list[Any]:
         length = len(seq)
         seq[0:0]
     except TypeError:
+        what = "a 0-d array" if isinstance(seq, np.ndarray) else type(seq).__name__
         raise TypeError(f"scatter needs a sequence that supports len() and slicing, "
-                        f"not {type(seq).__name__}") from None
+                        f"not {what}") from None
     parts = [seq[slice(*bounds(length, q, p))] for p in range(q)]
     if flatten:
         parts = [part[0] if len(part) == 1 else part for part in parts]
@@ -33,13 +34,21 @@ def partition(seq: Sequence, q: int, flatten: bool = False) -> list[Any]:
 
 
 def join(parts: list[Any]) -> Any:
-    """Join gathered parts: arrays concatenate, lists and tuples flatten into one list,
-    anything else stays a list of parts."""
+    """Join gathered parts, as the first one says: arrays concatenate (masked arrays
+    keep their masks; dtypes promote as NumPy's do), lists, tuples and ranges flatten
+    into one list, anything else stays a list of parts.  ValueError when the parts do
+    not join (arrays of other trailing shapes, or 0-d; a list next to a number)."""
     if not parts:
         return []
     first = parts[0]
-    if isinstance(first, np.ndarray):
-        return np.concatenate(parts)
-    if isinstance(first, (list, tuple)):
-        return [item for part in parts for item in part]
+    try:
+        if isinstance(first, np.ma.MaskedArray):
+            return np.ma.concatenate(parts)
+        if isinstance(first, np.ndarray):
+            return np.concatenate(parts)
+        if isinstance(first, (list, tuple, range)):
+            return [item for part in parts for item in part]
+    except (TypeError, ValueError) as e:
+        kinds = ", ".join(f"{type(p).__name__} {np.shape(p)}" for p in parts)
+        raise ValueError(f"gather cannot join the parts ({kinds}): {e}") from None
     return parts

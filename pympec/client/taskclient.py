@@ -29,6 +29,8 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import TaskAborted
+from .checks import (check_block, check_count, check_flag, check_function,
+                     check_optional, check_sequences, check_task_id, check_task_ids)
 from .session import Session
 from .executor import TaskExecutor
 from .multiengine import connection_argument
@@ -65,11 +67,13 @@ class TaskClient:
         result (see :meth:`get_task_result`)."""
         if not isinstance(task, BaseTask):
             raise TypeError(f"run needs a MapTask or StringTask, not {type(task).__name__}")
+        check_block(block)
         tid = self.run_many([task])[0]
         return self.get_task_result(tid, block=True) if block else tid
 
     def run_many(self, tasks: Sequence[BaseTask]) -> list[int]:
         """Submit several tasks in as few messages as possible; returns their ids."""
+        tasks = list(tasks)
         ids: list[int] = []
         cache: dict = {}
         for start in range(0, len(tasks), SUBMIT_BATCH):
@@ -114,10 +118,6 @@ class TaskClient:
         infos = value["tasks"]
         return len(infos)
 
-    def _check_id(self, taskid: Any) -> None:
-        if isinstance(taskid, bool) or not isinstance(taskid, int):
-            raise TypeError(f"task ids are int, not {type(taskid).__name__}")
-
     def _gather(self, taskids: list[int], block: bool, timeout: float | None = None) -> None:
         """Fetch until every id in ``taskids`` is here (or once, if not ``block``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -144,7 +144,8 @@ class TaskClient:
         A MapTask gives its return value and raises its failure; a StringTask gives a
         TaskResult.  Unknown ids raise IndexError; ClusterError if the cluster died.
         """
-        self._check_id(taskid)
+        taskid = check_task_id(taskid)
+        check_block(block)
         self._gather([taskid], block)
         outcome = self._results.get(taskid)
         return None if outcome is None else outcome.result()
@@ -152,7 +153,8 @@ class TaskClient:
     def get_task_info(self, taskid: int, block: bool = False) -> dict | None:
         """Timing of a finished task: epoch seconds ``submitted`` (controller),
         ``started``/``completed`` (engine), ``received`` (here), and ``engine``."""
-        self._check_id(taskid)
+        taskid = check_task_id(taskid)
+        check_block(block)
         self._gather([taskid], block)
         outcome = self._results.get(taskid)
         return None if outcome is None else dict(outcome.timing)
@@ -167,16 +169,13 @@ class TaskClient:
     def barrier(self, taskids: int | Sequence[int], timeout: float | None = None) -> None:
         """Block until every listed task has finished, successfully or not.  Raises
         IndexError for unknown ids, TimeoutError after ``timeout`` seconds (if given)."""
-        ids = [taskids] if isinstance(taskids, int) else list(taskids)
-        for t in ids:
-            self._check_id(t)
-        self._gather(ids, True, timeout)
+        self._gather(check_task_ids(taskids), True, timeout)
 
     def abort(self, taskid: int) -> None:
         """Abort a task: a queued one is dropped, a running one's result is discarded;
         either way its result becomes a TaskAborted failure.  IndexError if it already
         completed or was already aborted; TypeError for a non-int id."""
-        self._check_id(taskid)
+        taskid = check_task_id(taskid)
         outcome = self._results.get(taskid)
         if outcome is not None:
             raise IndexError("Task Already Aborted" if isinstance(outcome.error, TaskAborted)
@@ -190,8 +189,7 @@ class TaskClient:
     def queue_status(self, verbose: bool = False) -> dict:
         """``{'pending', 'failed', 'succeeded', 'scheduled'}``: counts, or lists of ids
         with ``verbose``.  pending = running on an engine, scheduled = waiting."""
-        value = self._session.call("task_status", verbose=bool(verbose))
-        return value
+        return self._session.call("task_status", verbose=check_flag(verbose, "verbose"))
 
     def clear(self, taskids: int | Sequence[int] | None = None) -> int:
         """Forget finished results (all, or ``taskids``), here and on the controller;
@@ -200,7 +198,7 @@ class TaskClient:
             local = list(self._results)
             remote = None
         else:
-            ids = [taskids] if isinstance(taskids, int) else list(taskids)
+            ids = check_task_ids(taskids)
             local = [t for t in ids if t in self._results]
             remote = [t for t in ids if t not in self._results]
         count = self._call_value({"verb": "task_clear", "ids": remote, "forget": local})
@@ -211,6 +209,7 @@ class TaskClient:
 
     def configure(self, result_cap: int | None = None) -> dict:
         """Set the controller's cap on unfetched result bytes; returns the settings."""
+        check_optional(result_cap, check_count, "result_cap", 0)
         return self._session.call("task_config", result_cap=result_cap)
 
     # -- map ----------------------------------------------------------------------------
@@ -225,7 +224,8 @@ class TaskClient:
                depend: Callable[[dict], bool] | None = None, block: bool = True,
                chunksize: int | None = None) -> "TaskMapper":
         """A mapper whose ``map`` makes tasks with these options; with ``block=False``
-        its ``map`` returns the task ids."""
+        its ``map`` returns the task ids.  Bad options raise here, not at ``map``."""
+        BaseTask(clear_before, clear_after, retries, recovery_task, depend)   # checks them
         return TaskMapper(self, dict(clear_before=clear_before, clear_after=clear_after,
                                      retries=retries, recovery_task=recovery_task,
                                      depend=depend), block, chunksize)
@@ -250,11 +250,20 @@ class TaskClient:
              max_outstanding: int = 1000) -> Iterator:
         """Lazy load-balanced map over iterables of any length: results in order, with
         at most ``max_outstanding`` tasks submitted and not yet yielded."""
-        if not callable(func):
-            raise TypeError(f"imap needs a function, not {type(func).__name__}")
-        if chunksize < 1 or max_outstanding < 1:
-            raise ValueError("chunksize and max_outstanding must be >= 1")
-        source = iter(zip(*iterables))
+        check_function(func, "imap")
+        check_count(chunksize, "chunksize")
+        check_count(max_outstanding, "max_outstanding")
+        if not iterables:
+            raise TypeError("imap needs at least one iterable")
+        try:
+            source = zip(*iterables)
+        except TypeError:
+            kinds = ", ".join(type(i).__name__ for i in iterables)
+            raise TypeError(f"imap needs iterables, not {kinds}") from None
+        return self._imap(func, source, chunksize, max_outstanding)
+
+    def _imap(self, func: Callable, source: Iterator, chunksize: int,
+              max_outstanding: int) -> Iterator:
         window: list[int] = []
         exhausted = False
         while True:
@@ -284,6 +293,7 @@ class TaskClient:
     def executor(self, max_outstanding: int = 1000) -> "Any":
         """A ``concurrent.futures.Executor`` on this cluster (its own connection and
         thread); see :class:`pympec.client.executor.TaskExecutor`."""
+        check_count(max_outstanding, "max_outstanding")
         return TaskExecutor(TaskClient(self._session.path, task_timeout=self.task_timeout),
                             max_outstanding=max_outstanding)
 
@@ -305,17 +315,14 @@ class TaskMapper:
 
     def __init__(self, client: TaskClient, options: dict, block: bool = True,
                  chunksize: int | None = None) -> None:
+        check_block(block)
+        check_optional(chunksize, check_count, "chunksize")
         self.client, self.options, self.block, self.chunksize = client, options, block, chunksize
 
     def map(self, func: Callable, *sequences: Sequence) -> Any:
         """One task per element (or per chunk); blocking: the results in order."""
-        if not callable(func):
-            raise TypeError(f"map needs a function, not {type(func).__name__}")
-        if not sequences:
-            raise TypeError("map needs at least one sequence")
-        lengths = {len(s) for s in sequences}
-        if len(lengths) > 1:
-            raise ValueError(f"all sequences must have the same length, not {sorted(lengths)}")
+        check_function(func, "map")
+        check_sequences(sequences, "map")
         items = list(zip(*sequences))
         size = self.chunksize
         if size is None:

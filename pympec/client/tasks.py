@@ -18,8 +18,11 @@ import cloudpickle
 from .. import display
 from ..errors import traceback_text
 from ..protocol import serialize
+from .checks import (MAX_RETRIES, check_count, check_flag, check_function, check_names,
+                     check_namespace)
 from .failures import rebuild
 
+MAX_RECOVERY = 4   # recovery tasks nested in one task (the registry's _task_spec)
 _SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
@@ -31,7 +34,8 @@ class BaseTask:
     ``clear_before``/``clear_after`` reset the engine namespace before/after the task
     (engine properties are kept); ``retries`` resubmits a failed task (to another
     engine when one is free); ``recovery_task`` runs, under the same id, when all
-    retries failed; ``depend(properties) -> bool`` says whether an engine may run it.
+    retries failed (at most MAX_RECOVERY nested); ``depend(properties) -> bool`` says
+    whether an engine may run it.  Bad options raise TypeError or ValueError here.
     """
 
     kind = "base"
@@ -39,24 +43,24 @@ class BaseTask:
     def __init__(self, clear_before: bool = False, clear_after: bool = False,
                  retries: int = 0, recovery_task: "BaseTask | None" = None,
                  depend: Callable[[dict], bool] | None = None) -> None:
-        if not isinstance(retries, int) or retries < 0:
-            raise TypeError(f"retries must be an int >= 0, not {retries!r}")
+        self.clear_before = check_flag(clear_before, "clear_before")
+        self.clear_after = check_flag(clear_after, "clear_after")
+        self.retries = check_count(retries, "retries", low=0, high=MAX_RETRIES)
         if recovery_task is not None and not isinstance(recovery_task, BaseTask):
             raise TypeError(f"recovery_task must be a task, not {type(recovery_task).__name__}")
         if depend is not None and not callable(depend):
             raise TypeError(f"depend must be a function of the properties dict, not "
                             f"{type(depend).__name__}")
-        self.clear_before = bool(clear_before)
-        self.clear_after = bool(clear_after)
-        self.retries = retries
         self.recovery_task = recovery_task
         self.depend = depend
 
     def _body(self, cache: dict) -> tuple[dict, list]:
         raise NotImplementedError
 
-    def encode(self, cache: dict | None = None, timeout: float = 30.0) -> tuple[dict, list]:
-        """The JSON spec and the frames (pickles) the controller forwards to an engine."""
+    def encode(self, cache: dict | None = None, timeout: float = 30.0,
+               depth: int = 0) -> tuple[dict, list]:
+        """The JSON spec and the frames (pickles) the controller forwards to an engine.
+        ValueError when recovery tasks nest more than MAX_RECOVERY deep (or loop)."""
         cache = {} if cache is None else cache
         spec, frames = self._body(cache)
         spec.update(kind=self.kind, timeout=timeout)
@@ -71,7 +75,10 @@ class BaseTask:
             frames.append(_function_pickle(self.depend, cache))
         spec["n"] = len(frames)
         if self.recovery_task is not None:
-            rspec, rframes = self.recovery_task.encode(cache, timeout)
+            if depth == MAX_RECOVERY:
+                raise ValueError(f"recovery tasks nest at most {MAX_RECOVERY} deep; this "
+                                 f"chain is longer (or loops back on itself)")
+            rspec, rframes = self.recovery_task.encode(cache, timeout, depth + 1)
             spec["recovery"] = rspec
             frames.extend(rframes)
         return spec, frames
@@ -88,14 +95,17 @@ class MapTask(BaseTask):
                  clear_after: bool = False, retries: int = 0,
                  recovery_task: BaseTask | None = None,
                  depend: Callable[[dict], bool] | None = None) -> None:
-        if not callable(function):
-            raise TypeError(f"a MapTask needs a function, not {type(function).__name__}")
+        check_function(function, "a MapTask")
         args = () if args is None else args
         kwargs = {} if kwargs is None else kwargs
         if not isinstance(args, (list, tuple)):
             raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
         if not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        for key in kwargs:
+            if not isinstance(key, str):
+                raise TypeError(f"kwargs keys are keyword names, so str, not "
+                                f"{type(key).__name__} {key!r}")
         super().__init__(clear_before, clear_after, retries, recovery_task, depend)
         self.function, self.args, self.kwargs = function, tuple(args), kwargs
 
@@ -132,12 +142,8 @@ class StringTask(BaseTask):
                  depend: Callable[[dict], bool] | None = None) -> None:
         if not isinstance(expression, str):
             raise TypeError(f"a StringTask needs code as a str, not {type(expression).__name__}")
-        pull = () if pull is None else (pull,) if isinstance(pull, str) else tuple(pull)
-        if not all(isinstance(p, str) for p in pull):
-            raise TypeError(f"pull must be a name or a list of names, not {pull!r}")
-        push = {} if push is None else push
-        if not isinstance(push, dict):
-            raise TypeError(f"push must be a dict, not {type(push).__name__}")
+        pull = () if pull is None else tuple(check_names(pull, "pull")[0])
+        push = {} if push is None else check_namespace(push, "a StringTask's push")
         super().__init__(clear_before, clear_after, retries, recovery_task, depend)
         self.expression, self.pull, self.push = expression, pull, push
 

@@ -4,7 +4,11 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
 
 * A NumPy array (not of object dtype) travels raw: ``{"kind": "array", "dtype", "shape"}``
   and one frame holding its bytes.  Nothing is pickled, and the receiver's array is a view
-  on the buffer the bytes landed in: writable, no copy.
+  on the buffer the bytes landed in: writable, no copy.  Any dtype goes (datetime64,
+  structured, big-endian...).  A Fortran-ordered array travels as its own memory and
+  arrives Fortran-ordered (``"order": "F"``); any other array that is not contiguous
+  (a slice with a step, say) is copied once, and arrives C-ordered.  Subclasses
+  (np.matrix, masked arrays) are pickled, so they keep their class.
 * A JSON value known to be plain (an execute record: str keys, str and int values)
   travels inside its meta: ``{"kind": "json", "value": ...}``, no frames, no pickle.
 * Anything else is pickled with cloudpickle (so closures and lambdas travel) at protocol 5,
@@ -13,6 +17,7 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
 """
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any, Sequence
 
@@ -44,10 +49,17 @@ def is_raw_array(obj: Any) -> bool:
     return type(obj) is np.ndarray and not obj.dtype.hasobject
 
 
+def fortran(a: np.ndarray) -> bool:
+    """Whether ``a`` is Fortran-ordered (and not also C-ordered)."""
+    return a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
+
+
 def raw_bytes(a: np.ndarray) -> np.ndarray:
-    """The bytes of an array as a flat uint8 array (a view when it is contiguous): the
-    buffer protocol cannot export some dtypes (datetime64, timedelta64) as they are."""
-    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    """The bytes of an array, in memory order, as a flat uint8 array (a view when it is
+    contiguous): the buffer protocol cannot export some dtypes (datetime64,
+    timedelta64) as they are."""
+    flat = a.T if fortran(a) else np.ascontiguousarray(a)
+    return flat.reshape(-1).view(np.uint8)
 
 
 def encode(obj: Any) -> tuple[dict, list[Any]]:
@@ -78,7 +90,10 @@ def nframes(meta: dict) -> int:
 
 
 def array_meta(a: np.ndarray) -> dict:
-    return {"kind": "array", "dtype": npformat.dtype_to_descr(a.dtype), "shape": list(a.shape)}
+    meta = {"kind": "array", "dtype": npformat.dtype_to_descr(a.dtype), "shape": list(a.shape)}
+    if fortran(a):
+        meta["order"] = "F"
+    return meta
 
 
 def array_dtype(meta: dict) -> np.dtype:
@@ -89,9 +104,14 @@ def array_dtype(meta: dict) -> np.dtype:
 
 
 def array_from(meta: dict, buf: Any) -> np.ndarray:
-    """The array ``meta`` describes, as a view on ``buf`` (writable if ``buf`` is)."""
+    """The array ``meta`` describes, as a view on ``buf`` (writable if ``buf`` is).
+    ValueError if ``buf`` does not hold exactly its bytes."""
     dtype = array_dtype(meta)
-    return np.frombuffer(buf, dtype=dtype).reshape(meta["shape"])
+    size = math.prod(meta["shape"]) * dtype.itemsize
+    if memoryview(buf).nbytes != size:
+        raise ValueError(f"an array of shape {tuple(meta['shape'])} and dtype {dtype} takes "
+                         f"{size} bytes, not {memoryview(buf).nbytes}")
+    return np.ndarray(meta["shape"], dtype, buffer=buf, order=meta.get("order", "C"))
 
 
 def encode_many(values: Sequence[Any]) -> tuple[list[dict], list[Any]]:
