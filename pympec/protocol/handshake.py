@@ -2,7 +2,7 @@
 
 A connection proves that both sides know the cluster key before anything else is read::
 
-    controller -> client    b"PYMPEC03" + snonce + offer       (32 random bytes; MACs it has)
+    controller -> client    b"PYMPEC04" + snonce + offer       (32 random bytes; MACs it has)
     client -> controller    cnonce + choice + HMAC(key, b"client" + snonce + cnonce + offer + choice)
     controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
                             (or it hangs up)
@@ -26,7 +26,8 @@ import socket
 from .wire import HMAC_SHA256, POLY1305, hmac_sha256, supported_macs
 from ..errors import ClusterError, SecurityError
 
-GREETING = b"PYMPEC03"    # the protocol version: 03 signs messages per segment
+GREETING = b"PYMPEC04"    # the protocol version: 04 checks every request against the
+                          # command registry (protocol.commands); 03 signed per segment
 NONCE = 32
 TAG = 32                  # handshake proofs: HMAC-SHA256
 GREETING_SIZE = len(GREETING) + NONCE + 1   # the controller's greeting: version, snonce, offer
