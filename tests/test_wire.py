@@ -973,7 +973,7 @@ def test_nonces_must_be_32_bytes():
 def test_client_handshake_rejects_bad_greetings():
     client = ClientHandshake(KEY)
     good = ServerHandshake(KEY).greeting
-    with pytest.raises(ClusterError, match="protocol 02 and this client 03"):
+    with pytest.raises(ClusterError, match="protocol 02 and this client 04"):
         client.answer(b"PYMPEC02" + good[8:])
     for bad in (b"", good[:-1], good + b"x", b"SSH-2.0-" + good[8:]):
         with pytest.raises(ClusterError, match="not a pympec controller"):
@@ -1089,7 +1089,7 @@ def test_controller_of_another_protocol_version_is_named():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     with socket.create_connection(listener.getsockname(), timeout=5) as sock, \
-            pytest.raises(ClusterError, match="protocol 02 and this client 03"):
+            pytest.raises(ClusterError, match="protocol 02 and this client 04"):
         handshake.client_handshake(sock, KEY, timeout=5)
     thread.join(timeout=LIMIT)
     listener.close()
