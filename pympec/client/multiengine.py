@@ -30,6 +30,8 @@ from .results import PendingResult, ResultList
 from .serialized import Serialized, serialize as to_serialized
 from .session import Session
 
+LONG_CODE = 16 << 10    # characters of code sent in a frame rather than in the header
+
 class MultiEngineClient:
     """Explicit control of a pympec cluster's engines.
 
@@ -140,12 +142,14 @@ class MultiEngineClient:
             raise TypeError(f"stream must be True, False or a function "
                             f"stream(engine_id, name, text), not {shown(stream)}")
         targets, block = self._resolve(targets, block)
-        args = {"code": lines}
+        # long code goes as a frame: megabytes never travel inside a message header
+        args, frames = ({"code": lines}, []) if len(lines) <= LONG_CODE else \
+            ({}, [lines.encode()])
         echo = None
         if stream:
             args["stream"] = True
             echo = Echo(stream if callable(stream) else print_output)
-        return self._call("execute", targets, block, args=args, listener=echo,
+        return self._call("execute", targets, block, args=args, listener=echo, frames=frames,
                           describe=f"execute({shown(lines)})",
                           finish=lambda values: ResultList(values, echo and echo.shown))
 
@@ -575,9 +579,14 @@ def engine_values(message: Any, method: str) -> list:
         if result["status"] == "ok":
             values.append(serialize.decode(result["metas"][0], mine) if result["metas"]
                           else None)
-        else:
-            errors.append(rebuild(result, mine, {"engineid": result["engine"],
-                                                 "method": method}))
+            continue
+        if result.get("metas"):   # a failed execute's record comes first: its output
+            n = serialize.nframes(result["metas"][0])
+            record = serialize.decode(result["metas"][0], mine[:n])
+            result = {**result, "stdout": record.get("stdout", ""),
+                      "stderr": record.get("stderr", "")}
+            mine = mine[n:]
+        errors.append(rebuild(result, mine, {"engineid": result["engine"], "method": method}))
     if errors:
         raise CompositeError.from_exceptions(method, errors)
     return values

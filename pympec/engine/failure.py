@@ -22,15 +22,25 @@ import cloudpickle
 from ..protocol.serialize import PROTOCOL
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+TEXT_MAX = 64 << 10
 
 
 def encode(e: BaseException) -> tuple[dict, list]:
     """The reply fields for a failed call, and its frames (the pickled exception, or
-    none when it does not survive pickling)."""
+    none when it does not survive pickling).  Its texts are cut at TEXT_MAX characters
+    each, so they never swell a message header (the exception itself travels whole)."""
     name = _name(e)
-    info = {"status": "error", "ename": name, "evalue": _value(e, name),
-            "traceback": remote_traceback(e)}
+    info = {"status": "error", "ename": name, "evalue": cut(_value(e, name)),
+            "traceback": cut(remote_traceback(e))}
     return info, _pickled(e)
+
+
+def cut(text: str) -> str:
+    """``text``, its middle cut out past TEXT_MAX characters."""
+    if len(text) <= TEXT_MAX:
+        return text
+    return f"{text[:TEXT_MAX // 2]}\n... ({len(text) - TEXT_MAX} characters cut) ...\n" \
+           f"{text[-TEXT_MAX // 2:]}"
 
 
 def remote_traceback(e: BaseException) -> str:

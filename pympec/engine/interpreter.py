@@ -165,6 +165,9 @@ class Interpreter:
         self.properties.clear()
 
 
+LIVE_PIECE = 64 << 10   # characters of live output per message
+
+
 class LiveOutput(io.StringIO):
     """A captured stream that also passes its text on, a line batch at a time, at most
     every ``interval`` seconds (and whatever is left on flush)."""
@@ -186,7 +189,8 @@ class LiveOutput(io.StringIO):
         if self.pending:
             text, self.pending = "".join(self.pending), []
             self.sent_at = time.monotonic()
-            self.send(self.name, text)
+            for at in range(0, len(text), LIVE_PIECE):   # small messages, however much
+                self.send(self.name, text[at:at + LIVE_PIECE])
 
 
 @functools.lru_cache(maxsize=256)   # a client's loop sends the same code again and again

@@ -40,6 +40,7 @@ from ..protocol.wire import as_bytes_view
 
 log = logging.getLogger("pympec.engine")
 
+INLINE_RECORD = 64 << 10   # larger execute records travel as a frame, not in the header
 TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
 TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advancing
 PIECE_SPIN = 5e-4     # seconds a rung engine polls for one piece of a streamed payload
@@ -74,16 +75,26 @@ def _value(run: Callable[[Interpreter, dict, list], Any]) -> Handler:
 
 
 def _execute(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:
-    """Its record is plain JSON, never pickled; a failure keeps the record's output."""
+    """Its record is plain JSON, never pickled, and a frame of its own when large (a
+    long source or output); a failure's reply carries the record too, then the
+    exception's frames.  Long code comes as a frame."""
+    code = args["code"] if "code" in args else str(frames[0], "utf-8")
     try:
-        record = interp.execute(args["code"], args.get("_live"))
+        record, failed = interp.execute(code, args.get("_live")), None
     except BaseException as e:   # SystemExit and KeyboardInterrupt too
-        reply, out = failure.encode(e)
-        record = interp.history.get(interp.number, {})
-        reply.update(stdout=record.get("stdout", ""), stderr=record.get("stderr", ""),
-                     number=record.get("number"))
-        return reply, out
-    return {"status": "ok", "metas": [serialize.encode_json(record)]}, []
+        record, failed = interp.history.get(interp.number, {}), e
+    meta, out = serialize.encode_json(record, inline=_size(record) <= INLINE_RECORD)
+    if failed is None:
+        return {"status": "ok", "metas": [meta]}, out
+    reply, exc = failure.encode(failed)
+    reply["metas"] = [meta]
+    return reply, out + exc
+
+
+def _size(record: dict) -> int:
+    """About how many bytes an execute record takes as JSON."""
+    return 256 + sum(len(v) if isinstance(v, str) else _size(v) if isinstance(v, dict)
+                     else 16 for v in record.values())
 
 
 def _gather(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list]:

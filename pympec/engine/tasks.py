@@ -92,9 +92,10 @@ def _failure(interp: Interpreter, spec: dict, e: BaseException) -> tuple[dict, l
     """A failed task's fields and frames (pympec.engine.failure); a StringTask's keep
     the output of its execute."""
     info, frames = failure.encode(e)
-    if spec.get("kind") == "string":
+    if spec.get("kind") == "string":   # (the output, cut as the failure's own texts)
         record = interp.history.get(interp.number, {})
-        info.update(stdout=record.get("stdout", ""), stderr=record.get("stderr", ""))
+        info.update(stdout=failure.cut(record.get("stdout", "")),
+                    stderr=failure.cut(record.get("stderr", "")))
     return info, frames
 
 

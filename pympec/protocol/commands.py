@@ -167,8 +167,9 @@ KEYS = list_of(text(1 << 10))
 @dataclass(frozen=True)
 class Command:
     """One verb.  ``fields`` are its header fields (its ``args`` for engine verbs);
-    ``payload`` the delivery modes its frames may take (empty: no frames); ``reply``
-    how its answer is made; ``ends_engine``: the engine stops serving afterwards."""
+    ``payload`` the delivery modes its frames may take (empty: no frames), and whether
+    they may be left out (``payload_optional``); ``reply`` how its answer is made;
+    ``ends_engine``: the engine stops serving afterwards."""
 
     name: str
     runs: str
@@ -176,6 +177,7 @@ class Command:
     fields: Mapping[str, Check] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     payload: tuple[str, ...] = ()
+    payload_optional: bool = False
     reply: str = VALUE
     ends_engine: bool = False
 
@@ -211,8 +213,8 @@ COMMANDS: dict[str, Command] = _commands(
     Command("task_status", TASKS, fields={"verbose": flag}),
     Command("task_config", TASKS, fields={"result_cap": optional(integer())}),
     # the engines': fields travel in ``args``
-    Command("execute", ENGINES, fields={"code": text(), "stream": flag}, required=("code",),
-            reply=PER_ENGINE),
+    Command("execute", ENGINES, fields={"code": text(), "stream": flag}, payload=("same",),
+            payload_optional=True, reply=PER_ENGINE),   # code: in args, or (long) a frame
     Command("push", ENGINES, fields=PUSH, required=("names",), payload=DELIVER,
             reply=PER_ENGINE),
     Command("push_function", ENGINES, fields=PUSH, required=("names",), payload=DELIVER,
@@ -282,7 +284,7 @@ def _check_engine_request(command: Command, header: dict, nframes: int) -> None:
     if not nframes:
         if deliver is not None or "parts" in header:
             raise BadRequest("'deliver' and 'parts' need frames")
-        if command.payload:
+        if command.payload and not command.payload_optional:
             raise BadRequest("it needs frames")
         return
     if deliver not in command.payload:

@@ -10,7 +10,8 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
   (a slice with a step, say) is copied once, and arrives C-ordered.  Subclasses
   (np.matrix, masked arrays) are pickled, so they keep their class.
 * A JSON value known to be plain (an execute record: str keys, str and int values)
-  travels inside its meta: ``{"kind": "json", "value": ...}``, no frames, no pickle.
+  travels inside its meta: ``{"kind": "json", "value": ...}``, no frames, no pickle; a
+  large one as one frame of JSON text instead: ``{"kind": "jsonb"}``.
 * Anything else is pickled with cloudpickle (so closures and lambdas travel) at protocol 5,
   with out-of-band buffers: ``{"kind": "pickle", "n": k}``, then the pickle stream and one
   frame per buffer, so arrays nested in lists and dicts are not copied either.
@@ -18,6 +19,7 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
 from __future__ import annotations
 
 import math
+import json
 import pickle
 from typing import Any, Sequence
 
@@ -76,17 +78,23 @@ def decode(meta: dict, frames: Sequence[Any]) -> Any:
         return array_from(meta, frames[0])
     if meta["kind"] == "json":
         return meta["value"]
+    if meta["kind"] == "jsonb":
+        return json.loads(bytes(frames[0]))
     return loads(frames)
 
 
-def encode_json(value: Any) -> dict:
-    """The meta of a plain JSON value, which needs no frames (see module doc)."""
-    return {"kind": "json", "value": value}
+def encode_json(value: Any, inline: bool = True) -> tuple[dict, list]:
+    """A plain JSON value: inside its meta, with no frames, when ``inline``; else as
+    one frame of JSON text (``{"kind": "jsonb"}``), so a large one (megabytes of
+    output) never travels inside a message header."""
+    if inline:
+        return {"kind": "json", "value": value}, []
+    return {"kind": "jsonb"}, [json.dumps(value, separators=(",", ":")).encode()]
 
 
 def nframes(meta: dict) -> int:
     kind = meta["kind"]
-    return 1 if kind == "array" else 0 if kind == "json" else meta["n"]
+    return 1 if kind in ("array", "jsonb") else 0 if kind == "json" else meta["n"]
 
 
 def array_meta(a: np.ndarray) -> dict:
