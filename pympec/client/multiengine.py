@@ -37,16 +37,21 @@ class MultiEngineClient:
 
     ``where`` (or IPython 0.10's keyword ``furl_or_file``) is a connection file path, a
     profile name, or None for the default profile.  Connecting blocks at most
-    ``timeout`` seconds.  Raises FileNotFoundError when there is no connection file,
+    ``timeout`` seconds.  A blocking call waits at most its ``timeout=`` seconds, by
+    default ``call_timeout`` (None: as long as the controller answers), then raises
+    TimeoutError while the call goes on; a silent controller is reported after
+    PYMPEC_CONTROLLER_TIMEOUT seconds whatever the timeout.  Raises FileNotFoundError when there is no connection file,
     ClusterError when the controller it names does not answer, SecurityError on a wrong
     key.  Inside IPython, the first client created becomes the one the %px magics use.
     """
 
     def __init__(self, where: str | os.PathLike | None = None, *, timeout: float = 10.0,
                  sshserver: str | None = None,
-                 furl_or_file: str | os.PathLike | None = None) -> None:
+                 furl_or_file: str | os.PathLike | None = None,
+                 call_timeout: float | None = None) -> None:
         self._session = Session(connection_argument(where, furl_or_file), timeout=timeout,
                                 sshserver=sshserver)
+        self.call_timeout = call_timeout   # the default ``timeout=`` of blocking calls
         self._targets: Any = "all"
         self._block = True
         magics.adopt(self)
@@ -94,10 +99,12 @@ class MultiEngineClient:
               describe: str | None = None,
               finish: Callable[[Any], Any] = list, method: str | None = None,
               listener: Callable[[dict], None] | None = None,
-              decode: Callable[[Any, str], Any] | None = None) -> Any:
+              decode: Callable[[Any, str], Any] | None = None,
+              timeout: float | None = None) -> Any:
         """Send one request; return ``finish(decode(reply))``, or a PendingResult.
         ``decode`` defaults to the per-engine values; ``listener`` gets output streamed
-        while the call runs."""
+        while the call runs; a blocking call waits at most ``timeout`` seconds (None:
+        ``call_timeout``), then raises TimeoutError (the call goes on)."""
         header = {"id": uuid.uuid4().hex, "verb": verb, "targets": targets,
                   "args": args or {}, "describe": describe or f"{verb}()"}
         if listener is not None:
@@ -115,7 +122,7 @@ class MultiEngineClient:
 
         pending = PendingResult(self, request_id, complete, targets=targets,
                                 describe=header["describe"])
-        return pending.get_result() if block else pending
+        return pending.get_result(timeout=timeout) if block else pending
 
     # -- the API -------------------------------------------------------------------------
 
@@ -128,7 +135,8 @@ class MultiEngineClient:
         return len(self.get_ids())
 
     def execute(self, lines: str, targets: Any = None, block: Any = None,
-                stream: bool | Callable[[int, str, str], None] = False) -> Any:
+                stream: bool | Callable[[int, str, str], None] = False,
+                *, timeout: float | None = None) -> Any:
         """Run ``lines`` in each target's namespace; a ResultList of per-engine records.
 
         With ``stream=True``, output is printed here while the code runs, labelled
@@ -151,21 +159,25 @@ class MultiEngineClient:
             echo = Echo(stream if callable(stream) else print_output)
         return self._call("execute", targets, block, args=args, listener=echo, frames=frames,
                           describe=f"execute({shown(lines)})",
-                          finish=lambda values: ResultList(values, echo and echo.shown))
+                          finish=lambda values: ResultList(values, echo and echo.shown),
+                          timeout=timeout)
 
-    def run(self, filename: str, targets: Any = None, block: Any = None) -> Any:
+    def run(self, filename: str, targets: Any = None, block: Any = None,
+            *, timeout: float | None = None) -> Any:
         """Execute a local file's source on the engines (syntax errors raise here)."""
         with open(filename) as f:
             source = f.read()
         compile(source, filename, "exec")
-        return self.execute(source, targets, block)
+        return self.execute(source, targets, block, timeout=timeout)
 
-    def push(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+    def push(self, namespace: dict, targets: Any = None, block: Any = None,
+             *, timeout: float | None = None) -> Any:
         """Update each target's namespace with ``namespace`` (name -> object)."""
         check_namespace(namespace, "push")
-        return self._push("push", namespace, targets, block)
+        return self._push("push", namespace, targets, block, timeout=timeout)
 
-    def push_serialized(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+    def push_serialized(self, namespace: dict, targets: Any = None, block: Any = None,
+                        *, timeout: float | None = None) -> Any:
         """``push`` of values serialized already (``serialized.serialize(obj)``): their
         bytes go out as they are, with no pickling here, as often as you push them.
         Raises TypeError for a value that is not a Serialized."""
@@ -174,9 +186,10 @@ class MultiEngineClient:
             raise TypeError("push_serialized needs a dict of names to Serialized values")
         metas = [s.meta for s in namespace.values()]
         frames = [f for s in namespace.values() for f in s.frames]
-        return self._push("push", namespace, targets, block, (metas, frames))
+        return self._push("push", namespace, targets, block, (metas, frames), timeout=timeout)
 
-    def push_function(self, namespace: dict, targets: Any = None, block: Any = None) -> Any:
+    def push_function(self, namespace: dict, targets: Any = None, block: Any = None,
+                      *, timeout: float | None = None) -> Any:
         """Push functions; on the engines their global names resolve in the engine's
         namespace, as in IPython 0.10 (closures and defaults are kept, too)."""
         check_namespace(namespace, "push_function")
@@ -184,30 +197,31 @@ class MultiEngineClient:
             if not callable(func):
                 raise TypeError(f"push_function: {name!r} is a {type(func).__name__}, "
                                 f"not a function")
-        return self._push("push_function", namespace, targets, block)
+        return self._push("push_function", namespace, targets, block, timeout=timeout)
 
     def _push(self, verb: str, namespace: dict, targets: Any, block: Any,
-              encoded: tuple[list, list] | None = None) -> Any:
+              encoded: tuple[list, list] | None = None, *, timeout: float | None = None) -> Any:
         targets, block = self._resolve(targets, block)
         names = list(namespace)
         metas, frames = encoded or serialize.encode_many(list(namespace.values()))
         # an empty push sends one empty frame: the registry's push verb takes frames
         return self._call(verb, targets, block, args={"names": names, "metas": metas},
                           frames=frames or [b""], describe=f"{verb}({shown(names)})",
-                          finish=lambda values: [None] * len(values))
+                          finish=lambda values: [None] * len(values), timeout=timeout)
 
-    def pull(self, keys: str | Sequence[str], targets: Any = None, block: Any = None) -> Any:
+    def pull(self, keys: str | Sequence[str], targets: Any = None, block: Any = None,
+             *, timeout: float | None = None) -> Any:
         """Each target's value of ``keys``: a str gives the value, a list or tuple a list
         of values per engine.  A missing name raises NameError (in a CompositeError)."""
-        return self._pull("pull", keys, targets, block)
+        return self._pull("pull", keys, targets, block, timeout=timeout)
 
     def pull_function(self, keys: str | Sequence[str], targets: Any = None,
-                      block: Any = None) -> Any:
+                      block: Any = None, *, timeout: float | None = None) -> Any:
         """Pull functions back (they travel whole, with cloudpickle)."""
-        return self._pull("pull_function", keys, targets, block)
+        return self._pull("pull_function", keys, targets, block, timeout=timeout)
 
     def pull_serialized(self, keys: str | Sequence[str], targets: Any = None,
-                        block: Any = None) -> Any:
+                        block: Any = None, *, timeout: float | None = None) -> Any:
         """``pull``, with each value as a Serialized, ready for ``push_serialized``.  The
         values are rebuilt here and serialized again (a NumPy array's bytes are not
         copied), so their classes must be importable here."""
@@ -217,17 +231,20 @@ class MultiEngineClient:
         def serialized(values: list) -> list:
             return [to_serialized(v) if single else [to_serialized(x) for x in v]
                     for v in values]
-        return then(self.pull(keys, targets, block=block), block, serialized)
+        return then(self.pull(keys, targets, block=block, timeout=timeout), block, serialized)
 
-    def _pull(self, method: str, keys: Any, targets: Any, block: Any) -> Any:
+    def _pull(self, method: str, keys: Any, targets: Any, block: Any,
+              *, timeout: float | None = None) -> Any:
         targets, block = self._resolve(targets, block)
         names, single = check_names(keys)
         single = single or len(names) == 1
         return self._call("pull", targets, block, args={"keys": names}, method=method,
                           describe=f"{method}({shown(keys)})",
-                          finish=lambda values: [v[0] if single else v for v in values])
+                          finish=lambda values: [v[0] if single else v for v in values],
+                          timeout=timeout)
 
-    def zip_pull(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+    def zip_pull(self, keys: Sequence[str], targets: Any = None, block: Any = None,
+                 *, timeout: float | None = None) -> Any:
         """pull, transposed: ``zip_pull(('a', 'b'))`` gives ``[(a0, a1..), (b0, b1..)]``."""
         check_names(keys)
         targets, block = self._resolve(targets, block)
@@ -238,7 +255,7 @@ class MultiEngineClient:
                 return values
             return list(zip(*values)) if not isinstance(keys, str) and len(keys) > 1 \
                 else values
-        return then(self.pull(keys, targets, block=block), block, transpose)
+        return then(self.pull(keys, targets, block=block, timeout=timeout), block, transpose)
 
     def __setitem__(self, key: str, value: Any) -> None:
         """``mec['a'] = x`` is ``mec.push({'a': x})`` (TypeError for a non-str key)."""
@@ -251,7 +268,7 @@ class MultiEngineClient:
         return self.pull(key)
 
     def scatter(self, key: str, seq: Sequence, dist: str = "b", flatten: bool = False,
-                targets: Any = None, block: Any = None) -> Any:
+                targets: Any = None, block: Any = None, *, timeout: float | None = None) -> Any:
         """Partition ``seq`` in blocks and push part *i* to the *i*-th target as ``key``.
 
         Parts keep the sequence's type; NumPy arrays are split along axis 0 and travel
@@ -272,9 +289,10 @@ class MultiEngineClient:
         return self._call("push", ids, block, args={"names": [key], "parts": metas},
                           frames=frames, parts=parts, method="scatter",
                           describe=f"scatter({key!r})",
-                          finish=lambda values: [None] * len(values))
+                          finish=lambda values: [None] * len(values), timeout=timeout)
 
-    def gather(self, key: str, dist: str = "b", targets: Any = None, block: Any = None) -> Any:
+    def gather(self, key: str, dist: str = "b", targets: Any = None, block: Any = None,
+               *, timeout: float | None = None) -> Any:
         """Pull ``key`` from each target and join the parts: arrays concatenate (built in
         place, with no copy, when the parts agree in dtype and trailing shape; masked
         arrays keep their masks), lists, tuples and ranges flatten into one list, other
@@ -284,7 +302,7 @@ class MultiEngineClient:
         targets, block = self._resolve(targets, block)
         return self._call("gather", targets, block, args={"key": key},
                           describe=f"gather({key!r})", decode=gathered,
-                          finish=lambda value: value)
+                          finish=lambda value: value, timeout=timeout)
 
     def map(self, func: Callable | str, *sequences: Sequence) -> Any:
         """Parallel ``map`` over all engines (not load balanced): block partitioned, one
@@ -293,7 +311,7 @@ class MultiEngineClient:
         return self.mapper().map(func, *sequences)
 
     def raw_map(self, func: Callable | str, seqs: Sequence[Sequence], dist: str = "b",
-                targets: Any = None, block: Any = None) -> Any:
+                targets: Any = None, block: Any = None, *, timeout: float | None = None) -> Any:
         """``map`` with the sequences given as one list: ``raw_map(f, [s1, s2])``."""
         if not isinstance(seqs, (list, tuple)):
             raise TypeError(f"raw_map needs a list or tuple of sequences, not "
@@ -313,9 +331,11 @@ class MultiEngineClient:
         name = func if isinstance(func, str) else getattr(func, "__name__", "function")
         return self._call("apply", ids, block, args=args, frames=frames, parts=parts,
                           method="map", describe=f"map({name})",
-                          finish=lambda values: [x for chunk in values for x in chunk])
+                          finish=lambda values: [x for chunk in values for x in chunk],
+                          timeout=timeout)
 
-    def mapper(self, dist: str = "b", targets: Any = "all", block: Any = None) -> "MultiEngineMapper":
+    def mapper(self, dist: str = "b", targets: Any = "all",
+               block: Any = None) -> "MultiEngineMapper":
         """A mapper whose ``map(func, *seqs)`` uses these settings."""
         return MultiEngineMapper(self, dist, targets, block)
 
@@ -335,26 +355,29 @@ class MultiEngineClient:
             return parallel_function
         return decorate
 
-    def get_result(self, i: int | None = None, targets: Any = None, block: Any = None) -> Any:
+    def get_result(self, i: int | None = None, targets: Any = None, block: Any = None,
+                   *, timeout: float | None = None) -> Any:
         """Re-fetch execute record ``i`` (default: the latest) of each target.  Records
         count from 1: IndexError for a smaller ``i``, TypeError for a non-int."""
         if i is not None:
             check_record(i)
         targets, block = self._resolve(targets, block)
         return self._call("get_result", targets, block, args={"number": i}, finish=ResultList,
-                          describe=f"get_result({i})")
+                          describe=f"get_result({i})", timeout=timeout)
 
-    def reset(self, targets: Any = None, block: Any = None) -> Any:
+    def reset(self, targets: Any = None, block: Any = None,
+              *, timeout: float | None = None) -> Any:
         """Clear each target's namespace and properties (seeded names come back)."""
         targets, block = self._resolve(targets, block)
-        return self._call("reset", targets, block)
+        return self._call("reset", targets, block, timeout=timeout)
 
-    def keys(self, targets: Any = None, block: Any = None) -> Any:
+    def keys(self, targets: Any = None, block: Any = None, *, timeout: float | None = None) -> Any:
         """The names in each target's namespace."""
         targets, block = self._resolve(targets, block)
-        return self._call("keys", targets, block)
+        return self._call("keys", targets, block, timeout=timeout)
 
-    def kill(self, controller: bool = False, targets: Any = None, block: Any = None) -> Any:
+    def kill(self, controller: bool = False, targets: Any = None, block: Any = None,
+             *, timeout: float | None = None) -> Any:
         """Stop the target engines; with ``controller=True``, the whole cluster.
 
         A stopped engine leaves ``get_ids()``; its MPI rank stays parked, at no CPU cost,
@@ -364,7 +387,7 @@ class MultiEngineClient:
         targets, block = self._resolve(targets, block)
         if controller:
             return self._session.call("shutdown")
-        return self._call("kill", targets, block)
+        return self._call("kill", targets, block, timeout=timeout)
 
     def clear_queue(self, targets: Any = None, block: Any = None) -> None:
         """Drop the commands still queued (not running) for the targets; each fails with
@@ -383,37 +406,42 @@ class MultiEngineClient:
 
     # engine properties, used by task dependencies
 
-    def set_properties(self, properties: dict, targets: Any = None, block: Any = None) -> Any:
+    def set_properties(self, properties: dict, targets: Any = None, block: Any = None,
+                       *, timeout: float | None = None) -> Any:
         """Update each target's properties (used by task ``depend`` functions)."""
         if not isinstance(properties, dict):
             raise TypeError(f"set_properties needs a dict, not {type(properties).__name__}")
         check_property_keys(list(properties))
         targets, block = self._resolve(targets, block)
-        return self._call("set_properties", targets, block, frames=serialize.dumps(properties))
+        return self._call("set_properties", targets, block, frames=serialize.dumps(properties),
+                          timeout=timeout)
 
     def get_properties(self, keys: Sequence[str] | None = None, targets: Any = None,
-                       block: Any = None) -> Any:
+                       block: Any = None, *, timeout: float | None = None) -> Any:
         """Each target's properties: all of them, or those named by ``keys``."""
         keys = None if keys is None else check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("get_properties", targets, block, args={"keys": keys})
+        return self._call("get_properties", targets, block, args={"keys": keys}, timeout=timeout)
 
-    def has_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+    def has_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None,
+                       *, timeout: float | None = None) -> Any:
         """For each target, whether it has each of ``keys``."""
         keys = check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("has_properties", targets, block, args={"keys": keys})
+        return self._call("has_properties", targets, block, args={"keys": keys}, timeout=timeout)
 
-    def del_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None) -> Any:
+    def del_properties(self, keys: Sequence[str], targets: Any = None, block: Any = None,
+                       *, timeout: float | None = None) -> Any:
         """Delete properties ``keys`` on each target (KeyError if one is missing)."""
         keys = check_property_keys(keys)
         targets, block = self._resolve(targets, block)
-        return self._call("del_properties", targets, block, args={"keys": keys})
+        return self._call("del_properties", targets, block, args={"keys": keys}, timeout=timeout)
 
-    def clear_properties(self, targets: Any = None, block: Any = None) -> Any:
+    def clear_properties(self, targets: Any = None, block: Any = None,
+                         *, timeout: float | None = None) -> Any:
         """Remove every property of each target."""
         targets, block = self._resolve(targets, block)
-        return self._call("clear_properties", targets, block)
+        return self._call("clear_properties", targets, block, timeout=timeout)
 
     # pending results
 
@@ -435,11 +463,13 @@ class MultiEngineClient:
 
     clear_pending_results = flush
 
-    def get_pending_deferred(self, result_id: str, block: bool = True) -> Any:
+    def get_pending_deferred(self, result_id: str, block: bool = True,
+                             timeout: float | None = None) -> Any:
         """Fetch a result by its id (a PendingResult's ``result_id``): raw per-engine
         values, or None if ``block`` is False and it is not ready.  Works from another
         connection or process too.  Raises InvalidDeferredID, saying why, for an id the
-        controller does not hold (never submitted, or released)."""
+        controller does not hold (never submitted, or released), and TimeoutError after
+        ``timeout`` seconds (default ``call_timeout``)."""
         session = self._session
         if result_id not in session.replies and result_id not in session.outstanding:
             found = session.call("result", ids=[result_id])
@@ -447,7 +477,10 @@ class MultiEngineClient:
                 raise InvalidDeferredID(f"no result has id {result_id!r}: "
                                         f"{found['unknown'][result_id]}")
             session.outstanding[result_id] = None
-        message = session.wait(result_id, None if block else 0)
+        timeout = self.call_timeout if timeout is None else timeout
+        message = session.wait(result_id, timeout if block else 0)
+        if message is None and block:
+            raise TimeoutError(f"result {result_id} did not come within {timeout:g} s")
         return None if message is None else engine_values(message, "get_pending_deferred")
 
     def benchmark(self, push_size: int = 10000) -> dict:

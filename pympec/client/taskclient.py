@@ -138,15 +138,17 @@ class TaskClient:
             if not block:
                 return
 
-    def get_task_result(self, taskid: int, block: bool = False) -> Any:
-        """The task's result: None while it is unfinished (``block=True`` waits).
+    def get_task_result(self, taskid: int, block: bool = False,
+                        timeout: float | None = None) -> Any:
+        """The task's result: None while it is unfinished (``block=True`` waits, at most
+        ``timeout`` seconds if given, then raises TimeoutError; the task goes on).
 
         A MapTask gives its return value and raises its failure; a StringTask gives a
         TaskResult.  Unknown ids raise IndexError; ClusterError if the cluster died.
         """
         taskid = check_task_id(taskid)
         check_block(block)
-        self._gather([taskid], block)
+        self._gather([taskid], block, timeout)
         outcome = self._results.get(taskid)
         return None if outcome is None else outcome.result()
 

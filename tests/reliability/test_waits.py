@@ -66,6 +66,20 @@ def test_blocking_wait_times_out_and_the_call_goes_on(private_cluster):
     assert mec.pull("done", targets=0) == [1]
 
 
+def test_blocking_calls_take_a_timeout(private_cluster):
+    mec = private_cluster.client(call_timeout=0.3)       # the client's default
+    with pytest.raises(TimeoutError, match="did not finish within 0.3 s"):
+        mec.execute("import time; time.sleep(2)", targets=0)
+    with pytest.raises(TimeoutError, match="within 0.2 s"):
+        mec.pull("id", targets=0, timeout=0.2)           # queued behind the sleep
+    assert mec.pull("id", targets=1, timeout=30) == [1]
+    tc = private_cluster.task_client()
+    tid = tc.run(client.MapTask(time.sleep, (2,)))
+    with pytest.raises(TimeoutError):
+        tc.get_task_result(tid, block=True, timeout=0.2)
+    assert tc.get_task_result(tid, block=True, timeout=60) is None
+
+
 def test_unknown_ids_raise_at_once(private_cluster):
     mec = private_cluster.client()
     with pytest.raises(InvalidDeferredID, match="never received"):
