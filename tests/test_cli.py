@@ -86,6 +86,7 @@ def test_daemon_status_stop(pympec_dir):
         assert status.returncode == 0, status.stderr
         assert "engine 0: idle" in status.stdout and "engine 1: idle" in status.stdout
         assert "127.0.0.1" in status.stdout and "up " in status.stdout
+        assert "MB (PYMPEC_RESULT_CAP)" in status.stdout            # what it holds
         # one log file per rank
         cluster_id = json.loads(path.read_text())["cluster_id"]
         logs = sorted(p.name for p in (pympec_dir / "log").glob(f"pympec-{cluster_id}-rank*.log"))

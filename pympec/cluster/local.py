@@ -309,6 +309,10 @@ def print_status(where: str | None = None) -> int:
         doing = f"running {e['running']}" if e["running"] else "idle"
         queued = f", {e['queued']} queued" if e["queued"] else ""
         print(f"  engine {e['id']}: {doing}{queued}")
+    held = status["held"]
+    print(f"held for {status['clients']} connected clients and {held['clients_gone']} gone: "
+          f"{held['results']} results and task results, {held['bytes'] / 1e6:.1f} MB of "
+          f"{held['cap'] / 1e6:.0f} MB (PYMPEC_RESULT_CAP)")
     return 0
 
 
