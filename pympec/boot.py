@@ -2,6 +2,8 @@
 
     mpiexec -n N python -m pympec.engine
       every rank:  runtime = COMM_WORLD.Dup()     (pympec's own traffic, never user code's)
+                   control = runtime.Dup()        (interrupts: an engine's second thread
+                                                   listens on it while user code runs)
                    engines = COMM_WORLD.Split()   (``comm`` for user code: the engines only)
                    cluster id from rank 0, one log file per rank
       rank 0:      pympec.controller.server.run_controller  (clients on TCP, engines on MPI)
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     settings.check()   # before any MPI call: every rank stops alike on a bad value
     world = MPI.COMM_WORLD
     runtime = world.Dup()          # runtime traffic only: never seen by user code
+    control = runtime.Dup()        # interrupt orders, to each engine's listener thread
     rank, size = runtime.Get_rank(), runtime.Get_size()
     engines = world.Split(0 if rank else MPI.UNDEFINED, rank)   # user code's `comm`
     cluster_id = runtime.bcast(os.urandom(6).hex() if rank == CONTROLLER else None, root=0)
@@ -73,11 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     with profiled(rank):
         if rank == CONTROLLER:
             from .controller.server import run_controller
-            run_controller(runtime, args, cluster_id, rung=engines_here == size - 1)
+            run_controller(runtime, control, args, cluster_id, rung=engines_here == size - 1)
         else:
             from .engine.loop import run_engine
-            run_engine(runtime, engines, cluster_id, rung=controller_here,
+            run_engine(runtime, control, engines, cluster_id, rung=controller_here,
                        oversubscribed=oversubscribed)
+    control.Free()
     runtime.Free()
 
 

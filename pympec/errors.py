@@ -207,7 +207,15 @@ def _engines(ids: list) -> str:
 CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
     InvalidEngineID, NoEnginesRegistered, QueueCleared, InvalidDeferredID, TaskAborted,
     TaskTimeout, ProtocolError, KernelError, ValueError, TypeError, KeyError, IndexError,
-    MemoryError)}
+    MemoryError, KeyboardInterrupt)}
+
+
+class CallInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a blocking call; the message says whether its engines stopped
+    too, and what to do if not.  IPython shows it as this one line."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
 
 
 class WalltimeWarning(UserWarning):

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..protocol import serialize
-from ..errors import CompositeError, InvalidDeferredID, NotAPendingResult, StopLocalExecution
+from ..errors import (CallInterrupted, CompositeError, InvalidDeferredID, NotAPendingResult,
+                      StopLocalExecution)
 from . import magics
 from .checks import (check_block, check_count, check_dist, check_flag, check_function,
                      check_name, check_names, check_namespace, check_property_keys,
@@ -31,6 +32,7 @@ from .serialized import Serialized, serialize as to_serialized
 from .session import Session
 
 LONG_CODE = 16 << 10    # characters of code sent in a frame rather than in the header
+INTERRUPT_WAIT = 2.0    # seconds Ctrl-C waits for an interrupted call to end
 
 class MultiEngineClient:
     """Explicit control of a pympec cluster's engines.
@@ -388,6 +390,34 @@ class MultiEngineClient:
         if controller:
             return self._session.call("shutdown")
         return self._call("kill", targets, block, timeout=timeout)
+
+    def interrupt(self, targets: Any = None) -> list[int]:
+        """Raise KeyboardInterrupt in the code the target engines run now (it does not
+        queue behind that code); each interrupted call then fails with a CompositeError
+        naming KeyboardInterrupt, and the engines keep their namespaces.  Returns the ids
+        of the engines that were running something.  Code blocked in a C call that
+        ignores signals does not stop: kill that engine (docs/interactive.md)."""
+        targets, _ = self._resolve(targets, None)
+        return self._session.call("interrupt", targets=targets)
+
+    def _interrupt_call(self, pending: PendingResult) -> CallInterrupted:
+        """Ctrl-C in a blocking call: interrupt it on its engines (it leaves the queues
+        where it has not started), wait up to INTERRUPT_WAIT seconds for it to end (a
+        second Ctrl-C stops waiting), and say how that went."""
+        what, told = pending.describe or pending.result_id, []
+        try:
+            told = self._session.call("interrupt", request=pending.result_id)
+            message = self._session.wait(pending.result_id, timeout=INTERRUPT_WAIT)
+        except KeyboardInterrupt:
+            message = None
+        if message is not None:
+            pending.settle(message)
+            where = f" on engines {told}" if told else " before it started"
+            return CallInterrupted(f"{what} was interrupted{where}")
+        return CallInterrupted(
+            f"{what} still runs on engines {told or pending.targets}: it did not stop within "
+            f"{INTERRUPT_WAIT:g} s (blocked in a C call that ignores signals?); "
+            f"mec.interrupt() again, or kill those engines")
 
     def clear_queue(self, targets: Any = None, block: Any = None) -> None:
         """Drop the commands still queued (not running) for the targets; each fails with

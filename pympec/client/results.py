@@ -116,34 +116,43 @@ class PendingResult:
         seconds (None: the client's ``call_timeout``, which is None, no limit, unless
         set).  Raises what the call raised (a CompositeError for engine failures),
         TimeoutError after ``timeout`` (the call goes on: ask again later), and
-        ClusterError when the controller is lost or stops answering.
+        ClusterError when the controller is lost or stops answering.  Ctrl-C while it
+        blocks interrupts the call on its engines and raises CallInterrupted (a
+        KeyboardInterrupt) saying how that went.
         """
         if not self.called:
             if timeout is None:
                 timeout = getattr(self.client, "call_timeout", None)
             try:
                 message = self.client._session.wait(self.result_id, timeout if block else 0)
-                if message is None:
-                    if block:
-                        raise TimeoutError(
-                            f"{self.describe or self.result_id} did not finish within "
-                            f"{timeout:g} s; it goes on running: ask for its result again "
-                            f"later, or interrupt it")
-                    return default
-                self._ended = time.monotonic()
-                value = self._finish(message)
-                for f, args, kwargs in self.callbacks:
-                    value = f(value, *args, **kwargs)
-                self._value = value
-            except (ClusterError, TimeoutError):
-                raise   # the connection failed or time ran out, not the call: not cached
-            except Exception as e:
-                self.raised = True
-                self._value = e
-            self.called = True
+            except KeyboardInterrupt:
+                if not block or not hasattr(self.client, "_interrupt_call"):
+                    raise
+                raise self.client._interrupt_call(self) from None
+            if message is None:
+                if block:
+                    raise TimeoutError(
+                        f"{self.describe or self.result_id} did not finish within "
+                        f"{timeout:g} s; it goes on running: ask for its result again "
+                        f"later, or interrupt it")
+                return default
+            self.settle(message)
         if self.raised:
             raise self._value
         return self._value
+
+    def settle(self, message: Any) -> None:
+        """Take the call's reply: its value (through the callbacks) or its exception."""
+        self._ended = time.monotonic()
+        try:
+            value = self._finish(message)
+            for f, args, kwargs in self.callbacks:
+                value = f(value, *args, **kwargs)
+            self._value = value
+        except Exception as e:
+            self.raised = True
+            self._value = e
+        self.called = True
 
     @property
     def r(self) -> Any:

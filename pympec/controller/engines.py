@@ -49,10 +49,10 @@ from ..protocol.commands import GATHER
 from .request import Request
 from ..protocol.buffers import allocate
 from ..errors import InvalidEngineID, NoEnginesRegistered
-from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, TAG_COMMAND, TAG_DATA,
-                                TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
-                                encode_header, engine_rank, group_comm, pieces, recv_header,
-                                split)
+from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, INTERRUPT_BELL, TAG_COMMAND,
+                                TAG_DATA, TAG_INTERRUPT, TAG_OUTPUT, TAG_REPLY, agree_largest,
+                                bytes_spec, encode_header, engine_rank, group_comm, pieces,
+                                recv_header, split)
 from ..protocol.wire import Filling
 
 log = logging.getLogger("pympec.controller")
@@ -162,9 +162,11 @@ class Dispatcher:
     engine (the doorbell).  The task farm uses :meth:`task_slots` and :meth:`send_batch`.
     """
 
-    def __init__(self, comm: MPI.Comm, finished: Callable[[list, dict, list, int], None],
-                 output: Callable[[str, dict], None], ring: Callable[[int], None]) -> None:
+    def __init__(self, comm: MPI.Comm, control: MPI.Comm,
+                 finished: Callable[[list, dict, list, int], None],
+                 output: Callable[[str, dict], None], ring: Callable[..., None]) -> None:
         self.comm = comm
+        self.control = control                     # interrupt orders (pympec.engine.interrupt)
         self.finished, self.output, self.ring = finished, output, ring
         self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
         self.stopped: list[Engine] = []            # killed engines: parked until shutdown
@@ -182,8 +184,12 @@ class Dispatcher:
         return any(e.running or e.batches for e in self.engines.values())
 
     def shutdown(self) -> None:
-        """Tell every engine, stopped ones too, to exit; free the communicators."""
+        """Tell every engine, stopped ones too, to exit (first its interrupt listener);
+        free the communicators."""
         for engine in [*self.engines.values(), *self.stopped]:
+            self.control.Isend(encode_header({"stop": True}), engine.rank,
+                               TAG_INTERRUPT).Wait()
+            self.ring(engine.rank, INTERRUPT_BELL)
             self.comm.Isend(encode_header({"verb": "_shutdown"}), engine.rank,
                             TAG_COMMAND).Wait()
             self.ring(engine.rank)
@@ -228,7 +234,11 @@ class Dispatcher:
         self.work[job.seq] = job
         self.by_request[job.id] = job
         for t in targets:
-            self.engines[t].queue.append(job)
+            engine = self.engines[t]
+            if job.command.ends_engine:   # kill: nothing may wait before it, or run on
+                self.clear_queue(engine, f"engine {t} is being killed")
+                self.interrupt(t)
+            engine.queue.append(job)
 
     def claim(self, request_id: str, client: str) -> bool:
         """Whether the job of ``request_id`` is still running; if so its result will go
@@ -271,6 +281,52 @@ class Dispatcher:
             started |= self.forward()
         return started
 
+    # -- interrupts --------------------------------------------------------------------
+
+    def interrupt(self, targets: Any, request_id: str | None = None) -> list[int]:
+        """Interrupt what the target engines run, or only the job of ``request_id``
+        (on all its targets: where it has not started yet it leaves the queue, as
+        interrupted).  Returns the ids of the engines told to interrupt something."""
+        if request_id is not None:
+            job = self.by_request.get(request_id)
+            return [] if job is None else self.interrupt_job(job)
+        told = []
+        for t in self.resolve_targets(targets):
+            engine = self.engines[t]
+            running = ([engine.running] if engine.running else []) + list(engine.batches.values())
+            for work in running:
+                self.order(engine, {"job": work.seq})
+            if running:
+                told.append(t)
+        return told
+
+    def interrupt_job(self, job: Job) -> list[int]:
+        told = []
+        for t in list(job.targets):
+            engine = self.engines.get(t)
+            if engine is None or t in job.results:
+                continue
+            if engine.running is job:
+                self.order(engine, {"job": job.seq})
+                told.append(t)
+            elif job in engine.queue:
+                engine.queue.remove(job)
+                job.todo.remove(t)
+                self.fail(job, t, "KeyboardInterrupt",
+                          f"interrupted before it started on engine {t}")
+        return told
+
+    def interrupt_task(self, engine_id: int, batch: int, task: int) -> None:
+        """Interrupt task ``task`` of batch ``batch``, if that engine runs it now."""
+        engine = self.engines.get(engine_id)
+        if engine is not None:
+            self.order(engine, {"job": batch, "task": task})
+
+    def order(self, engine: Engine, order: dict) -> None:
+        """An order to an engine's interrupt listener, and a ring to wake it."""
+        self.isend(encode_header(order), engine.rank, TAG_INTERRUPT, self.control)
+        self.ring(engine.rank, INTERRUPT_BELL)
+
     # -- the task farm's port --------------------------------------------------------
 
     def task_slots(self, window: int) -> list[tuple[int, int]]:
@@ -281,9 +337,9 @@ class Dispatcher:
                 if not e.queue and e.running is None and len(e.batches) < window]
 
     def send_batch(self, engine_id: int, args: dict, parts: list, describe: str,
-                   done: Callable[[dict, list], None]) -> None:
+                   done: Callable[[dict, list], None]) -> int:
         """Send a task batch (``args``, and ``parts``: its frames) to an engine;
-        ``done(reply, frames)`` gets its whole reply."""
+        ``done(reply, frames)`` gets its whole reply.  Returns the batch's id."""
         engine = self.engines[engine_id]
         batch = Batch(self.next_id(), engine_id, describe, done)
         self.work[batch.seq] = batch
@@ -291,12 +347,13 @@ class Dispatcher:
         header = {"job": batch.seq, "verb": "task_batch", "args": args, "reply": "p2p"}
         if not parts:
             self.send_command(engine.rank, header)
-            return
+            return batch.seq
         offsets, at = [], 0
         for part in parts:
             offsets.append([at, len(part)])
             at += len(part)
         self.send_command(engine.rank, header, memoryview(b"".join(parts)), offsets)
+        return batch.seq
 
     def forward(self) -> bool:
         """Forward the checked pieces of streamed payloads; once one has all arrived,
@@ -337,8 +394,8 @@ class Dispatcher:
     def command(self, job: Job, **fields: Any) -> dict:
         return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
 
-    def isend(self, buf: Any, rank: int, tag: int) -> None:
-        self.track(self.comm.Isend(bytes_spec(buf), rank, tag), keep=buf)
+    def isend(self, buf: Any, rank: int, tag: int, comm: MPI.Comm | None = None) -> None:
+        self.track((comm or self.comm).Isend(bytes_spec(buf), rank, tag), keep=buf)
         if tag == TAG_COMMAND:
             self.unrung[rank] = None
 
@@ -555,14 +612,23 @@ class Dispatcher:
             self.finish(job)
 
     def clear_queue(self, engine: Engine, why: str) -> None:
-        """Fail every job still queued on ``engine`` with QueueCleared."""
+        """Fail every job still queued on ``engine`` with QueueCleared (a kill stays)."""
+        kept = collections.deque()
         while engine.queue:
             job = engine.queue.popleft()
+            if job.command.ends_engine:
+                kept.append(job)
+                continue
             job.todo.remove(engine.id)
-            job.results[engine.id] = ({"status": "error", "ename": "QueueCleared",
-                                       "evalue": why, "traceback": "", "metas": []}, [])
-            if len(job.results) == len(job.targets):
-                self.finish(job)
+            self.fail(job, engine.id, "QueueCleared", why)
+        engine.queue = kept
+
+    def fail(self, job: Job, engine_id: int, ename: str, evalue: str) -> None:
+        """The job's part on ``engine_id`` fails without running: ``ename: evalue``."""
+        job.results[engine_id] = ({"status": "error", "ename": ename, "evalue": evalue,
+                                   "traceback": "", "metas": []}, [])
+        if len(job.results) == len(job.targets):
+            self.finish(job)
 
     def finish(self, job: Job) -> None:
         """Every target answered: one reply to the client, results in target order."""

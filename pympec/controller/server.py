@@ -56,8 +56,8 @@ log = logging.getLogger("pympec.controller")
 class Controller:
     """Serves clients on one socket and drives the engines over MPI."""
 
-    def __init__(self, comm: MPI.Comm, listener: socket.socket, info: ConnectionInfo,
-                 connection_file: str, backoff: Backoff) -> None:
+    def __init__(self, comm: MPI.Comm, control: MPI.Comm, listener: socket.socket,
+                 info: ConnectionInfo, connection_file: str, backoff: Backoff) -> None:
         self.comm = comm
         self.listener = listener
         self.info = info
@@ -74,7 +74,8 @@ class Controller:
         if self.doorbell.sock is not None:
             self.selector.register(self.doorbell.sock, selectors.EVENT_READ, self.doorbell)
         self.running = True
-        self.dispatcher = Dispatcher(comm, self.deliver, self.forward, self.doorbell.ring)
+        self.dispatcher = Dispatcher(comm, control, self.deliver, self.forward,
+                                     self.doorbell.ring)
         self.engines = self.dispatcher.engines     # id -> engine, as the controller sees it
         self.farm = TaskFarm(self.dispatcher, self.store, self.reply)   # the task farm
         self.handlers = {**self.own_handlers(), **self.farm.handlers()}
@@ -350,6 +351,8 @@ class Controller:
                 "clear_queue": lambda r: self.clear_queue(r.header.get("targets")),
                 "shutdown": lambda r: self.stop(),
                 "ping": lambda r: time.time(),
+                "interrupt": lambda r: self.dispatcher.interrupt(r.header.get("targets"),
+                                                                 r.header.get("request")),
                 "result": self.find_results}
 
     def find_results(self, request: Request) -> Any:
@@ -426,7 +429,8 @@ def raise_file_limit() -> None:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, e)
 
 
-def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = False) -> None:
+def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str,
+                   rung: bool = False) -> None:
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
     raise_file_limit()
@@ -443,7 +447,7 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = Fals
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {"idle_max": 0.1}))
-    controller = Controller(comm, listener, info, path, backoff)
+    controller = Controller(comm, control, listener, info, path, backoff)
     try:
         controller.serve()
     except KeyboardInterrupt:

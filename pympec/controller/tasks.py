@@ -123,6 +123,7 @@ class TaskFarm:
         self.next_id = 0
         self.states = bytearray()                # per task id, QUEUED..CLEARED
         self.live: dict[int, Task] = {}          # queued or running
+        self.running_on: dict[int, tuple[int, int]] = {}   # task -> (engine, batch)
         self.ready: collections.deque[Task] = collections.deque()
         self.held: list[Task] = []               # constrained tasks, by id
         self.done: dict[int, Result] = {}        # results held, by id
@@ -247,10 +248,11 @@ class TaskFarm:
             if done is not None and done.info.get("ename") == "TaskAborted":
                 raise IndexError("Task Already Aborted")
             raise IndexError("Task Already Completed")
+        if tid in self.running_on:   # interrupt it on its engine
+            self.dispatcher.interrupt_task(*self.running_on[tid], tid)
         running = self.states[tid] == RUNNING
         self.finish(task, self.failure(task, "TaskAborted", f"task {tid} was aborted" + (
-            " while it ran; its engine finishes it, and its result is discarded"
-            if running else "")))
+            " while it ran (it was interrupted)" if running else "")))
 
     def clear(self, ids: list | None, forget: list = ()) -> int:
         """Drop held results (all, or ``ids``); returns how many, counting the
@@ -381,10 +383,12 @@ class TaskFarm:
         ids = [t.id for t in batch]
         describe = f"task({', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
         running = {t.id: t for t in batch}
-        self.dispatcher.send_batch(
+        seq = self.dispatcher.send_batch(
             engine_id, {"tasks": specs}, parts, describe,
             lambda reply, frames: self.settle(engine_id, running, reply,
                                               frames[0] if frames else None))
+        for task in batch:
+            self.running_on[task.id] = (engine_id, seq)
 
     def settle(self, engine_id: int, batch: dict[int, Task], reply: dict,
                buf: memoryview | None) -> None:
@@ -392,6 +396,8 @@ class TaskFarm:
         A batch the engine could not run at all fails each of its tasks."""
         view = memoryview(buf) if buf is not None else memoryview(b"")
         now = time.monotonic()
+        for tid in batch:
+            self.running_on.pop(tid, None)
         if "tasks" not in reply:
             for task in batch.values():
                 if task.id in self.live:

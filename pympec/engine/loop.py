@@ -34,7 +34,7 @@ from .interpreter import Interpreter
 from ..protocol.mpiwire import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA,
                                 TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
                                 encode_header, group_comm, pieces, recv_header)
-from . import failure
+from . import failure, interrupt
 from .tasks import run_batch
 from ..protocol.wire import as_bytes_view
 
@@ -230,7 +230,8 @@ class Engine:
         if args.get("stream"):
             args["_live"] = lambda name, text, job=header["job"]: \
                 self.send_output(job, name, text)
-        return handler(self.interp, args, frames)
+        with interrupt.GUARD.running(job=header["job"]):   # (user code: interruptible)
+            return handler(self.interp, args, frames)
 
     def send_reply(self, header: dict, reply: dict, frames: list) -> None:
         """The reply header, then its frames in CHUNK-sized pieces (the controller
@@ -290,14 +291,17 @@ class Engine:
                     backoff.reset()
 
 
-def run_engine(runtime: MPI.Comm, engines: MPI.Comm, cluster_id: str, rung: bool,
-               oversubscribed: bool) -> None:
-    """Serve as engine ``rank - 1`` until shutdown.  ``engines`` becomes user code's
-    ``comm``; ``rung``: the controller shares this host and rings its doorbell."""
+def run_engine(runtime: MPI.Comm, control: MPI.Comm, engines: MPI.Comm, cluster_id: str,
+               rung: bool, oversubscribed: bool) -> None:
+    """Serve as engine ``rank - 1`` until shutdown, with a listener thread for
+    interrupts on ``control``.  ``engines`` becomes user code's ``comm``; ``rung``: the
+    controller shares this host and rings its doorbell."""
     rank = runtime.Get_rank()
-    interp = Interpreter(rank - 1, {"mpi": MPI, "comm": engines})
+    interp = Interpreter(rank - 1, {"mpi": MPI, "comm": interrupt.UserComm(engines)})
     log.info("engine %d up (pid %d)", rank - 1, os.getpid())
+    listener = interrupt.start(control, cluster_id)
     # Where the controller's rings reach, the backoff is only a safety net.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {}))
     Engine(runtime, interp, backoff, Doorbell(cluster_id, rank), rung=rung,
            oversubscribed=oversubscribed).serve()
+    listener.join(timeout=5.0)   # (the controller told it to stop before shutdown)

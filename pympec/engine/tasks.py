@@ -30,6 +30,7 @@ from typing import Any
 from ..protocol import serialize
 from ..protocol.wire import as_bytes_view
 from . import failure
+from .interrupt import GUARD
 from .interpreter import Interpreter, bind
 
 _FUNCTIONS: dict[bytes, tuple[dict, Any]] = {}   # bound task functions, by their pickle
@@ -116,7 +117,9 @@ def run_batch(interp: Interpreter, args: dict, frames: list) -> tuple[dict, list
         try:
             if spec.get("clear_before"):
                 _reset_namespace(interp)
-            meta, blob = _encode(_run_one(interp, spec, mine))
+            with GUARD.running(task=spec["tid"]):   # (an abort interrupts this one)
+                value = _run_one(interp, spec, mine)
+            meta, blob = _encode(value)
             view = as_bytes_view(blob)
             info.update(status="ok", meta=meta)
         except BaseException as e:   # SystemExit too: engines outlive user code

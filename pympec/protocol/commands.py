@@ -200,6 +200,7 @@ COMMANDS: dict[str, Command] = _commands(
     Command("clear_queue", CONTROLLER, fields={"targets": targets}),
     Command("shutdown", CONTROLLER),
     Command("ping", CONTROLLER),
+    Command("interrupt", CONTROLLER, fields={"targets": targets, "request": text(MAX_ID)}),
     Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16),
                                           "resend": flag}, required=("ids",)),
     # the task farm

@@ -21,23 +21,26 @@ import socket
 import time
 
 
-def address(cluster_id: str, rank: int) -> bytes:
-    return f"\0pympec-{cluster_id}-{rank}".encode()
+def address(cluster_id: str, rank: int, bell: str = "") -> bytes:
+    """The abstract socket name of a rank's doorbell; ``bell`` names a second one (an
+    engine's interrupt listener has its own)."""
+    return f"\0pympec-{cluster_id}-{rank}{bell}".encode()
 
 
 class Doorbell:
     """One rank's doorbell socket, and the means to ring other ranks'."""
 
-    def __init__(self, cluster_id: str | None, rank: int = 0) -> None:
-        """Bind this rank's doorbell; with ``cluster_id`` None, a bell-less sleeper."""
+    def __init__(self, cluster_id: str | None, rank: int = 0, bell: str = "") -> None:
+        """Bind this rank's doorbell (or its bell named ``bell``); with ``cluster_id``
+        None, a bell-less sleeper."""
         self.cluster_id = cluster_id
         self.sock: socket.socket | None = None
-        self._names: dict[int, bytes] = {}
+        self._names: dict[tuple[int, str], bytes] = {}
         if cluster_id is None:
             return
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.bind(address(cluster_id, rank))
+            sock.bind(address(cluster_id, rank, bell))
             sock.setblocking(False)
             self.sock = sock
         except (OSError, AttributeError):   # no abstract sockets here: plain sleeps
@@ -46,13 +49,14 @@ class Doorbell:
     def fileno(self) -> int:
         return self.sock.fileno() if self.sock is not None else -1
 
-    def ring(self, rank: int) -> None:
-        """Wake ``rank`` if it sleeps on this host; never blocks, never raises."""
+    def ring(self, rank: int, bell: str = "") -> None:
+        """Wake ``rank`` (or its bell named ``bell``) if it sleeps on this host; never
+        blocks, never raises."""
         if self.sock is None:
             return
-        name = self._names.get(rank)
+        name = self._names.get((rank, bell))
         if name is None:
-            name = self._names[rank] = address(self.cluster_id, rank)
+            name = self._names[rank, bell] = address(self.cluster_id, rank, bell)
         try:
             self.sock.sendto(b"!", name)
         except OSError:   # not on this host, not up yet, or its queue is full (rung)

@@ -22,6 +22,8 @@ TAG_REPLY = 12     # engine -> controller: JSON header
 TAG_DATA = 13      # payload bytes, either way, in the order the header lists them
 TAG_GROUP = 14     # Create_group of a collective communicator
 TAG_OUTPUT = 15    # engine -> controller: JSON, stdout/stderr text of a running execute
+TAG_INTERRUPT = 16  # controller -> engine's listener, on its own communicator: JSON
+INTERRUPT_BELL = "i"   # the doorbell (pympec.protocol.doorbell) of an engine's listener
 
 
 COMPLETE, BROKEN = b"\1", b"\0"   # the verdict byte after a streamed payload
