@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from conftest import running_on, wait_for
+
 pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("IPython")
 
@@ -78,3 +80,21 @@ def test_load_ext_connects_to_the_default_cluster(terminal):
     assert "connected to the cluster in" in out and "(4 engines)" in out
     out = terminal.type("%px print('engine', id)")
     assert "[stdout:2] engine 2" in out and "] Out[" not in out
+
+
+def test_ctrl_c_in_a_blocking_px_prints_one_line(terminal, mec):
+    """Ctrl-C during a blocking %px interrupts the code on the engines and prints one
+    line, no traceback through pympec; the engines keep their namespaces."""
+    terminal.type("from pympec import client")
+    terminal.type("mec = client.MultiEngineClient()")
+    terminal.type("%px kept = id")
+    terminal.child.sendline("%px while True: pass")
+    terminal.child.expect("Parallel execution on engines: all")
+    wait_for(lambda: all("execute(" in (running_on(mec, e) or "") for e in mec.get_ids()),
+             "the loop to run on every engine")
+    terminal.child.sendintr()
+    terminal.child.expect(PROMPT)
+    out = terminal.child.before.replace("\r\n", "\n")
+    assert "KeyboardInterrupt: execute('while True: pass') was interrupted on engines" in out
+    assert "Traceback" not in out and "pympec/" not in out
+    assert mec.pull("kept", timeout=10) == mec.get_ids()
