@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from mpi4py import MPI
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     rank, size = runtime.Get_rank(), runtime.Get_size()
     engines = world.Split(0 if rank else MPI.UNDEFINED, rank)   # user code's `comm`
     cluster_id = runtime.bcast(os.urandom(6).hex() if rank == CONTROLLER else None, root=0)
+    where = runtime.gather((socket.gethostname(), os.getpid()), root=CONTROLLER)
     host = world.Split_type(MPI.COMM_TYPE_SHARED)   # the ranks on this rank's host
     controller_here = bool(host.allreduce(int(rank == CONTROLLER)))
     engines_here = host.Get_size() - 1   # on the controller's host
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     with profiled(rank):
         if rank == CONTROLLER:
             from .controller.server import run_controller
-            run_controller(runtime, control, args, cluster_id, rung=engines_here == size - 1)
+            run_controller(runtime, control, args, cluster_id, where[1:],
+                           rung=engines_here == size - 1)
         else:
             from .engine.loop import run_engine
             run_engine(runtime, control, engines, cluster_id, rung=controller_here,

@@ -17,6 +17,11 @@ class KernelError(Exception):
     """Base of pympec's own errors."""
 
 
+class EngineError(KernelError):
+    """An engine was lost while it ran or held the call: its loop failed, or its
+    process died.  The message names the engine, its rank, host and pid, and how."""
+
+
 class InvalidEngineID(KernelError, ValueError):
     """A target id names no registered engine."""
 
@@ -207,7 +212,7 @@ def _engines(ids: list) -> str:
 CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
     InvalidEngineID, NoEnginesRegistered, QueueCleared, InvalidDeferredID, TaskAborted,
     TaskTimeout, ProtocolError, KernelError, ValueError, TypeError, KeyError, IndexError,
-    MemoryError, KeyboardInterrupt)}
+    MemoryError, KeyboardInterrupt, EngineError)}
 
 
 class CallInterrupted(KeyboardInterrupt):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -84,7 +85,8 @@ def test_daemon_status_stop(pympec_dir):
         assert again.returncode != 0 and "already running" in again.stderr
         status = run("cluster", "status", "--profile", "cli")
         assert status.returncode == 0, status.stderr
-        assert "engine 0: idle" in status.stdout and "engine 1: idle" in status.stdout
+        assert re.search(r"engine 0 \(pid \d+ on .+\): idle", status.stdout)
+        assert re.search(r"engine 1 \(pid \d+ on .+\): idle", status.stdout)
         assert "127.0.0.1" in status.stdout and "up " in status.stdout
         assert "MB (PYMPEC_RESULT_CAP)" in status.stdout            # what it holds
         # one log file per rank

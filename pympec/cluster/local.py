@@ -304,11 +304,15 @@ def print_status(where: str | None = None) -> int:
           f"(controller pid {status['pid']}), up {format_duration(status['uptime'])}")
     if status.get("end_time"):
         print(f"job ends in {format_duration(status['end_time'] - time.time())}")
-    print(f"{len(status['engine_status'])} engines:")
-    for e in status["engine_status"]:
+    engines = status["engine_status"]
+    gone = sum(1 for e in engines if e.get("gone"))
+    print(f"{len(engines) - gone} engines" + (f", and {gone} out of service:" if gone else ":"))
+    for e in engines:
         doing = f"running {e['running']}" if e["running"] else "idle"
         queued = f", {e['queued']} queued" if e["queued"] else ""
-        print(f"  engine {e['id']}: {doing}{queued}")
+        if e.get("gone"):
+            doing, queued = f"out of service: {e['gone']}", ""
+        print(f"  engine {e['id']} (pid {e.get('pid')} on {e.get('host')}): {doing}{queued}")
     held = status["held"]
     print(f"held for {status['clients']} connected clients and {held['clients_gone']} gone: "
           f"{held['results']} results and task results, {held['bytes'] / 1e6:.1f} MB of "

@@ -50,7 +50,8 @@ from .request import Request
 from ..protocol.buffers import allocate
 from ..errors import InvalidEngineID, NoEnginesRegistered
 from ..protocol.mpiwire import (BROKEN, CHUNK, COMPLETE, INLINE, INTERRUPT_BELL, TAG_COMMAND,
-                                TAG_DATA, TAG_INTERRUPT, TAG_OUTPUT, TAG_REPLY, agree_largest,
+                                TAG_DATA, TAG_INTERRUPT, TAG_LOST, TAG_OUTPUT, TAG_REPLY,
+                                agree_largest,
                                 bytes_spec, encode_header, engine_rank, group_comm, pieces,
                                 recv_header, split)
 from ..protocol.wire import Filling
@@ -114,11 +115,13 @@ class Job:
 
 class Batch:
     """Load-balanced tasks running on one engine (see :mod:`.tasks`): ``done(reply,
-    frames)`` gets the engine's whole reply."""
+    frames)`` gets the engine's whole reply, or ``lost(why)`` word that the engine was
+    lost before it replied."""
 
     def __init__(self, seq: int, engine_id: int, describe: str,
-                 done: Callable[[dict, list], None]) -> None:
-        self.seq, self.engine_id, self.describe, self.done = seq, engine_id, describe, done
+                 done: Callable[[dict, list], None], lost: Callable[[str], None]) -> None:
+        self.seq, self.engine_id, self.describe = seq, engine_id, describe
+        self.done, self.lost = done, lost
 
 
 Work = Union[Job, Batch]
@@ -136,12 +139,18 @@ class Pending(NamedTuple):
 class Engine:
     """The controller's view of one engine."""
 
-    def __init__(self, engine_id: int) -> None:
+    def __init__(self, engine_id: int, host: str = "?", pid: int = 0) -> None:
         self.id = engine_id
         self.rank = engine_rank(engine_id)
+        self.host, self.pid = host, pid
         self.queue: collections.deque[Job] = collections.deque()
         self.running: Job | None = None
         self.batches: dict[int, Batch] = {}   # task batches in flight, by id
+        self.gone: str | None = None          # why it left: killed, or lost
+        self.dead = False                     # its process is gone (MPI said so)
+
+    def __str__(self) -> str:
+        return f"engine {self.id} (rank {self.rank}, pid {self.pid} on {self.host})"
 
     def describe(self) -> str | None:
         """What it runs now, for status displays."""
@@ -164,12 +173,14 @@ class Dispatcher:
 
     def __init__(self, comm: MPI.Comm, control: MPI.Comm,
                  finished: Callable[[list, dict, list, int], None],
-                 output: Callable[[str, dict], None], ring: Callable[..., None]) -> None:
+                 output: Callable[[str, dict], None], ring: Callable[..., None],
+                 where: list[tuple[str, int]]) -> None:
+        """``where``: each engine's host and pid, by engine id."""
         self.comm = comm
         self.control = control                     # interrupt orders (pympec.engine.interrupt)
         self.finished, self.output, self.ring = finished, output, ring
-        self.engines: dict[int, Engine] = {i: Engine(i) for i in range(comm.Get_size() - 1)}
-        self.stopped: list[Engine] = []            # killed engines: parked until shutdown
+        self.engines: dict[int, Engine] = {i: Engine(i, *where[i]) for i in range(len(where))}
+        self.gone: dict[int, Engine] = {}          # killed or lost: out of 'all'; parked
         self.work: dict[int, Work] = {}            # jobs and task batches, by id
         self.by_request: dict[str, Job] = {}       # jobs, by their client's request id
         self.seq = 0
@@ -186,7 +197,9 @@ class Dispatcher:
     def shutdown(self) -> None:
         """Tell every engine, stopped ones too, to exit (first its interrupt listener);
         free the communicators."""
-        for engine in [*self.engines.values(), *self.stopped]:
+        for engine in [*self.engines.values(), *self.gone.values()]:
+            if engine.dead:
+                continue
             self.control.Isend(encode_header({"stop": True}), engine.rank,
                                TAG_INTERRUPT).Wait()
             self.ring(engine.rank, INTERRUPT_BELL)
@@ -213,6 +226,9 @@ class Dispatcher:
             raise InvalidEngineID("targets is an empty list: name at least one engine, "
                                   "or 'all'")
         for t in targets:
+            if t in self.gone:
+                raise InvalidEngineID(f"{self.gone[t]} is out of service: {self.gone[t].gone}; "
+                                      f"the engines are {ids}")
             if not isinstance(t, int) or t not in self.engines:
                 raise InvalidEngineID(f"no engine has id {t!r}; the engines are {ids}")
         if len(set(targets)) != len(targets):
@@ -253,8 +269,10 @@ class Dispatcher:
         return self.seq
 
     def engine_status(self) -> list[dict]:
-        return [{"id": e.id, "running": e.describe(), "queued": len(e.queue)}
-                for e in self.engines.values()]
+        return [{"id": e.id, "host": e.host, "pid": e.pid, "running": e.describe(),
+                 "queued": len(e.queue), "gone": e.gone}
+                for e in sorted([*self.engines.values(), *self.gone.values()],
+                                key=lambda e: e.id)]
 
     def queue_status(self, targets: Any) -> list:
         return [[t, {"queue": [job.describe for job in self.engines[t].queue],
@@ -337,11 +355,12 @@ class Dispatcher:
                 if not e.queue and e.running is None and len(e.batches) < window]
 
     def send_batch(self, engine_id: int, args: dict, parts: list, describe: str,
-                   done: Callable[[dict, list], None]) -> int:
+                   done: Callable[[dict, list], None], lost: Callable[[str], None]) -> int:
         """Send a task batch (``args``, and ``parts``: its frames) to an engine;
-        ``done(reply, frames)`` gets its whole reply.  Returns the batch's id."""
+        ``done(reply, frames)`` gets its whole reply, ``lost(why)`` word that the engine
+        was lost first.  Returns the batch's id."""
         engine = self.engines[engine_id]
-        batch = Batch(self.next_id(), engine_id, describe, done)
+        batch = Batch(self.next_id(), engine_id, describe, done, lost)
         self.work[batch.seq] = batch
         engine.batches[batch.seq] = batch
         header = {"job": batch.seq, "verb": "task_batch", "args": args, "reply": "p2p"}
@@ -477,19 +496,23 @@ class Dispatcher:
         """Receive reply headers and complete finished requests; True if anything moved.
         A bug of ours in handling one is logged, and the loop goes on: the cluster
         outlives it."""
-        moved = False
+        moved = self.take_output(MPI.ANY_SOURCE)
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
             moved = True
             source, count = self.status.Get_source(), self.status.Get_count(MPI.BYTE)
             reply, tail = recv_header(self.comm, self.status)
+            # an engine sends a call's output before its reply: take what is there
+            # first, since once the reply is in the call is over
+            self.take_output(source)
             try:
                 self.on_reply(self.engine_at(source), reply, tail, count)
             except Exception:
                 log.exception("internal error handling a reply from rank %d", source)
-        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_OUTPUT, self.status):
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_LOST, self.status):
             moved = True
             source = self.status.Get_source()
-            self.on_output(source - 1, recv_header(self.comm, self.status)[0])
+            notice = recv_header(self.comm, self.status)[0]
+            self.lose(self.engine_at(source), f"its loop failed: {notice.get('why')}")
         pending, self.requests = self.requests, []
         for entry in pending:
             if entry.request.Test():
@@ -504,9 +527,17 @@ class Dispatcher:
         self.ring_unrung()
         return moved
 
+    def take_output(self, source: int) -> bool:
+        """Pass on the output messages waiting from ``source``; True if there were any."""
+        status, found = MPI.Status(), False
+        while self.comm.Iprobe(source, TAG_OUTPUT, status):
+            found = True
+            self.on_output(status.Get_source() - 1, recv_header(self.comm, status)[0])
+        return found
+
     def engine_at(self, rank: int) -> Engine:
         engine = self.engines.get(rank - 1)
-        return engine or next(e for e in self.stopped if e.rank == rank)
+        return engine or self.gone[rank - 1]
 
     def on_reply(self, engine: Engine, reply: dict, tail: memoryview, size: int) -> None:
         """A reply header (``size`` bytes) arrived: get its frames, then finish the
@@ -605,22 +636,46 @@ class Dispatcher:
             self.clear_queue(engine, f"an earlier command failed on engine {engine.id}: "
                                      f"{reply.get('ename')}: {reply.get('evalue')}")
         elif job.command.ends_engine:
-            log.info("engine %d stopped by kill()", engine.id)
-            self.stopped.append(self.engines.pop(engine.id))
-            self.clear_queue(engine, f"engine {engine.id} was killed")
+            log.info("%s stopped by kill()", engine)
+            self.retire(engine, "it was stopped by kill()")
         if len(job.results) == len(job.targets):
             self.finish(job)
 
-    def clear_queue(self, engine: Engine, why: str) -> None:
-        """Fail every job still queued on ``engine`` with QueueCleared (a kill stays)."""
-        kept = collections.deque()
+    def retire(self, engine: Engine, why: str) -> None:
+        """Take an engine out of service: out of 'all', its queue failed with ``why``."""
+        engine.gone = why
+        self.gone[engine.id] = self.engines.pop(engine.id)
+        self.clear_queue(engine, f"{engine} {why}", ename="EngineError", keep_kill=False)
+
+    def lose(self, engine: Engine, why: str) -> None:
+        """The engine is lost (its loop failed, or its process died): what it runs and
+        what waits for it fail with EngineError naming it, it leaves 'all', and the
+        task farm re-queues its tasks on the others."""
+        if engine.gone is not None:
+            return
+        log.error("%s is lost: %s", engine, why)
+        message = f"{engine} was lost: {why}"
+        job, engine.running = engine.running, None
+        if job is not None and engine.id not in job.results:
+            self.fail(job, engine.id, "EngineError", message)
+        for batch in list(engine.batches.values()):
+            del self.work[batch.seq]
+            batch.lost(message)
+        engine.batches.clear()
+        self.retire(engine, f"was lost: {why}")
+
+    def clear_queue(self, engine: Engine, why: str, ename: str = "QueueCleared",
+                    keep_kill: bool = True) -> None:
+        """Fail every job still queued on ``engine`` with ``ename`` (a kill stays,
+        unless ``keep_kill`` is False)."""
+        kept: collections.deque[Job] = collections.deque()
         while engine.queue:
             job = engine.queue.popleft()
-            if job.command.ends_engine:
+            if keep_kill and job.command.ends_engine:
                 kept.append(job)
                 continue
             job.todo.remove(engine.id)
-            self.fail(job, engine.id, "QueueCleared", why)
+            self.fail(job, engine.id, ename, why)
         engine.queue = kept
 
     def fail(self, job: Job, engine_id: int, ename: str, evalue: str) -> None:

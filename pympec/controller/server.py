@@ -57,7 +57,9 @@ class Controller:
     """Serves clients on one socket and drives the engines over MPI."""
 
     def __init__(self, comm: MPI.Comm, control: MPI.Comm, listener: socket.socket,
-                 info: ConnectionInfo, connection_file: str, backoff: Backoff) -> None:
+                 info: ConnectionInfo, connection_file: str, backoff: Backoff,
+                 where: list[tuple[str, int]]) -> None:
+        """``where``: each engine's host and pid, by engine id."""
         self.comm = comm
         self.listener = listener
         self.info = info
@@ -75,7 +77,7 @@ class Controller:
             self.selector.register(self.doorbell.sock, selectors.EVENT_READ, self.doorbell)
         self.running = True
         self.dispatcher = Dispatcher(comm, control, self.deliver, self.forward,
-                                     self.doorbell.ring)
+                                     self.doorbell.ring, where)
         self.engines = self.dispatcher.engines     # id -> engine, as the controller sees it
         self.farm = TaskFarm(self.dispatcher, self.store, self.reply)   # the task farm
         self.handlers = {**self.own_handlers(), **self.farm.handlers()}
@@ -430,7 +432,7 @@ def raise_file_limit() -> None:
 
 
 def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str,
-                   rung: bool = False) -> None:
+                   where: list[tuple[str, int]], rung: bool = False) -> None:
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
     raise_file_limit()
@@ -447,7 +449,7 @@ def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {"idle_max": 0.1}))
-    controller = Controller(comm, control, listener, info, path, backoff)
+    controller = Controller(comm, control, listener, info, path, backoff, where)
     try:
         controller.serve()
     except KeyboardInterrupt:

@@ -62,7 +62,7 @@ class Task:
     Its state is the farm's ``states[id]``."""
 
     __slots__ = ("id", "client", "spec", "frames", "recovery", "retries", "rejected",
-                 "avoid", "stuck_since", "offered", "submitted", "timeout")
+                 "avoid", "stuck_since", "offered", "submitted", "timeout", "losses")
 
     def __init__(self, tid: int, client: str, spec: dict, frames: list,
                  recovery: Recovery | None, submitted: float) -> None:
@@ -78,6 +78,7 @@ class Task:
         self.offered = 0.0
         self.submitted = submitted
         self.timeout = float(spec.get("timeout") or 30.0)
+        self.losses = 0                          # engines lost while it ran there
 
     def constrained(self) -> bool:
         return bool(self.spec.get("depend") or self.avoid or self.rejected)
@@ -386,7 +387,8 @@ class TaskFarm:
         seq = self.dispatcher.send_batch(
             engine_id, {"tasks": specs}, parts, describe,
             lambda reply, frames: self.settle(engine_id, running, reply,
-                                              frames[0] if frames else None))
+                                              frames[0] if frames else None),
+            lambda why: self.engine_lost(engine_id, running, why))
         for task in batch:
             self.running_on[task.id] = (engine_id, seq)
 
@@ -420,6 +422,22 @@ class TaskFarm:
                                              else []), now)
         if self.parked:
             self.answer_parked(time.monotonic())
+
+    def engine_lost(self, engine_id: int, batch: dict[int, Task], why: str) -> None:
+        """The engine running ``batch`` was lost: its tasks go to other engines, each
+        at most ``retries`` + 1 times, then fail with EngineError."""
+        for task in batch.values():
+            self.running_on.pop(task.id, None)
+            if task.id not in self.live:
+                continue
+            task.losses += 1
+            if task.losses <= task.retries + 1:
+                log.info("task %d goes to another engine: %s", task.id, why)
+                self.enqueue(task)
+            else:
+                self.finish(task, self.failure(
+                    task, "EngineError", f"{why}; task {task.id} was on {task.losses} "
+                                         f"engines that were lost"))
 
     def rejected(self, task: Task, engine_id: int, now: float) -> None:
         """``depend`` said no on this engine: offer it to others."""

@@ -32,7 +32,7 @@ from ..protocol.backoff import RUNG, Backoff
 from ..protocol.doorbell import Doorbell
 from .interpreter import Interpreter
 from ..protocol.mpiwire import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA,
-                                TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
+                                TAG_LOST, TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
                                 encode_header, group_comm, pieces, recv_header)
 from . import failure, interrupt
 from .tasks import run_batch
@@ -163,8 +163,29 @@ class Engine:
             if verb == "_group":
                 self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
                 continue
-            self.answer(header, tail)
+            try:
+                self.answer(header, tail)
+            except BaseException as e:   # answer() makes every failure a reply, but this
+                self.out_of_service(e)
+                return
             self.backoff.reset(spin=self.spin_after_reply)
+
+    def out_of_service(self, error: BaseException) -> None:
+        """The loop itself failed (a reply could not be sent): tell the controller, which
+        fails this engine's calls naming it and takes it out of service, then wait for
+        shutdown.  Exiting instead would end the whole MPI job."""
+        log.critical("engine %d out of service", self.interp.id, exc_info=error)
+        info, _ = failure.encode(error)
+        why = f"{info['ename']}: {info['evalue'][:1000]}"
+        self.comm.Send(encode_header({"why": why}), CONTROLLER, TAG_LOST)
+        self.doorbell.ring(CONTROLLER)
+        status = MPI.Status()
+        while True:   # parked: only shutdown matters now
+            if self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
+                if recv_header(self.comm, status)[0].get("verb") == "_shutdown":
+                    return
+            else:
+                self.doorbell.wait(0.2)
 
     def answer(self, header: dict, tail: memoryview) -> None:
         """Run one command and send its reply.  Whatever fails, the user's code or the

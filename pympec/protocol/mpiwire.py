@@ -24,6 +24,7 @@ TAG_GROUP = 14     # Create_group of a collective communicator
 TAG_OUTPUT = 15    # engine -> controller: JSON, stdout/stderr text of a running execute
 TAG_INTERRUPT = 16  # controller -> engine's listener, on its own communicator: JSON
 INTERRUPT_BELL = "i"   # the doorbell (pympec.protocol.doorbell) of an engine's listener
+TAG_LOST = 17      # engine -> controller: JSON, the engine's loop failed; it is parked
 
 
 COMPLETE, BROKEN = b"\1", b"\0"   # the verdict byte after a streamed payload
