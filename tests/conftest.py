@@ -60,7 +60,8 @@ def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0) -> str:
 
 def running_on(mec, engine: int) -> str | None:
     """What ``engine`` runs now (the call's description), or None when it is idle."""
-    return dict(mec.queue_status(targets=engine))[engine]["pending"]
+    pending = dict(mec.queue_status(targets=engine))[engine]["pending"]
+    return None if pending == "None" else pending   # (IPython 0.10 showed idle as 'None')
 
 
 @pytest.fixture(scope="session")

@@ -368,8 +368,9 @@ def test_result_cap(tc):
         tc.configure(result_cap=held + 10)
         tid = tc.run(client.MapTask(lambda: "x" * 1000))
         wait_for(lambda: tid in tc.queue_status(verbose=True)["succeeded"], f"task {tid} to succeed")
-        with pytest.raises(MemoryError, match=f"cap {held + 10}"):
-            tc.run(client.MapTask(square, (1,)))
+        refused = tc.run(client.MapTask(square, (1,)))   # (tc.run does not wait: the
+        with pytest.raises(MemoryError, match=f"cap {held + 10}"):   # error is its result)
+            tc.get_task_result(refused, block=True)
         assert tc.get_task_result(tid) == "x" * 1000   # fetching frees the store
         assert tc.run(client.MapTask(square, (3,)), block=True) == 9
     finally:

@@ -33,6 +33,7 @@ from .session import Session
 
 LONG_CODE = 16 << 10    # characters of code sent in a frame rather than in the header
 INTERRUPT_WAIT = 2.0    # seconds Ctrl-C waits for an interrupted call to end
+DEFER_UP_TO = 1 << 20   # bytes of frames a non-blocking call may leave to the outbox
 
 class MultiEngineClient:
     """Explicit control of a pympec cluster's engines.
@@ -115,7 +116,9 @@ class MultiEngineClient:
             header["deliver"] = "parts" if parts is not None else "same"
         if parts is not None:
             header["parts"] = parts
-        request_id = self._session.send(header, list(frames))
+        # a call that does not block waits (a millisecond) to go with the next ones
+        request_id = self._session.send(header, list(frames),
+                                        now=block or sum(map(len, frames)) > DEFER_UP_TO)
         method = method or verb
 
         def complete(message: Any) -> Any:

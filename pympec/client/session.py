@@ -1,6 +1,9 @@
 """A client's connection to the controller: one authenticated socket.
 
     send(request) ──signed──> controller           outstanding: ids sent, not answered
+    send(request, now=False): queued; the outbox thread writes it FLUSH_AFTER s later,
+             with whatever else came meanwhile (and the batchers' work: task
+             submissions), in one write; a blocking wait writes everything first
     wait(id) <── replies, in any order, kept by id until asked for
              ── silence: a ping every PING_EVERY s; none answered for
                 PYMPEC_CONTROLLER_TIMEOUT s ──> ClusterError (frozen, or unreachable)
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 import os
 import select
-import warnings
 import socket
+import threading
 import time
+import warnings
 import uuid
 from typing import Any
 
@@ -30,6 +34,26 @@ from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolErro
 
 ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
 PING_EVERY = 5.0    # seconds of silence from the controller before the client pings it
+FLUSH_AFTER = 1e-3  # seconds a request sent with now=False waits for others to join it
+
+
+class Outbox(threading.Thread):
+    """Writes what the session queued without writing it, FLUSH_AFTER seconds after it
+    was armed, so requests made in a burst (``tc.run`` in a loop, ``block=False`` calls)
+    go out together instead of one write and one controller wake-up each."""
+
+    def __init__(self, session: "Session") -> None:
+        super().__init__(name="pympec-outbox", daemon=True)
+        self.session = session
+        self.armed = threading.Event()
+        self.closed = False
+
+    def run(self) -> None:
+        while not self.closed:
+            self.armed.wait()
+            self.armed.clear()
+            time.sleep(FLUSH_AFTER)
+            self.session.flush_later()
 
 
 class Session:
@@ -50,6 +74,10 @@ class Session:
         self.lost: dict[str, str] = {}        # requests the controller never received: why
         self.pings: set[str] = set()
         self.heard = self.pinged = time.monotonic()   # the controller's last sign of life
+        self.lock = threading.RLock()         # the writer: the caller's thread and the outbox
+        self.outbox: Outbox | None = None
+        self.batchers: list[Any] = []         # called (locked) before each write: queue work
+        self.batching = False
         self.tunnel = None
         self.sock: socket.socket | None = None
         self.warned = False
@@ -107,16 +135,32 @@ class Session:
             for result_id, why in found["unknown"].items():
                 self.lost[result_id] = why
 
+    def disconnect(self) -> None:
+        """Close the socket (the next request or wait connects again)."""
+        with self.lock:
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+
     def close(self) -> None:
+        """Close the connection for good, once what is queued is written (calls sent
+        without blocking go on): the socket, the outbox thread, the tunnel."""
         if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+            try:
+                self.write_out()
+            except ClusterError:
+                pass
+        self.disconnect()
+        if self.outbox is not None:
+            self.outbox.closed = True
+            self.outbox.armed.set()
+            self.outbox = None
         if self.tunnel is not None:
             self.tunnel.process.terminate()
             self.tunnel = None
 
     def broken(self, error: Exception) -> ClusterError:
-        self.close()
+        self.disconnect()
         return ClusterError(
             f"lost the connection to the controller at {self.info.address}:{self.info.port} "
             f"(cluster {self.info.cluster_id}): {error}. The cluster has stopped or an "
@@ -124,12 +168,26 @@ class Session:
 
     # -- requests and replies ------------------------------------------------------------
 
-    def send(self, header: dict, frames: list = ()) -> str:
-        """Sign and write one request; returns its id.  Blocks until written, as long
-        as the controller takes bytes or answers pings; raises ClusterError when it
-        does neither for PYMPEC_CONTROLLER_TIMEOUT seconds, or the link breaks."""
-        if self.sock is None:
-            self.reconnect()
+    def send(self, header: dict, frames: list = (), now: bool = True) -> str:
+        """Sign and queue one request; returns its id.  With ``now``, write it (and all
+        queued before it), blocking as long as the controller takes bytes or answers
+        pings; otherwise the outbox writes it within about FLUSH_AFTER seconds.  Raises
+        ClusterError when the controller does neither for PYMPEC_CONTROLLER_TIMEOUT
+        seconds, or the link breaks."""
+        with self.lock:
+            if self.sock is None:
+                self.reconnect()
+            self.queue(header, frames)
+            if now:
+                self.write_out()
+            else:
+                self.later()
+        return header["id"]
+
+    def queue(self, header: dict, frames: list = ()) -> None:
+        """Sign and queue a request (locked): it goes with the next write, after what
+        the batchers held (work asked for earlier goes first)."""
+        self.run_batchers()
         self.warn_walltime()
         header.setdefault("id", uuid.uuid4().hex)
         if self.pending_acks:
@@ -137,17 +195,54 @@ class Session:
         if header["verb"] != "ack":
             self.outstanding[header["id"]] = None
         self.writer.queue(header, frames)
-        try:
-            while not self.writer.flush(self.sock):
-                sent = self.writer.sent
-                if self._select(write=True, timeout=PING_EVERY):
-                    self.receive()   # keep reading, so neither side's buffers fill up
-                if self.writer.sent != sent:
-                    self.heard = time.monotonic()   # it takes our bytes: it lives
-                self.check_alive()
-        except ClusterError as e:
-            raise self.broken(e) from None
-        return header["id"]
+
+    def run_batchers(self) -> None:
+        """Let the batchers queue the work they hold (once: they queue through here)."""
+        if not self.batching:
+            self.batching = True
+            try:
+                for batch in self.batchers:
+                    batch()
+            finally:
+                self.batching = False
+
+    def later(self) -> None:
+        """Have the outbox write what is queued (and what the batchers queue) soon."""
+        if self.outbox is None:
+            self.outbox = Outbox(self)
+            self.outbox.start()
+        self.outbox.armed.set()
+
+    def write_out(self) -> None:
+        """Write everything queued (the batchers' work first), as :meth:`send` does."""
+        with self.lock:
+            if self.sock is None:
+                self.reconnect()
+            self.run_batchers()
+            try:
+                while not self.writer.flush(self.sock):
+                    sent = self.writer.sent
+                    if self._select(write=True, timeout=PING_EVERY):
+                        self.receive()   # keep reading: neither side's buffers fill up
+                    if self.writer.sent != sent:
+                        self.heard = time.monotonic()   # it takes our bytes: it lives
+                    self.check_alive()
+            except ClusterError as e:
+                raise self.broken(e) from None
+
+    def flush_later(self) -> None:
+        """The outbox's turn (in its thread): the batchers' work, and as much as the
+        socket takes now; the rest at the next turn or the next write.  A broken link
+        is left for the caller's next wait to find and report."""
+        with self.lock:
+            if self.sock is None:
+                return
+            try:
+                self.run_batchers()
+                if not self.writer.flush(self.sock):
+                    self.later()
+            except ClusterError:
+                self.disconnect()
 
     def warn_walltime(self) -> None:
         """Warn once when the cluster's batch job is about to reach its walltime."""
@@ -186,16 +281,18 @@ class Session:
                 else:                                 # small ones with the next request
                     self.pending_acks.append(message.header["id"])
         if now:
-            self.writer.queue({"verb": "ack", "acks": now})
-            self.flush_quietly()
+            with self.lock:
+                self.writer.queue({"verb": "ack", "acks": now})
+                self.flush_quietly()
         return bool(messages)
 
     def flush_quietly(self) -> None:
         """Write what the socket takes now; the rest goes with the next write."""
-        try:
-            self.writer.flush(self.sock)
-        except ClusterError as e:
-            raise self.broken(e) from None
+        with self.lock:
+            try:
+                self.writer.flush(self.sock)
+            except ClusterError as e:
+                raise self.broken(e) from None
 
     def wait(self, request_id: str, timeout: float | None = None) -> wire.Message | None:
         """The reply to ``request_id``; None if it is not there within ``timeout``
@@ -204,6 +301,8 @@ class Session:
         Raises the controller's error for the request (rebuilt by name), RequestLost for
         a request the controller never received, and ClusterError when the link breaks
         or the controller stays silent for PYMPEC_CONTROLLER_TIMEOUT seconds."""
+        if request_id not in self.replies:
+            self.write_out()   # what waits to be written goes first: it may be awaited
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         # Poll without sleeping at first: a short call's reply then costs no wake-up.
@@ -249,7 +348,7 @@ class Session:
         now = time.monotonic()
         silent = now - self.heard
         if silent > settings.CONTROLLER_TIMEOUT.get():
-            self.close()
+            self.disconnect()
             raise ClusterError(
                 f"the controller at {self.info.address}:{self.info.port} (cluster "
                 f"{self.info.cluster_id}) has sent nothing for {silent:.0f} s and answers no "
@@ -260,8 +359,9 @@ class Session:
             self.pinged = now
             ping = f"ping-{uuid.uuid4().hex}"
             self.pings.add(ping)
-            self.writer.queue({"verb": "ping", "id": ping})
-            self.flush_quietly()
+            with self.lock:
+                self.writer.queue({"verb": "ping", "id": ping})
+                self.flush_quietly()
 
     def _select(self, write: bool, timeout: float) -> bool:
         r, w, _ = select.select([self.sock], [self.sock] if write else [], [], timeout)

@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import TaskAborted
+from ..errors import ClusterError, TaskAborted
 from .checks import (check_block, check_count, check_flag, check_function,
                      check_optional, check_sequences, check_task_id, check_task_ids)
 from .session import Session
@@ -36,7 +36,8 @@ from .executor import TaskExecutor
 from .multiengine import connection_argument
 from .tasks import BaseTask, ChunkTask, MapTask, Outcome
 
-SUBMIT_BATCH = 10000          # tasks per submit message
+SUBMIT_BATCH = 10000          # tasks per submit message, at most
+LEASE_MIN, LEASE_MAX = 64, 1 << 16   # task ids reserved per round trip: doubling
 
 
 # -- the client ----------------------------------------------------------------------
@@ -59,35 +60,87 @@ class TaskClient:
         self.task_timeout = task_timeout
         self._results: dict[int, Outcome] = {}
         self._mine: set[int] = set()
+        self._ids = range(0)                 # task ids leased, not used yet
+        self._lease = LEASE_MIN
+        self._pending: list[tuple[int, dict, list]] = []   # (id, spec, frames), not sent
+        self._submits: dict[str, list[int]] = {}          # submit request id -> task ids
+        self._session.batchers.append(self._submit_pending)
 
     # -- submitting ---------------------------------------------------------------------
 
     def run(self, task: BaseTask, block: bool = False) -> Any:
         """Submit ``task``; returns its int id at once, or with ``block=True`` its
-        result (see :meth:`get_task_result`)."""
+        result (see :meth:`get_task_result`).
+
+        It does not wait for the controller: ids are reserved ahead (a round trip per
+        few thousand tasks), and tasks submitted in a burst go in one message, within
+        about a millisecond or before any blocking call.  An error the controller finds
+        with a submission (MemoryError past the result cap) becomes its tasks' results.
+        """
         if not isinstance(task, BaseTask):
             raise TypeError(f"run needs a MapTask or StringTask, not {type(task).__name__}")
         check_block(block)
-        tid = self.run_many([task])[0]
-        return self.get_task_result(tid, block=True) if block else tid
+        tid = self._add(task, {})
+        if block:
+            return self.get_task_result(tid, block=True)
+        self._session.later()
+        return tid
 
     def run_many(self, tasks: Sequence[BaseTask]) -> list[int]:
-        """Submit several tasks in as few messages as possible; returns their ids."""
+        """Submit several tasks in as few messages as possible; returns their ids once
+        the submissions are written (a function sent with many tasks is pickled once)."""
         tasks = list(tasks)
-        ids: list[int] = []
+        for task in tasks:
+            if not isinstance(task, BaseTask):
+                raise TypeError(f"not a task: {task!r}")
         cache: dict = {}
-        for start in range(0, len(tasks), SUBMIT_BATCH):
-            specs, frames = [], []
-            for task in tasks[start:start + SUBMIT_BATCH]:
-                if not isinstance(task, BaseTask):
-                    raise TypeError(f"not a task: {task!r}")
-                spec, more = task.encode(cache, self.task_timeout)
-                specs.append(spec)
-                frames.extend(more)
-            first, count = self._call_value({"verb": "task_submit", "tasks": specs}, frames)
-            ids.extend(range(first, first + count))
-        self._mine.update(ids)
+        ids = [self._add(task, cache) for task in tasks]
+        self._session.write_out()
         return ids
+
+    def _add(self, task: BaseTask, cache: dict) -> int:
+        """Number ``task`` and put it with the submissions to send."""
+        spec, frames = task.encode(cache, self.task_timeout)
+        with self._session.lock:
+            if not self._ids:
+                first, count = self._call_value({"verb": "task_lease", "count": self._lease})
+                self._ids, self._lease = range(first, first + count), min(2 * self._lease,
+                                                                          LEASE_MAX)
+            tid, self._ids = self._ids[0], self._ids[1:]
+            self._pending.append((tid, spec, frames))
+            if len(self._pending) >= SUBMIT_BATCH:
+                self._submit_pending()
+        self._mine.add(tid)
+        return tid
+
+    def _submit_pending(self) -> None:
+        """Queue the tasks not sent yet, one message per run of consecutive ids (the
+        session calls it, locked, before each write)."""
+        pending, self._pending = self._pending, []
+        while pending:
+            run = 1
+            while run < len(pending) and pending[run][0] == pending[0][0] + run:
+                run += 1
+            batch, pending = pending[:run], pending[run:]
+            header = {"verb": "task_submit", "first": batch[0][0],
+                      "tasks": [spec for _, spec, _ in batch]}
+            self._session.queue(header, [f for _, _, frames in batch for f in frames])
+            self._submits[header["id"]] = [tid for tid, _, _ in batch]
+
+    def _settle_submits(self) -> None:
+        """Wait for the submissions' answers (given at once): a refused one makes its
+        tasks' results the error the controller gave."""
+        for request_id, ids in list(self._submits.items()):
+            try:
+                self._session.wait(request_id)
+            except (ClusterError, TimeoutError):
+                raise
+            except Exception as e:   # (the controller's error, rebuilt by name)
+                for tid in ids:
+                    self._results[tid] = Outcome({"tid": tid, "status": "error",
+                                                  "ename": type(e).__name__,
+                                                  "evalue": str(e)}, [])
+            del self._submits[request_id]
 
     def _call_value(self, header: dict, frames: list = ()) -> Any:
         """A farm request's value (answered at once; the session's liveness check
@@ -120,6 +173,8 @@ class TaskClient:
 
     def _gather(self, taskids: list[int], block: bool, timeout: float | None = None) -> None:
         """Fetch until every id in ``taskids`` is here (or once, if not ``block``)."""
+        self._session.write_out()
+        self._settle_submits()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             missing = [t for t in taskids if t not in self._results]

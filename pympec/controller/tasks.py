@@ -49,7 +49,7 @@ from .store import ResultStore
 
 log = logging.getLogger("pympec.controller.tasks")
 
-QUEUED, RUNNING, OK, FAILED, CLEARED = 1, 2, 3, 4, 5
+QUEUED, RUNNING, OK, FAILED, CLEARED, LEASED = 1, 2, 3, 4, 5, 6
 PENALTY = 1.0          # seconds an engine waits before it may retry a task it failed
 SHORT = 0.005          # tasks shorter than this (on average) are batched
 MAX_BATCH = 256
@@ -91,10 +91,26 @@ class Task:
 
 
 class Recovery(NamedTuple):
-    """The task to run, under the same id, once all retries failed."""
+    """The task to run, under the same id, once all retries failed (its frames hold
+    those of its own recovery task, if it has one)."""
 
     spec: dict
     frames: list
+
+
+def _frames_of(spec: dict) -> int:
+    """How many frames a task spec takes, its recovery tasks' included."""
+    recovery = spec.get("recovery")
+    return spec["n"] + (_frames_of(recovery) if recovery else 0)
+
+
+def _split(spec: dict, frames: list) -> tuple[dict, list, Recovery | None]:
+    """A task's own spec and frames, and its recovery task's."""
+    recovery = spec.get("recovery")
+    if not recovery:
+        return spec, frames, None
+    own = {k: v for k, v in spec.items() if k != "recovery"}
+    return own, frames[:spec["n"]], Recovery(recovery, frames[spec["n"]:])
 
 
 class Result(NamedTuple):
@@ -125,6 +141,7 @@ class TaskFarm:
         self.states = bytearray()                # per task id, QUEUED..CLEARED
         self.live: dict[int, Task] = {}          # queued or running
         self.running_on: dict[int, tuple[int, int]] = {}   # task -> (engine, batch)
+        self.leases: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
         self.ready: collections.deque[Task] = collections.deque()
         self.held: list[Task] = []               # constrained tasks, by id
         self.done: dict[int, Result] = {}        # results held, by id
@@ -143,32 +160,48 @@ class TaskFarm:
                 "task_clear": lambda r: self.clear(r.header.get("ids"),
                                                    r.header.get("forget") or []),
                 "task_status": lambda r: self.status(bool(r.header.get("verbose"))),
+                "task_lease": lambda r: self.lease(r.client, r.header["count"]),
                 "task_config": lambda r: self.configure(r.header.get("result_cap"))}
 
+    def lease(self, client: str, count: int) -> list[int]:
+        """Reserve ``count`` task ids for ``client``, which numbers its tasks itself and
+        submits them without waiting for ids; returns [first id, count]."""
+        first = self.next_id
+        self.next_id += count
+        self.states.extend(bytes([LEASED]) * count)
+        self.leases[client].append((first, first + count))
+        return [first, count]
+
     def submit(self, request: Request) -> list[int]:
-        """Queue the request's tasks; returns [first id, count].  Raises MemoryError
-        past the result cap, ValueError when the specs name more frames than there are."""
-        client, frames = request.client, request.frames
+        """Queue the request's tasks, numbered from ``first`` (ids the client leased) or
+        from the next free id; returns [first id, count].  Raises MemoryError past the
+        result cap, ValueError for ids not leased to this client or frames missing."""
+        client, frames, header = request.client, request.frames, request.header
         self.store.check_room()
-        specs = request.header["tasks"]
-        if sum(spec["n"] + spec.get("recovery", {}).get("n", 0) for spec in specs) \
-                > len(frames):
+        specs = header["tasks"]
+        if sum(_frames_of(spec) for spec in specs) > len(frames):
             raise ValueError("task specs name more frames than the message has")
-        first, now, i = self.next_id, time.time(), 0
-        for spec in specs:
-            mine = frames[i:i + spec["n"]]
-            i += spec["n"]
-            recovery = None
-            if spec.get("recovery"):
-                rspec = spec.pop("recovery")
-                recovery = Recovery(rspec, frames[i:i + rspec["n"]])
-                i += rspec["n"]
-            task = Task(self.next_id, client, spec, mine, recovery, now)
-            self.next_id += 1
-            self.states.append(QUEUED)
-            self.live[task.id] = task
+        first = self.leased(client, header["first"], len(specs)) if "first" in header \
+            else self.lease(client, len(specs))[0]
+        now, i = time.time(), 0
+        for tid, spec in enumerate(specs, first):
+            n = _frames_of(spec)
+            spec, mine, recovery = _split(spec, frames[i:i + n])
+            i += n
+            task = Task(tid, client, spec, mine, recovery, now)
+            self.live[tid] = task
             self.enqueue(task)
         return [first, len(specs)]
+
+    def leased(self, client: str, first: int, count: int) -> int:
+        """``first``, once ids first..first+count-1 are checked: leased to ``client``
+        and not submitted yet."""
+        end = first + count
+        if not any(a <= first and end <= b for a, b in self.leases.get(client, ())) \
+                or self.states[first:end] != bytes([LEASED]) * count:
+            raise ValueError(f"task ids {first}..{end - 1} were not leased to this client, "
+                             f"or are taken")
+        return first
 
     def enqueue(self, task: Task) -> None:
         self.states[task.id] = QUEUED
@@ -197,6 +230,7 @@ class TaskFarm:
     def check_known(self, tid: int) -> None:
         if tid < 0 or tid >= self.next_id:
             raise IndexError(f"task ID not registered: {tid!r}")
+        # (a LEASED id is a task on its way from its client: as good as queued)
         if self.states[tid] == CLEARED:
             raise IndexError(f"task {tid}'s result was cleared")
         if self.states[tid] in (OK, FAILED) and tid not in self.done:
@@ -241,7 +275,7 @@ class TaskFarm:
         """Finish a queued or running task at once as TaskAborted: a queued one leaves its
         queue (lazily, at dispatch), a running one's result is discarded when it comes.
         Raises IndexError for an unknown, finished or already aborted task."""
-        if tid < 0 or tid >= self.next_id:
+        if tid < 0 or tid >= self.next_id or self.states[tid] == LEASED:
             raise IndexError(f"task ID not registered: {tid}")
         task = self.live.get(tid)
         if task is None:
@@ -292,7 +326,9 @@ class TaskFarm:
         self.states[tid] = CLEARED
 
     def forget_client(self, client: str) -> None:
-        """The client is gone for good (ResultStore.sweep): release its results."""
+        """The client is gone for good (ResultStore.sweep): release its results (its
+        leased ids are never used: they stay LEASED)."""
+        self.leases.pop(client, None)
         for tid in list(self.unfetched.pop(client, ())):
             if tid in self.done:
                 self.drop(tid)
@@ -454,8 +490,7 @@ class TaskFarm:
             task.avoid[engine_id] = now + PENALTY
             self.enqueue(task)
         elif task.recovery is not None:
-            task.spec, task.frames = task.recovery
-            task.recovery = None
+            task.spec, task.frames, task.recovery = _split(*task.recovery)
             task.retries = int(task.spec.get("retries") or 0)
             task.avoid.clear()
             task.rejected.clear()

@@ -204,7 +204,9 @@ COMMANDS: dict[str, Command] = _commands(
     Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16),
                                           "resend": flag}, required=("ids",)),
     # the task farm
-    Command("task_submit", TASKS, fields={"tasks": list_of(_task_spec(), 1 << 20)},
+    Command("task_lease", TASKS, fields={"count": integer(1, 1 << 20)}, required=("count",)),
+    Command("task_submit", TASKS, fields={"tasks": list_of(_task_spec(), 1 << 20),
+                                          "first": integer()},
             required=("tasks",), payload=("tasks",)),
     Command("task_fetch", TASKS, fields={"ids": optional(list_of(integer(-(1 << 62)))),
                                          "wait": number(0, 3600)}),

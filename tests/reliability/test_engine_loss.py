@@ -13,6 +13,8 @@ import pytest
 from pympec import client
 from pympec.errors import CompositeError, EngineError, InvalidEngineID
 
+from conftest import running_on, wait_for
+
 
 BREAK_REPLIES = "import pympec.engine.loop as l; l.Engine.send_reply = lambda *a: 1 / 0"
 
@@ -42,6 +44,7 @@ def test_a_task_on_a_lost_engine_completes_elsewhere(private_cluster):
     goes to engine 0 once that is free, and completes there."""
     mec, tc = private_cluster.client(), private_cluster.task_client()
     busy = mec.execute("import time; time.sleep(2)", targets=0, block=False)
+    wait_for(lambda: running_on(mec, 0), "engine 0 to be busy")
     tid = tc.run(client.StringTask(f"if id == 1:\n    {BREAK_REPLIES}\ndone = id",
                                    pull="done"))
     result = tc.get_task_result(tid, block=True, timeout=60)
