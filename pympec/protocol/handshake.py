@@ -7,6 +7,9 @@ A connection proves that both sides know the cluster key before anything else is
     controller -> client    HMAC(key, b"server" + snonce + cnonce + offer + choice)
                             (or it hangs up)
 
+A controller started with ``--tls`` first sends ``TLS_GREETING`` in the clear, and all
+of the above then runs inside TLS (:mod:`pympec.protocol.tls`).
+
 Each side then derives one key per direction from the cluster key and both nonces
 (``session_keys``), and signs every message with them (:mod:`pympec.protocol.wire`).
 Both proofs cover the offer and the choice, so nobody in between can downgrade the MAC.
@@ -28,6 +31,8 @@ from ..errors import ClusterError, SecurityError
 
 GREETING = b"PYMPEC04"    # the protocol version: 04 checks every request against the
                           # command registry (protocol.commands); 03 signed per segment
+TLS_GREETING = b"PYMPECTL"   # instead, in the clear, from a controller started with --tls:
+                             # TLS follows, and the greeting comes inside it (protocol.tls)
 NONCE = 32
 TAG = 32                  # handshake proofs: HMAC-SHA256
 GREETING_SIZE = len(GREETING) + NONCE + 1   # the controller's greeting: version, snonce, offer
@@ -130,6 +135,11 @@ class ClientHandshake:
         Raises ClusterError when the greeting is not pympec's, or of another version.
         """
         version = greeting[:len(GREETING)]
+        if version == TLS_GREETING:
+            raise ClusterError(
+                "the controller uses TLS (it was started with --tls), but the connection "
+                "file has no certificate fingerprint to pin (tls_fingerprint): use the "
+                "connection file that controller wrote")
         if version != GREETING and version[:6] == GREETING[:6] and len(version) == 8:
             raise ClusterError(
                 f"the controller speaks pympec protocol {version[6:].decode(errors='replace')}"
@@ -166,9 +176,12 @@ def client_handshake(sock: socket.socket, key: bytes,
     sock.settimeout(timeout)
     client = ClientHandshake(key)
     try:
-        sock.sendall(client.answer(_recv_exactly(sock, GREETING_SIZE)))
+        greeting = recv_exactly(sock, len(GREETING))   # a TLS controller sends only this
+        if greeting == GREETING:
+            greeting += recv_exactly(sock, GREETING_SIZE - len(GREETING))
+        sock.sendall(client.answer(greeting))
         try:
-            proof = _recv_exactly(sock, TAG)
+            proof = recv_exactly(sock, TAG)
         except ClusterError:   # the controller hangs up on a wrong answer
             raise SecurityError("the controller rejected this client's key: the connection "
                                 "file does not belong to the running cluster") from None
@@ -179,7 +192,8 @@ def client_handshake(sock: socket.socket, key: bytes,
     return client.c2s, client.s2c, client.mac
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes from a blocking socket; raises ClusterError when it closes first."""
     data = bytearray()
     while len(data) < n:
         chunk = sock.recv(n - len(data))
