@@ -84,7 +84,7 @@ def hello_behind_the_answer(sock, key: bytes) -> dict | None:
     as a client may, and check the controller's proof.  Returns the header of the reply
     to hello, or None if none came within 5 s."""
     greeting = handshake.recv_exactly(sock, handshake.GREETING_SIZE)
-    client = handshake.ClientHandshake(key)
+    client = handshake.client_for(sock, key)
     answer = client.answer(greeting)
     c2s, _ = handshake.session_keys(key, greeting[len(handshake.GREETING):-1],
                                     answer[:handshake.NONCE])

@@ -14,6 +14,8 @@ and real sockets.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import select
@@ -40,6 +42,9 @@ pytestmark = pytest.mark.skipif(not tls.available(),
                                 reason="--tls needs the cryptography package (pympec[fast])")
 LIMIT = 20.0
 MB = 1 << 20
+KEY = bytes(range(32))
+CERT_A, CERT_B = hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()
+ALL = wire.supported_macs() | wire.NO_TAGS   # what a client inside TLS can use
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +103,11 @@ def tls_pair() -> tuple[ssl.SSLSocket, ssl.SSLSocket, str]:
     return a, b, print_
 
 
-def test_messages_over_nonblocking_tls():
+@pytest.mark.parametrize("mac", [wire.POLY1305, wire.NO_TAGS])
+def test_messages_over_nonblocking_tls(mac):
     """Large and small messages, interleaved, over TLS sockets whose buffers fill at
     every send: each SSLWantWriteError is retried with the same bytes, and every byte
-    arrives in place, checked."""
+    arrives in place, checked.  With NO_TAGS, not one byte more than the messages."""
     a, b, print_ = tls_pair()
     assert tls.fingerprint(a.getpeercert(binary_form=True)) == print_
     rng = np.random.default_rng(3)
@@ -109,8 +115,7 @@ def test_messages_over_nonblocking_tls():
     for i in range(12):
         n = int(rng.choice([0, 10, 70_000, 3 * MB + 5]))
         sent.append(({"i": i}, [rng.integers(0, 255, n, dtype=np.uint8), b"tail%d" % i]))
-    writer, reader = wire.MessageWriter(b"k" * 32, wire.POLY1305), \
-        wire.MessageReader(b"k" * 32, wire.POLY1305)
+    writer, reader = wire.MessageWriter(KEY, mac), wire.MessageReader(KEY, mac)
     for header, frames in sent:
         writer.queue(header, frames)
     got, deadline = [], time.monotonic() + LIMIT
@@ -122,6 +127,53 @@ def test_messages_over_nonblocking_tls():
     assert [m.header for m in got] == [h for h, _ in sent]
     for m, (_, frames) in zip(got, sent):
         assert [bytes(f) for f in m.frames] == [bytes(f) for f in frames]
+    untagged = sum(wire.PREFIX.size + wire.LENGTH.size * len(frames)
+                   + len(json.dumps(h, separators=(",", ":"))) + sum(map(len, frames))
+                   for h, frames in sent)
+    assert (writer.sent == untagged) == (mac == wire.NO_TAGS)
+
+
+# -- the handshake inside TLS -----------------------------------------------------------
+
+def shake(offer: int, server_channel: bytes, macs: int, client_channel: bytes, **nonces):
+    """A handshake between a controller's side and a client's side, as given."""
+    server = handshake.ServerHandshake(KEY, offer, channel=server_channel,
+                                       snonce=nonces.get("snonce"))
+    client = handshake.ClientHandshake(KEY, macs=macs, channel=client_channel,
+                                       cnonce=nonces.get("cnonce"))
+    server.feed(client.answer(server.greeting))
+    return server, client
+
+
+def test_proofs_bind_the_tls_channel():
+    """Both proofs cover the controller's certificate, as each side knows it: had a
+    client not pinned it, and met someone in between with another certificate, its
+    answer would be refused, and a proof made in that other channel would not pass."""
+    server, client = shake(ALL, CERT_A, ALL, CERT_A)
+    assert server.ok and client.check(server.proof) and client.mac == wire.NO_TAGS
+    server, client = shake(ALL, CERT_A, ALL, CERT_B)
+    assert server.done and not server.ok and server.proof is None
+    nonces = {"snonce": os.urandom(handshake.NONCE), "cnonce": os.urandom(handshake.NONCE)}
+    elsewhere, _ = shake(ALL, CERT_B, ALL, CERT_B, **nonces)
+    server, client = shake(ALL, CERT_A, ALL, CERT_A, **nonces)
+    assert elsewhere.ok and server.ok and not client.check(elsewhere.proof)
+    server, client = shake(ALL, CERT_A, ALL, b"")   # (a client outside TLS: no channel)
+    assert not server.ok
+
+
+def test_no_tags_only_inside_tls():
+    """NO_TAGS is chosen only when both sides are inside TLS, and an answer choosing it
+    when it was not offered is refused, even with a proof made with the key."""
+    plain = wire.supported_macs()
+    for offer, macs in ((plain, ALL), (ALL, plain)):
+        server, client = shake(offer, CERT_A, macs, CERT_A)
+        assert server.ok and client.check(server.proof) and server.mac != wire.NO_TAGS
+    server = handshake.ServerHandshake(KEY, plain, channel=CERT_A)
+    cnonce, snonce = os.urandom(handshake.NONCE), server.greeting[len(handshake.GREETING):-1]
+    proof = wire.hmac_sha256(KEY, b"client", snonce, cnonce, bytes([plain, wire.NO_TAGS]),
+                             CERT_A)
+    server.feed(cnonce + bytes([wire.NO_TAGS]) + proof)
+    assert server.done and not server.ok
 
 
 # -- a TLS cluster serves ------------------------------------------------------------
@@ -135,6 +187,25 @@ def test_connection_file_pins_the_certificate_the_controller_shows(tls_cluster):
             assert sock.version() == "TLSv1.3"
             assert tls.fingerprint(sock.getpeercert(binary_form=True)) == info.tls_fingerprint
             assert recv_exactly(sock, GREETING_SIZE).startswith(handshake.GREETING)
+
+
+def test_tls_connections_leave_the_tags_to_tls(tls_cluster, cluster):
+    """Inside TLS, client and controller agree on NO_TAGS; a plain connection never does."""
+    info = connection.load(tls_cluster.connection_file)
+    with through_tls(info) as sock:
+        assert handshake.client_handshake(sock, info.key_bytes, LIMIT)[2] == wire.NO_TAGS
+    plain = connection.load(cluster.connection_file)
+    with socket.create_connection((plain.address, plain.port), timeout=LIMIT) as sock:
+        assert handshake.client_handshake(sock, plain.key_bytes, LIMIT)[2] != wire.NO_TAGS
+
+
+def test_controller_refuses_an_answer_bound_to_another_channel(tls_cluster, tmec):
+    info = connection.load(tls_cluster.connection_file)
+    with through_tls(info) as sock:
+        client = handshake.ClientHandshake(info.key_bytes, macs=ALL, channel=CERT_A)
+        sock.sendall(client.answer(recv_exactly(sock, GREETING_SIZE)))
+        assert hung_up(sock, 10)
+    assert serving(tmec)
 
 
 def test_execute_and_large_arrays(tmec):

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from .. import settings
 from ..protocol import wire
 from ..protocol.handshake import TLS_GREETING, ServerHandshake
+from ..protocol.tls import ServerTLS
 
 log = logging.getLogger("pympec.controller")
 
@@ -44,11 +45,13 @@ class Connection:
     messages both ways."""
 
     def __init__(self, sock: socket.socket, peer: Any, key: bytes,
-                 early: Callable[[wire.Message], bool],
-                 tls: ssl.SSLContext | None = None) -> None:
+                 early: Callable[[wire.Message], bool], tls: ServerTLS | None = None) -> None:
         self.early = early   # which requests to take before their payload has arrived
         self.peer = peer
-        self.auth = ServerHandshake(key, wire.supported_macs())
+        offer, channel = wire.supported_macs(), b""
+        if tls is not None:   # the proofs bind the certificate; TLS's records may carry the tags
+            offer, channel = offer | wire.NO_TAGS, bytes.fromhex(tls.fingerprint)
+        self.auth = ServerHandshake(key, offer, channel=channel)
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
@@ -59,7 +62,8 @@ class Connection:
             sock.send(self.auth.greeting)   # always fits a new socket's buffer
         else:
             sock.send(TLS_GREETING)
-            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sock = tls.context.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
         self.sock = sock
 
     def buffered(self) -> bool:
@@ -94,8 +98,7 @@ class Door:
     """Accepts connections on ``listener`` and sees them through the handshake."""
 
     def __init__(self, listener: socket.socket, selector: selectors.BaseSelector, key: bytes,
-                 early: Callable[[wire.Message], bool],
-                 tls: ssl.SSLContext | None = None) -> None:
+                 early: Callable[[wire.Message], bool], tls: ServerTLS | None = None) -> None:
         self.listener, self.selector, self.key, self.early = listener, selector, key, early
         self.tls = tls   # with --tls: every connection runs TLS first
         self.handshaking: dict[Connection, None] = {}   # oldest first

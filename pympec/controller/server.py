@@ -30,14 +30,13 @@ import os
 import resource
 import selectors
 import socket
-import ssl
 import sys
 import time
 from typing import Any, Callable
 
 from mpi4py import MPI
 
-from ..protocol import buffers, tls, wire
+from ..protocol import buffers, wire
 from ..protocol.backoff import RUNG, Backoff
 from ..cluster.batch.address import facing
 from ..connection import ConnectionInfo, load, resolve
@@ -45,6 +44,7 @@ from ..protocol import commands
 from ..protocol.commands import ENGINES, NONE, BadRequest
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
+from ..protocol.tls import ServerTLS, server_context
 from .door import Connection, Door
 from ..errors import ClusterError, KernelError, ProtocolError
 from .. import settings
@@ -59,7 +59,7 @@ class Controller:
 
     def __init__(self, comm: MPI.Comm, listener: socket.socket, info: ConnectionInfo,
                  connection_file: str, backoff: Backoff,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ServerTLS | None = None) -> None:
         self.comm = comm
         self.listener = listener
         self.info = info
@@ -436,23 +436,23 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = Fals
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
     raise_file_limit()
-    tls_context, fingerprint = (tls.server_context(f"pympec controller {cluster_id}")
-                                if args.tls else (None, None))
+    tls = server_context(f"pympec controller {cluster_id}") if args.tls else None
     listener, address = listen(args.ip, args.port, args.tls)
     info = ConnectionInfo(address=address, port=listener.getsockname()[1],
                           cluster_id=cluster_id, engines=comm.Get_size() - 1, pid=os.getpid(),
                           started=time.time(), sshserver=args.sshserver,
-                          end_time=settings.END_TIME.get(), tls_fingerprint=fingerprint)
+                          end_time=settings.END_TIME.get(),
+                          tls_fingerprint=tls.fingerprint if tls else None)
     path = str(resolve(args.connection_file or args.profile))
     info.write(path)
     log.info("controller of cluster %s listening on %s:%d%s; %d engines; connection file %s",
-             cluster_id, address, info.port, f" with TLS (certificate {fingerprint})"
-             if fingerprint else "", info.engines, path)
+             cluster_id, address, info.port, f" with TLS (certificate {tls.fingerprint})"
+             if tls else "", info.engines, path)
     # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {"idle_max": 0.1}))
-    controller = Controller(comm, listener, info, path, backoff, tls_context)
+    controller = Controller(comm, listener, info, path, backoff, tls)
     try:
         controller.serve()
     except KeyboardInterrupt:

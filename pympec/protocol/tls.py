@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 import tempfile
+from typing import NamedTuple
 
 from ..errors import ClusterError, SecurityError
 from .handshake import GREETING, TLS_GREETING, recv_exactly
@@ -73,11 +74,17 @@ def certificate(name: str) -> tuple[bytes, str]:
     return pem, fingerprint(cert.public_bytes(serialization.Encoding.DER))
 
 
-def server_context(name: str) -> tuple[ssl.SSLContext, str]:
-    """The controller's TLS context, on a new certificate for ``name``; returns it and
-    the certificate's fingerprint.  The private key touches the disk only for the
-    moment ``ssl`` loads it, in a private (0700) temporary directory.  Raises
-    RuntimeError when ``cryptography`` is missing."""
+class ServerTLS(NamedTuple):
+    """The controller's TLS: its context, and its certificate's SHA-256 (hex)."""
+    context: ssl.SSLContext
+    fingerprint: str
+
+
+def server_context(name: str) -> ServerTLS:
+    """The controller's TLS context, on a new certificate for ``name``, and the
+    certificate's fingerprint.  The private key touches the disk only for the moment
+    ``ssl`` loads it, in a private (0700) temporary directory.  Raises RuntimeError when
+    ``cryptography`` is missing."""
     pem, digest = certificate(name)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -88,7 +95,7 @@ def server_context(name: str) -> tuple[ssl.SSLContext, str]:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
         context.load_cert_chain(path)
-    return context, digest
+    return ServerTLS(context, digest)
 
 
 def client_context() -> ssl.SSLContext:

@@ -18,6 +18,10 @@ succeeds.  It gives one key per direction, and every message after that is::
           Poly1305 over the part's bytes under a one-time key
           HMAC-SHA256(direction key, b"poly1305" || seq || part)
 
+    Inside TLS (``--tls``) the two sides may agree on NO_TAGS: no tags of pympec's own,
+    since TLS's records carry theirs over every byte (docs/security.md says why that
+    loses nothing); the layout is the same, with tags of length 0.
+
 The sequence number counts messages per direction and is never sent, so a replayed,
 dropped or reordered message fails the check; the part number binds each segment to
 its place, and part 0 covers the lengths, so a message cannot be cut short or spliced.
@@ -89,6 +93,7 @@ def as_bytes_view(buf: Any) -> memoryview:
 # -- message authentication codes ---------------------------------------------------
 
 HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
+NO_TAGS = 4                      # offered and chosen only inside TLS: its records carry them
 POLY1305_FROM = 64 << 10         # smaller messages use HMAC-SHA256 even when Poly1305 is on
 
 
@@ -123,9 +128,21 @@ class _Poly1305:
         return self._poly.finalize()
 
 
+class _NoTags:
+    """The MAC of NO_TAGS: nothing to compute, and an empty tag."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return b""
+
+
 def message_mac(kind: int, key: bytes, seq: int, part: int) -> Any:
     """The MAC of part ``part`` of message ``seq``: an object with ``update(bytes)`` and
     ``digest()``."""
+    if kind == NO_TAGS:
+        return _NoTags()
     if kind == POLY1305:
         return _Poly1305(key, seq, part)
     return hmac.new(key, LENGTH.pack(seq) + LENGTH.pack(part), hashlib.sha256)
@@ -151,11 +168,11 @@ def segments(lengths: list[int]) -> Iterator[tuple[int, int, int, bool]]:
 def mac_for(kind: int, nbytes: int) -> int:
     """The MAC a message of ``nbytes`` of frames uses: Poly1305 pays off on bulk data,
     while HMAC-SHA256 is cheaper to set up for small messages."""
-    return kind if nbytes >= POLY1305_FROM else HMAC_SHA256
+    return kind if kind == NO_TAGS or nbytes >= POLY1305_FROM else HMAC_SHA256
 
 
 def tag_size(kind: int) -> int:
-    return 16 if kind == POLY1305 else 32
+    return {HMAC_SHA256: 32, POLY1305: 16, NO_TAGS: 0}[kind]
 
 
 # -- messages ----------------------------------------------------------------------
@@ -440,17 +457,20 @@ class MessageWriter:
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
         self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
+        tagged = tag_size(kind) > 0   # (NO_TAGS: no pieces for empty tags)
         pieces = self._pieces
         pieces.append(_Piece(memoryview(lead), mac))
-        pieces.append(_Piece(None, mac))
+        if tagged:
+            pieces.append(_Piece(None, mac))
         part, mac = 0, None
         for frame, start, stop, last in segments(lengths):
             if mac is None:
                 part += 1
                 mac = message_mac(kind, self._key, seq, part)
             pieces.append(_Piece(views[frame][start:stop], mac, fillings[frame], stop))
-            if last:
+            if last and tagged:
                 pieces.append(_Piece(None, mac))
+            if last:
                 mac = None
 
     def _batch(self) -> list[memoryview]:
