@@ -1,10 +1,11 @@
 """TLS for a cluster started with ``--tls``: a self-signed certificate, pinned.
 
-    controller -> client    b"PYMPECTL"          in the clear: "TLS follows" (handshake.TLS_GREETING)
+    controller -> client    b"PYMPECTL"          in the clear: "TLS follows"
     client <-> controller   TLS 1.3 handshake    the client checks that the certificate's
                                                  SHA-256 is the connection file's tls_fingerprint
-    then, inside TLS, pympec's own handshake and signed messages, as without TLS
-                                                 (pympec.protocol.handshake, pympec.protocol.wire)
+    then, inside TLS, pympec's own handshake, its proofs bound to the certificate
+    (pympec.protocol.handshake), and messages without pympec's own tags (wire.NO_TAGS):
+    TLS's records carry theirs (docs/security.md says why that loses nothing)
 
 The controller makes a new key pair and certificate each time it starts
 (:func:`server_context`); the certificate's fingerprint goes in the connection file

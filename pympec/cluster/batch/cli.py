@@ -70,7 +70,7 @@ def register(commands: argparse._SubParsersAction, start_parser: argparse.Argume
                         help="address the controller binds (default: found in the job, facing the submit host)")
     script.add_argument("--port", type=int, default=0, help="controller port (default: any free port)")
     script.add_argument("--tls", action="store_true",
-                        help="encrypt client connections with TLS (needs pympec[fast] on the nodes)")
+                        help="encrypt client connections with TLS (the nodes need pympec[fast])")
     add_job_options(script, scheduler_required=True)
     script.set_defaults(func=jobscript)
 
