@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     meta["load_after"] = list(os.getloadavg())
     meta["seconds"] = time.perf_counter() - started
-    meta["baselines"] = {k: v for k, v in ctx._cache.items() if k in ("tcp", "memcpy", "tcp_rtt")}
+    meta["baselines"] = {k: v for k, v in ctx._cache.items()
+                         if k in ("tcp", "tls", "memcpy", "tcp_rtt")}
     if "mpi_bw" in ctx._cache:
         meta["baselines"]["mpi_bandwidth_seconds"] = ctx._cache["mpi_bw"]
     if "mpi_taskfarm" in ctx._cache:

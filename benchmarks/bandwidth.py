@@ -1,15 +1,18 @@
 """Moving arrays: scatter and gather of 400 MB over 4 engines; push and pull of 100 MB
-to one engine; push of 100 MB to all engines.
+to one engine; push of 100 MB to all engines; push and pull of 100 MB over TLS.
 
 Each transfer is the best of a few tries (noise only slows) and is reported as a rate
 beside its same-run baselines: TCP loopback (the ceiling for bytes that cross the
 client's socket), and raw mpi4py doing the same collective under the same mpiexec.
+The TLS figures come from a second cluster started with ``--tls``, timed in turns with
+the same transfer on the plain one, which is their baseline (so the ratio is what TLS
+costs); the note gives TLS loopback, the ceiling with TLS.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .common import Result, best
+from .common import Result, best, cluster, timed
 from .context import ENGINES, Context
 
 
@@ -52,6 +55,31 @@ def run(ctx: Context) -> list[Result]:
             "<= 1.3x push to one", t_all <= 1.3 * t_one,
             f"{t_all / t_one:.2f}x the time of a push to one; ")
         mec.reset()
+        out += over_tls(ctx, mec, arr, repeat)
+        mec.reset()
     finally:
         mec.close()
     return out
+
+
+def over_tls(ctx: Context, mec, arr: np.ndarray, repeat: int) -> list[Result]:
+    """Push and pull of ``arr`` to one engine of a --tls cluster, each try timed right
+    after the same transfer on the plain cluster of ``mec``: best of ``repeat`` each."""
+    times: dict[str, list[float]] = {}
+    with cluster(ENGINES, tls=True) as started:
+        secure = started.client()
+        try:
+            for _ in range(repeat):
+                for name, client in (("plain", mec), ("tls", secure)):
+                    times.setdefault(f"{name} push", []).extend(
+                        timed(lambda: client.push({"y": arr}, targets=0), 1))
+                    times.setdefault(f"{name} pull", []).extend(
+                        timed(lambda: client.pull("y", targets=0), 1))
+        finally:
+            secure.close()
+    ceiling = ctx.tls_rate()
+    return [Result("bandwidth", f"{verb} {arr.nbytes / 1e6:.0f} MB {where} 1 engine, TLS",
+                   arr.nbytes / min(times[f"tls {verb}"]), "B/s",
+                   arr.nbytes / min(times[f"plain {verb}"]), "plain, in turns", "", None,
+                   f"TLS loopback: {ceiling / 1e9:.2f} GB/s")
+            for verb, where in (("push", "to"), ("pull", "from"))]

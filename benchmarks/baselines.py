@@ -1,7 +1,8 @@
-"""Same-run baselines from Python alone: NumPy memcpy and TCP loopback.
+"""Same-run baselines from Python alone: NumPy memcpy, TCP loopback, TLS loopback.
 
 TCP loopback is the ceiling for any client-controller transfer, since every byte the
-client sends crosses one socket; memcpy is the cost of touching the bytes once.
+client sends crosses one socket; memcpy is the cost of touching the bytes once; TLS
+loopback (TLS 1.3 as ``--tls`` sets it up) is the ceiling with ``--tls``.
 """
 from __future__ import annotations
 
@@ -33,10 +34,24 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def tcp_rate(nbytes: int, repeat: int = 3) -> float:
-    """Bytes per second of one ``sendall`` of ``nbytes`` to a reader thread doing
-    ``recv_into`` a preallocated buffer, over 127.0.0.1 (both release the GIL)."""
+def tls_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of TLS sockets, set up as pympec's --tls sets them up."""
+    from pympec.protocol import tls
+    server, _ = tls.server_context("benchmark")
     a, b = _pair()
+    out: list = []
+    done = threading.Thread(target=lambda: out.append(server.wrap_socket(b, server_side=True)))
+    done.start()
+    a = tls.client_context().wrap_socket(a)
+    done.join()
+    return a, out[0]
+
+
+def tcp_rate(nbytes: int, repeat: int = 3, pair=_pair) -> float:
+    """Bytes per second of one ``sendall`` of ``nbytes`` to a reader thread doing
+    ``recv_into`` a preallocated buffer, over 127.0.0.1 (both release the GIL), on
+    sockets from ``pair`` (TCP; ``tls_pair``: TLS)."""
+    a, b = pair()
     src = memoryview(np.ones(nbytes, np.uint8))
     dst = memoryview(np.ones(nbytes, np.uint8))
 

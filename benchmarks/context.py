@@ -44,6 +44,10 @@ class Context:
     def tcp_rate(self) -> float:
         return self.once("tcp", lambda: baselines.tcp_rate(self.nbytes(400)))
 
+    def tls_rate(self) -> float:
+        return self.once("tls", lambda: baselines.tcp_rate(self.nbytes(100), 3,
+                                                           baselines.tls_pair))
+
     def memcpy_rate(self) -> float:
         return self.once("memcpy", lambda: baselines.memcpy_rate(self.nbytes(400)))
 

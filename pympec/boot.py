@@ -26,6 +26,7 @@ from mpi4py import MPI
 
 from . import settings
 from .paths import log_dir
+from .protocol import tls
 from .protocol.mpiwire import CONTROLLER
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sshserver", default=None,
                         help="ssh server clients should tunnel through (written to the "
                              "connection file)")
+    parser.add_argument("--tls", action="store_true",
+                        help="encrypt client connections with TLS, on a self-signed "
+                             "certificate clients pin (needs pip install pympec[fast])")
     return parser.parse_args(argv)
 
 
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings.check()   # before any MPI call: every rank stops alike on a bad value
     world = MPI.COMM_WORLD
+    if args.tls and not tls.available():   # every rank stops alike, one says why
+        if world.Get_rank() == CONTROLLER:
+            print(f"pympec: {tls.MISSING}", file=sys.stderr, flush=True)
+        sys.exit(2)
     runtime = world.Dup()          # runtime traffic only: never seen by user code
     control = runtime.Dup()        # interrupt orders, to each engine's listener thread
     rank, size = runtime.Get_rank(), runtime.Get_size()

@@ -3,7 +3,11 @@
 Rank 0 writes it when its socket listens; clients read it. It is JSON::
 
     {"address": "127.0.0.1", "port": 40123, "key": "<64 hex digits>",
-     "cluster_id": "...", "engines": 4, "pid": 1234, "started": 1700000000.0}
+     "cluster_id": "...", "engines": 4, "pid": 1234, "started": 1700000000.0,
+     "tls_fingerprint": null}
+
+``tls_fingerprint``, for a controller started with ``--tls``, is the SHA-256 of its
+certificate (64 hex digits): clients connect with TLS and accept that certificate only.
 
 The key is 256 random bits, so the file is written with mode 0600 and appears
 atomically (written to a temporary name, then renamed).
@@ -30,6 +34,7 @@ class ConnectionInfo:
     started: float = 0.0
     sshserver: str | None = None
     end_time: float | None = None
+    tls_fingerprint: str | None = None   # --tls: SHA-256 of the controller's certificate
 
     @property
     def key_bytes(self) -> bytes:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -23,6 +25,7 @@ os.environ["PYMPEC_DIR"] = SESSION_DIR      # before pympec is imported
 
 import pympec  # noqa: E402
 from pympec import client  # noqa: E402
+from pympec.protocol import handshake, wire  # noqa: E402
 
 ENGINES = 4
 
@@ -56,6 +59,50 @@ def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, f"waited {timeout} s for {what}"
     return proc.stdout.readline()
+
+
+def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """True when the peer closes the connection (cleanly, or with a reset; inside TLS,
+    also with a TLS alert) within ``timeout``; what it sent before (a reply to hello)
+    is read and dropped."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if sock.recv(1 << 16) == b"":
+                return True
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except socket.timeout:
+        pass
+    return False
+
+
+def hello_behind_the_answer(sock, key: bytes) -> dict | None:
+    """On a fresh connection to a controller (``sock``, plain or inside TLS, its greeting
+    not read yet), send the handshake's answer and a hello right behind it in one write,
+    as a client may, and check the controller's proof.  Returns the header of the reply
+    to hello, or None if none came within 5 s."""
+    greeting = handshake.recv_exactly(sock, handshake.GREETING_SIZE)
+    client = handshake.client_for(sock, key)
+    answer = client.answer(greeting)
+    c2s, _ = handshake.session_keys(key, greeting[len(handshake.GREETING):-1],
+                                    answer[:handshake.NONCE])
+    writer = wire.MessageWriter(c2s, client.mac)
+    writer.queue({"verb": "hello", "client": os.urandom(8).hex(), "id": "h"})
+    a, b = socket.socketpair()
+    with a, b:
+        assert writer.flush(a)
+        hello = b.recv(1 << 16)
+    sock.sendall(answer + hello)
+    assert client.check(handshake.recv_exactly(sock, handshake.TAG))
+    sock.setblocking(False)
+    reader, deadline = wire.MessageReader(client.s2c, client.mac), time.monotonic() + 5
+    while time.monotonic() < deadline:
+        select.select([sock], [], [], 0.1)
+        for reply in reader.read(sock):
+            return reply.header
+    return None
 
 
 def running_on(mec, engine: int) -> str | None:
@@ -108,4 +155,5 @@ def default_profile(cluster, pympec_dir):
     return pympec_dir
 
 
-__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on"]
+__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on", "hung_up",
+           "hello_behind_the_answer"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -19,23 +18,8 @@ from pympec.protocol import handshake, wire
 from pympec.connection import load
 from pympec.errors import ClusterError, CompositeError, SecurityError
 
-from conftest import ENGINES, first_line, running_on, wait_for
-
-
-def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:
-    """True when the peer closes the connection (cleanly, or with a reset) within
-    ``timeout``; what it sent before (a reply to hello) is read and dropped."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if sock.recv(1 << 16) == b"":
-                return True
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        pass
-    return False
+from conftest import (ENGINES, first_line, hello_behind_the_answer, hung_up, running_on,
+                      wait_for)
 
 
 def serving(mec) -> bool:
@@ -86,22 +70,8 @@ def test_first_message_right_behind_the_answer(cluster, mec):
     behind it, before the controller's proof has come, is the first message."""
     info = load(cluster.connection_file)
     with socket.create_connection((info.address, info.port), timeout=5) as sock:
-        greeting = sock.recv(handshake.GREETING_SIZE, socket.MSG_WAITALL)
-        client = handshake.ClientHandshake(info.key_bytes)
-        answer = client.answer(greeting)
-        c2s, _ = handshake.session_keys(info.key_bytes, greeting[len(handshake.GREETING):-1],
-                                        answer[:handshake.NONCE])
-        hello = ({"verb": "hello", "client": os.urandom(8).hex(), "id": "h"}, [])
-        sock.sendall(answer + wire_bytes(wire.MessageWriter(c2s, client.mac), hello))
-        assert client.check(sock.recv(handshake.TAG, socket.MSG_WAITALL))
-        sock.setblocking(False)
-        reader, replies = wire.MessageReader(client.s2c, client.mac), []
-        deadline = time.monotonic() + 5
-        while not replies and time.monotonic() < deadline:
-            select.select([sock], [], [], 0.1)
-            replies = reader.read(sock)
-        assert replies and replies[0].header["id"] == "h"
-        assert replies[0].header["value"]["cluster_id"] == info.cluster_id
+        reply = hello_behind_the_answer(sock, info.key_bytes)
+    assert reply and reply["id"] == "h" and reply["value"]["cluster_id"] == info.cluster_id
     assert serving(mec)
 
 

@@ -27,7 +27,7 @@ import uuid
 from typing import Any
 
 from .. import connection, settings
-from ..protocol import wire
+from ..protocol import tls, wire
 from ..protocol.handshake import client_handshake
 from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolError,
                       RequestLost, WalltimeWarning)
@@ -105,6 +105,9 @@ class Session:
                 f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
                 f"start one with `pympec cluster start -n 4`") from None
         try:
+            if self.info.tls_fingerprint:
+                sock = tls.wrap_client(sock, self.info.tls_fingerprint, self.timeout,
+                                       f"the controller at {address}:{port}")
             send_key, recv_key, mac = client_handshake(sock, self.info.key_bytes, self.timeout)
         except OSError as e:   # e.g. reset by a controller that is going down
             sock.close()

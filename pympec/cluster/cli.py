@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_where(start)
     start.add_argument("--ip", default=None, help="address the controller binds (default 127.0.0.1)")
     start.add_argument("--port", type=int, default=0, help="controller port (default: any free port)")
+    start.add_argument("--tls", action="store_true", default=None,
+                       help="encrypt client connections with TLS (needs pympec[fast])")
     start.add_argument("--mpiexec", default=None, help="the mpiexec to run (default: found on PATH)")
     start.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the cluster to answer (default 60)")
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_local(args: argparse.Namespace) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
-                            ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
+                            ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout,
+                            tls=bool(args.tls))
     cluster.start()
     return local.hold(cluster, args.daemon)
 

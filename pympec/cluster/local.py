@@ -44,18 +44,20 @@ def launch_record(path: Path) -> Path:
 
 
 class Cluster:
-    """A cluster of ``n`` engines run by mpiexec on this host (n + 1 ranks)."""
+    """A cluster of ``n`` engines run by mpiexec on this host (n + 1 ranks).  With
+    ``tls=True`` its controller encrypts client connections (``--tls``)."""
 
     def __init__(self, n: int = 2, *, profile: str | None = None,
                  connection_file: str | os.PathLike | None = None, ip: str | None = None,
                  port: int = 0, mpiexec: str | None = None, mpiexec_args: Sequence[str] = (),
                  python: str | None = None, timeout: float = 60.0, cwd: str | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, tls: bool = False) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one engine, not n={n}")
         self.n = n
         self.connection_file = connection.resolve(connection_file or profile)
         self.ip, self.port = ip, port
+        self.tls = tls   # the controller encrypts with TLS (--tls), on a pinned certificate
         self.mpiexec = mpiexec or find_mpiexec()
         self.mpiexec_args = list(mpiexec_args)
         self.python = python or sys.executable
@@ -73,6 +75,8 @@ class Cluster:
             cmd += ["--ip", self.ip]
         if self.port:
             cmd += ["--port", str(self.port)]
+        if self.tls:
+            cmd.append("--tls")
         return cmd
 
     def start(self) -> "Cluster":

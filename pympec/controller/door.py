@@ -1,12 +1,15 @@
 """The controller's door: accepting connections and authenticating them.
 
-    listener ──accept()──> Connection, in the handshake (pympec.protocol.handshake)
+    listener ──accept()──> Connection, in the handshake (pympec.protocol.handshake);
+                           with --tls, first b"PYMPECTL" in the clear and the TLS
+                           handshake, non-blocking, then pympec's handshake inside TLS
         at most PYMPEC_MAX_UNAUTHENTICATED at once: past it, the oldest is dropped
         out of file descriptors (EMFILE, ENFILE...): no accepting for ACCEPT_PAUSE s,
         as asyncio does, while the clients already in are served
     Connection ──handshake──> proven: its reader is set, and the server reads its
                               messages from then on (the first must be hello)
-                          └─> failed, or not done within HANDSHAKE_TIMEOUT: closed
+                          └─> failed, or not done within HANDSHAKE_TIMEOUT (TLS's and
+                              pympec's handshakes together): closed
 
 Nothing a connection sends before it proves the key is parsed beyond the handshake.
 Turned-away connections are counted, and logged as one summary line per LOG_EVERY
@@ -19,12 +22,14 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import time
 from typing import Any, Callable
 
 from .. import settings
 from ..protocol import wire
-from ..protocol.handshake import ServerHandshake
+from ..protocol.handshake import TLS_GREETING, ServerHandshake
+from ..protocol.tls import ServerTLS
 
 log = logging.getLogger("pympec.controller")
 
@@ -36,23 +41,44 @@ OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class Connection:
-    """One client socket: first the handshake, then signed messages both ways."""
+    """One client socket: first the handshake (in TLS, with ``tls``), then signed
+    messages both ways."""
 
     def __init__(self, sock: socket.socket, peer: Any, key: bytes,
-                 early: Callable[[wire.Message], bool]) -> None:
-        self.sock = sock
+                 early: Callable[[wire.Message], bool], tls: ServerTLS | None = None) -> None:
         self.early = early   # which requests to take before their payload has arrived
         self.peer = peer
-        self.auth = ServerHandshake(key, wire.supported_macs())
+        offer, channel = wire.supported_macs(), b""
+        if tls is not None:   # the proofs bind the certificate; TLS's records may carry the tags
+            offer, channel = offer | wire.NO_TAGS, bytes.fromhex(tls.fingerprint)
+        self.auth = ServerHandshake(key, offer, channel=channel)
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
         self.client: str | None = None
         sock.setblocking(False)
-        sock.send(self.auth.greeting)   # always fits a new socket's buffer
+        self.tls_handshake = tls is not None   # still to do, before pympec's
+        if tls is None:
+            sock.send(self.auth.greeting)   # always fits a new socket's buffer
+        else:
+            sock.send(TLS_GREETING)
+            sock = tls.context.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
+        self.sock = sock
+
+    def buffered(self) -> bool:
+        """True when TLS holds bytes of this connection that ``select`` cannot see."""
+        return wire.buffered(self.sock)
 
     def handshake(self) -> bool | None:
-        """Read the client's answer; True once authenticated, None if it failed."""
+        """Go on with the handshake: TLS's (with --tls), then read the client's answer.
+        True once authenticated, False while it goes on, None if it failed.  Raises
+        SSLWantReadError or SSLWantWriteError while TLS waits for the socket."""
+        if self.tls_handshake:
+            self.sock.do_handshake()
+            self.sock.send(self.auth.greeting)   # fits: the first bytes inside TLS
+            self.tls_handshake = False
+            return False
         # no more than the answer: what follows it is the first message, for the reader
         data = self.sock.recv(self.auth.wanted)
         if not data:
@@ -72,8 +98,9 @@ class Door:
     """Accepts connections on ``listener`` and sees them through the handshake."""
 
     def __init__(self, listener: socket.socket, selector: selectors.BaseSelector, key: bytes,
-                 early: Callable[[wire.Message], bool]) -> None:
+                 early: Callable[[wire.Message], bool], tls: ServerTLS | None = None) -> None:
         self.listener, self.selector, self.key, self.early = listener, selector, key, early
+        self.tls = tls   # with --tls: every connection runs TLS first
         self.handshaking: dict[Connection, None] = {}   # oldest first
         self.paused_until: float | None = None
         self.turned_away: collections.Counter = collections.Counter()
@@ -93,8 +120,8 @@ class Door:
                 return   # (ECONNABORTED and such: that client gave up)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = Connection(sock, peer, self.key, self.early)
-                self.selector.register(sock, selectors.EVENT_READ, conn)
+                conn = Connection(sock, peer, self.key, self.early, self.tls)
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
             except OSError:
                 sock.close()
                 continue
@@ -110,15 +137,26 @@ class Door:
         self.turned_away[f"accept() paused: {error.strerror}"] += 1
 
     def on_readable(self, conn: Connection) -> None:
-        """The handshake of ``conn`` goes on; once proven, it is admitted."""
+        """The handshake of ``conn`` goes on (the socket is readable, or writable when
+        TLS asked to write); once proven, it is admitted."""
+        events = selectors.EVENT_READ
         try:
             done = conn.handshake()
+        except ssl.SSLWantReadError:
+            done = False
+        except ssl.SSLWantWriteError:
+            done, events = False, selectors.EVENT_READ | selectors.EVENT_WRITE
+        except ssl.SSLError:
+            self.turn_away(conn, "failed TLS handshake")
+            return
         except OSError:
             done = None
         if done:
             del self.handshaking[conn]
         elif done is None:
             self.turn_away(conn, "failed authentication")
+        elif self.selector.get_key(conn.sock).events != events:
+            self.selector.modify(conn.sock, events, conn)
 
     def turn_away(self, conn: Connection, why: str) -> None:
         self.handshaking.pop(conn, None)

@@ -44,6 +44,7 @@ from ..protocol import commands
 from ..protocol.commands import ENGINES, NONE, BadRequest
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
+from ..protocol.tls import ServerTLS, server_context
 from .door import Connection, Door
 from ..errors import ClusterError, KernelError, ProtocolError
 from .. import settings
@@ -58,8 +59,9 @@ class Controller:
 
     def __init__(self, comm: MPI.Comm, control: MPI.Comm, listener: socket.socket,
                  info: ConnectionInfo, connection_file: str, backoff: Backoff,
-                 where: list[tuple[str, int]]) -> None:
-        """``where``: each engine's host and pid, by engine id."""
+                 where: list[tuple[str, int]], tls: ServerTLS | None = None) -> None:
+        """``where``: each engine's host and pid, by engine id; ``tls``: wrap client
+        connections in TLS."""
         self.comm = comm
         self.listener = listener
         self.info = info
@@ -70,7 +72,7 @@ class Controller:
         self.clients: dict[str, Connection] = {}
         self.store = ResultStore()                  # what clients are owed
         self.selector = selectors.DefaultSelector()
-        self.door = Door(listener, self.selector, self.key, self.streamed)
+        self.door = Door(listener, self.selector, self.key, self.streamed, tls)
         # engines ring it when they reply, so select wakes at once (pympec.protocol.doorbell)
         self.doorbell = Doorbell(info.cluster_id, 0)
         if self.doorbell.sock is not None:
@@ -169,6 +171,8 @@ class Controller:
             return   # closed by an earlier event of this pass
         elif target.reader is None:
             self.door.on_readable(target)
+            if target.reader is not None and target.buffered():
+                self.on_readable(target)   # TLS decrypted a request with the answer
         else:
             if mask & selectors.EVENT_READ:
                 self.on_readable(target)
@@ -397,11 +401,11 @@ class Controller:
 
 # -- the program --------------------------------------------------------------------------
 
-def listen(ip: str, port: int) -> tuple[socket.socket, str]:
+def listen(ip: str, port: int, tls: bool = False) -> tuple[socket.socket, str]:
     """A listening socket on ``ip`` (address or host name); returns it and the address
     clients should use.  On a wildcard address it warns (on stderr and in the log) that
     every interface listens, and gives the address facing the submit host, or the
-    outside, never 0.0.0.0 nor a loopback one."""
+    outside, never 0.0.0.0 nor a loopback one.  ``tls``: the traffic is encrypted."""
     family, _, _, _, sockaddr = socket.getaddrinfo(ip, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -411,9 +415,11 @@ def listen(ip: str, port: int) -> tuple[socket.socket, str]:
     address = sock.getsockname()[0]
     if address in ("0.0.0.0", "::"):
         address = facing()
+        traffic = ("encrypted (--tls)" if tls else
+                   "signed but not encrypted (--tls encrypts it)")
         warning = (f"pympec: the controller listens on every interface ({ip}); any host "
                    f"that reaches port {sock.getsockname()[1]} may try the key, and the "
-                   f"traffic is signed but not encrypted. Clients are told {address}")
+                   f"traffic is {traffic}. Clients are told {address}")
         log.warning(warning)
         print(warning, file=sys.stderr, flush=True)
     return sock, address
@@ -436,20 +442,23 @@ def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
     shares this host, so their doorbell rings wake the controller for each reply."""
     raise_file_limit()
-    listener, address = listen(args.ip, args.port)
+    tls = server_context(f"pympec controller {cluster_id}") if args.tls else None
+    listener, address = listen(args.ip, args.port, args.tls)
     info = ConnectionInfo(address=address, port=listener.getsockname()[1],
                           cluster_id=cluster_id, engines=comm.Get_size() - 1, pid=os.getpid(),
                           started=time.time(), sshserver=args.sshserver,
-                          end_time=settings.END_TIME.get())
+                          end_time=settings.END_TIME.get(),
+                          tls_fingerprint=tls.fingerprint if tls else None)
     path = str(resolve(args.connection_file or args.profile))
     info.write(path)
-    log.info("controller of cluster %s listening on %s:%d; %d engines; connection file %s",
-             cluster_id, address, info.port, info.engines, path)
+    log.info("controller of cluster %s listening on %s:%d%s; %d engines; connection file %s",
+             cluster_id, address, info.port, f" with TLS (certificate {tls.fingerprint})"
+             if tls else "", info.engines, path)
     # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {"idle_max": 0.1}))
-    controller = Controller(comm, control, listener, info, path, backoff, where)
+    controller = Controller(comm, control, listener, info, path, backoff, where, tls)
     try:
         controller.serve()
     except KeyboardInterrupt:

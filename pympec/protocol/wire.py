@@ -18,6 +18,10 @@ succeeds.  It gives one key per direction, and every message after that is::
           Poly1305 over the part's bytes under a one-time key
           HMAC-SHA256(direction key, b"poly1305" || seq || part)
 
+    Inside TLS (``--tls``) the two sides may agree on NO_TAGS: no tags of pympec's own,
+    since TLS's records carry theirs over every byte (docs/security.md says why that
+    loses nothing); the layout is the same, with tags of length 0.
+
 The sequence number counts messages per direction and is never sent, so a replayed,
 dropped or reordered message fails the check; the part number binds each segment to
 its place, and part 0 covers the lengths, so a message cannot be cut short or spliced.
@@ -29,6 +33,13 @@ still on the wire (``MessageReader(early=...)``).
 Frames are received straight into one preallocated buffer per message, each at a
 64-byte aligned address, so NumPy arrays built on them are aligned and writable; they
 are sent with ``sendmsg`` (scatter/gather I/O), so nothing is joined in memory.
+
+Both work on TLS sockets too (``--tls``, :mod:`pympec.protocol.tls`).  An SSLSocket has no
+``sendmsg``: the writer sends its large pieces one ``send`` each and joins only small
+ones.  Non-blocking TLS says "would block" with SSLWantReadError/SSLWantWriteError, and
+after SSLWantWriteError the same bytes must be offered again.  TLS decrypts a record at
+a time, and bytes it has decrypted but not handed over are invisible to ``select``, so
+the reader never stops with such bytes in the TLS buffer.
 """
 from __future__ import annotations
 
@@ -38,6 +49,7 @@ import hmac
 import itertools
 import json
 import socket
+import ssl
 import struct
 from typing import Any, Callable, Iterable, Iterator
 
@@ -56,6 +68,14 @@ SEGMENT = 1 << 20         # frame bytes per signed segment (part) of a message
 _BATCH = 4 << 20          # bytes signed ahead of what the socket has taken
 _READ_BUDGET = 8 << 20    # bytes per read() call: one big sender cannot starve others,
                           # and streamed payloads are forwarded as they come
+_JOIN = 64 << 10          # on TLS (no sendmsg), pieces joined into one send up to this size
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def buffered(sock: socket.socket) -> bool:
+    """True when a TLS socket holds bytes it has decrypted but not handed over: they are
+    there to read, and ``select`` cannot see them."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 def aligned(n: int) -> int:
@@ -73,6 +93,7 @@ def as_bytes_view(buf: Any) -> memoryview:
 # -- message authentication codes ---------------------------------------------------
 
 HMAC_SHA256, POLY1305 = 1, 2     # bits of the controller's offer; the client picks one
+NO_TAGS = 4                      # offered and chosen only inside TLS: its records carry them
 POLY1305_FROM = 64 << 10         # smaller messages use HMAC-SHA256 even when Poly1305 is on
 
 
@@ -107,9 +128,21 @@ class _Poly1305:
         return self._poly.finalize()
 
 
+class _NoTags:
+    """The MAC of NO_TAGS: nothing to compute, and an empty tag."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return b""
+
+
 def message_mac(kind: int, key: bytes, seq: int, part: int) -> Any:
     """The MAC of part ``part`` of message ``seq``: an object with ``update(bytes)`` and
     ``digest()``."""
+    if kind == NO_TAGS:
+        return _NoTags()
     if kind == POLY1305:
         return _Poly1305(key, seq, part)
     return hmac.new(key, LENGTH.pack(seq) + LENGTH.pack(part), hashlib.sha256)
@@ -135,11 +168,11 @@ def segments(lengths: list[int]) -> Iterator[tuple[int, int, int, bool]]:
 def mac_for(kind: int, nbytes: int) -> int:
     """The MAC a message of ``nbytes`` of frames uses: Poly1305 pays off on bulk data,
     while HMAC-SHA256 is cheaper to set up for small messages."""
-    return kind if nbytes >= POLY1305_FROM else HMAC_SHA256
+    return kind if kind == NO_TAGS or nbytes >= POLY1305_FROM else HMAC_SHA256
 
 
 def tag_size(kind: int) -> int:
-    return 16 if kind == POLY1305 else 32
+    return {HMAC_SHA256: 32, POLY1305: 16, NO_TAGS: 0}[kind]
 
 
 # -- messages ----------------------------------------------------------------------
@@ -213,9 +246,8 @@ class MessageReader:
         """
         messages: list[Message] = []
         budget = _READ_BUDGET
-        while budget > 0:
-            while self._staged and self._target is not None:
-                self._take_staged(messages)
+        while budget > 0 or buffered(sock):
+            self._take_staged(messages)
             need = len(self._target) - self._pos
             try:
                 if need >= _STAGE:
@@ -225,7 +257,7 @@ class MessageReader:
                 else:
                     n = sock.recv_into(self._stage)
                     self._staged = memoryview(self._stage)[:n]
-            except (BlockingIOError, InterruptedError):
+            except WOULD_BLOCK:
                 break
             except (ConnectionError, OSError) as e:
                 if messages:   # hand over what arrived whole; the next read raises
@@ -236,13 +268,16 @@ class MessageReader:
                     break
                 raise ClusterError("connection closed by peer")
             budget -= n
+        self._take_staged(messages)   # (the budget may end right after a staged read)
         return messages
 
     def _take_staged(self, messages: list[Message]) -> None:
-        n = min(len(self._staged), len(self._target) - self._pos)
-        self._target[self._pos:self._pos + n] = self._staged[:n]
-        self._staged = self._staged[n:]
-        self._advance(n, messages)
+        """Move the bytes staged by a small read into their messages."""
+        while self._staged:
+            n = min(len(self._staged), len(self._target) - self._pos)
+            self._target[self._pos:self._pos + n] = self._staged[:n]
+            self._staged = self._staged[n:]
+            self._advance(n, messages)
 
     def _advance(self, n: int, messages: list[Message]) -> None:
         if self._signed:
@@ -395,6 +430,7 @@ class MessageWriter:
         self._kind = mac
         self._seq = 0
         self._pieces: collections.deque[_Piece] = collections.deque()
+        self._offered: bytes | memoryview | None = None   # TLS: to send again, as it was
         self.sent = 0   # bytes written so far: progress, for whoever watches the peer
 
     @property
@@ -421,17 +457,20 @@ class MessageWriter:
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
         self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
+        tagged = tag_size(kind) > 0   # (NO_TAGS: no pieces for empty tags)
         pieces = self._pieces
         pieces.append(_Piece(memoryview(lead), mac))
-        pieces.append(_Piece(None, mac))
+        if tagged:
+            pieces.append(_Piece(None, mac))
         part, mac = 0, None
         for frame, start, stop, last in segments(lengths):
             if mac is None:
                 part += 1
                 mac = message_mac(kind, self._key, seq, part)
             pieces.append(_Piece(views[frame][start:stop], mac, fillings[frame], stop))
-            if last:
+            if last and tagged:
                 pieces.append(_Piece(None, mac))
+            if last:
                 mac = None
 
     def _batch(self) -> list[memoryview]:
@@ -460,13 +499,14 @@ class MessageWriter:
         Raises ClusterError when the peer has gone.
         """
         pieces = self._pieces
+        tls = isinstance(sock, ssl.SSLSocket)
         while pieces:
             batch = self._batch()
             if not batch:   # stalled: the next bytes have not landed
                 return False
             try:
-                sent = sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
+                sent = self._send_tls(sock, batch) if tls else sock.sendmsg(batch)
+            except WOULD_BLOCK:
                 return False
             except OSError as e:
                 raise ClusterError(f"connection lost: {e}") from None
@@ -480,3 +520,19 @@ class MessageWriter:
                     head.view = head.view[sent:]
                     sent = 0
         return True
+
+    def _send_tls(self, sock: ssl.SSLSocket, batch: list[memoryview]) -> int:
+        """Send the head of ``batch`` on a TLS socket, which has no ``sendmsg``: small
+        pieces joined (up to _JOIN bytes), or one large piece alone.  Returns the bytes
+        sent; raises SSLWantWriteError (and such) when the socket is full, and then
+        offers the very same bytes the next time, as OpenSSL requires."""
+        if self._offered is None:
+            count, size = 0, 0
+            for view in batch:
+                if count and size + len(view) > _JOIN:
+                    break
+                count, size = count + 1, size + len(view)
+            self._offered = batch[0] if count == 1 else b"".join(batch[:count])
+        sent = sock.send(self._offered)
+        self._offered = None
+        return sent

@@ -69,6 +69,8 @@ def register(commands: argparse._SubParsersAction, start_parser: argparse.Argume
     script.add_argument("--ip", default=None,
                         help="address the controller binds (default: found in the job, facing the submit host)")
     script.add_argument("--port", type=int, default=0, help="controller port (default: any free port)")
+    script.add_argument("--tls", action="store_true",
+                        help="encrypt client connections with TLS (the nodes need pympec[fast])")
     add_job_options(script, scheduler_required=True)
     script.set_defaults(func=jobscript)
 
@@ -110,7 +112,8 @@ def spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, float]:
     values = {k: v for k, v in values.items() if k in SPEC_FIELDS}
     spec = JobSpec(scheduler=args.scheduler, engines=args.n,
                    connection_file=str(connection.resolve(where_of(args))),
-                   port=getattr(args, "port", 0) or 0, **values)
+                   port=getattr(args, "port", 0) or 0, tls=bool(getattr(args, "tls", False)),
+                   **values)
     return spec, queue_timeout
 
 

@@ -75,7 +75,7 @@ def start(args: argparse.Namespace) -> int:
     extra = hostfile_args(hosts, mpiexec, args.profile or "default") + (args.mpiexec_args or [])
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip or hosts[0][0], port=args.port, mpiexec=mpiexec,
-                            timeout=args.timeout, mpiexec_args=extra)
+                            timeout=args.timeout, mpiexec_args=extra, tls=bool(args.tls))
     cluster.start()
     return local.hold(cluster, args.daemon, f" on {', '.join(h for h, _ in hosts)}")
 

@@ -124,6 +124,7 @@ class JobSpec:
     ip: str = ""                # default: the node's address facing the submit host, found in the job
     port: int = 0
     sshserver: str = ""         # written to the connection file: clients tunnel through it
+    tls: bool = False           # the controller encrypts client connections (--tls)
     connection_file: str = ""   # default: the default profile's connection file
     directives: list[str] = field(default_factory=list)
     pbs_style: str = "pro"
@@ -231,6 +232,8 @@ def engine_args(spec: JobSpec) -> str:
     args = [f"--port {spec.port}"] if spec.port else []
     if spec.sshserver:
         args.append(f"--sshserver {checked('sshserver', spec.sshserver)}")
+    if spec.tls:
+        args.append("--tls")
     return " ".join(args)
 
 
