@@ -30,6 +30,7 @@ import logging
 import os
 import selectors
 import socket
+import sys
 import time
 from typing import Any, Callable
 
@@ -454,6 +455,8 @@ def run_controller(comm: MPI.Comm, args: Any, cluster_id: str, rung: bool = Fals
     info.write(path)
     log.info("controller of cluster %s listening on %s:%d; %d engines; connection file %s",
              cluster_id, address, info.port, info.engines, path)
+    print(f"pympec: cluster {cluster_id} at {address}:{info.port} with {info.engines} engines; "
+          f"connection file {path}", file=sys.stderr, flush=True)   # for hand-started clusters
     # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.
