@@ -12,8 +12,10 @@ import os
 import select
 import warnings
 import socket
+import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 from .. import connection, settings
@@ -23,6 +25,9 @@ from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolErro
                       WalltimeWarning)
 
 ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
+# A connection lost this close to the job's end time (or after) was the scheduler's kill: the
+# job script takes its end time a moment after the job really started.
+WALLTIME_SLACK = 60.0
 
 
 class Session:
@@ -41,7 +46,8 @@ class Session:
         self.pending_acks: list[str] = []     # results received, to acknowledge
         self.tunnel = None
         self.sock: socket.socket | None = None
-        self.warned = False
+        self.warned: set[float] = set()   # the walltime warnings given (their lead times)
+        self.walltime_timer: threading.Timer | None = None
         self.welcome = self.connect()
 
     # -- connecting ------------------------------------------------------------------
@@ -63,8 +69,9 @@ class Session:
         except OSError as e:
             raise ClusterError(
                 f"cannot reach the controller at {address}:{port} named in {self.path}: "
-                f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
-                f"start one with `pympec cluster start -n 4`") from None
+                f"{e.strerror or e}. " + (self.walltime_ended() or
+                "The cluster is not running (a stale connection file?); start one with "
+                "`pympec cluster start -n 4`")) from None
         try:
             send_key, recv_key, mac = client_handshake(sock, self.info.key_bytes, self.timeout)
         except OSError as e:   # e.g. reset by a controller that is going down
@@ -86,6 +93,8 @@ class Session:
         return self.call("hello", client=self.client_id)
 
     def close(self) -> None:
+        if self.walltime_timer is not None:
+            self.walltime_timer.cancel()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -97,8 +106,9 @@ class Session:
         self.close()
         return ClusterError(
             f"lost the connection to the controller at {self.info.address}:{self.info.port} "
-            f"(cluster {self.info.cluster_id}): {error}. The cluster has stopped or an "
-            f"engine died; its logs are in {connection.paths.log_dir()}")
+            f"(cluster {self.info.cluster_id}): {error}. " + (self.walltime_ended() or
+            f"The cluster has stopped or an engine died; its logs are in "
+            f"{connection.paths.log_dir()}"))
 
     # -- requests and replies ------------------------------------------------------------
 
@@ -120,16 +130,35 @@ class Session:
         return header["id"]
 
     def warn_walltime(self) -> None:
-        """Warn once when the cluster's batch job is about to reach its walltime."""
+        """Warn when the cluster's batch job comes within one of the lead times of
+        ``PYMPEC_WALLTIME_WARNING`` (600 and 120 s by default) of its walltime, once per
+        lead time, and arm a timer for the next, so that the warning comes on time even
+        while no request is sent. Never blocks."""
         end = self.info.end_time
-        if end is None or self.warned:
+        if end is None:
             return
         left = end - time.time()
-        if left < settings.WALLTIME_WARNING.get():
-            self.warned = True
+        leads = [lead for lead in settings.WALLTIME_WARNING.get() if lead not in self.warned]
+        if any(left < lead for lead in leads):
+            self.warned.update(lead for lead in leads if left < lead)
             warnings.warn(f"the cluster's batch job reaches its walltime in {max(left, 0):.0f} s "
                           f"and will be killed then: pull the results you need now",
                           WalltimeWarning, stacklevel=4)
+        later = [lead for lead in leads if left >= lead]
+        if later and self.walltime_timer is None:
+            self.walltime_timer = threading.Timer(left - max(later), _warn_later,
+                                                  (weakref.ref(self),))
+            self.walltime_timer.daemon = True   # never keeps the program alive
+            self.walltime_timer.start()
+
+    def walltime_ended(self) -> str:
+        """For an error on a lost connection: a sentence saying the batch job's walltime
+        ended, when it is (nearly) past the job's end time; else ''."""
+        end = self.info.end_time
+        if end is None or time.time() < end - WALLTIME_SLACK:
+            return ""
+        return (f"The cluster's batch job reached its walltime at "
+                f"{time.strftime('%H:%M:%S', time.localtime(end))} and the scheduler ended it")
 
     def receive(self) -> bool:
         """Read whatever has arrived; True if any reply came."""
@@ -203,6 +232,14 @@ class Session:
         if message is None:
             raise ClusterError(f"the controller did not answer {verb!r} in time")
         return message.header.get("value")
+
+
+def _warn_later(session_ref: "weakref.ref[Session]") -> None:
+    """The walltime timer: warn for a session still open (and arm the next timer)."""
+    session = session_ref()
+    if session is not None and session.sock is not None:
+        session.walltime_timer = None
+        session.warn_walltime()
 
 
 def keepalive(sock: socket.socket) -> None:
