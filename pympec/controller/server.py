@@ -454,6 +454,9 @@ def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str
     log.info("controller of cluster %s listening on %s:%d%s; %d engines; connection file %s",
              cluster_id, address, info.port, f" with TLS (certificate {tls.fingerprint})"
              if tls else "", info.engines, path)
+    print(f"pympec: cluster {cluster_id} at {address}:{info.port} with {info.engines} engines"
+          f"{' (TLS)' if tls else ''}; connection file {path}", file=sys.stderr,
+          flush=True)   # the banner, for hand-started clusters
     # Idle, the controller can sleep long: sockets and local engines' doorbells wake it
     # at once.  While an engine runs something, its sleeps stay under backoff.max, which
     # is short unless every engine can ring.

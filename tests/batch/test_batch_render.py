@@ -5,6 +5,7 @@ them, so the checks are on what PBS, SGE and Slurm would see rather than on text
 """
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -204,3 +205,108 @@ def test_address_never_wildcard():
     out = subprocess.run([sys.executable, "-m", "pympec.cluster.batch.address", "127.0.0.1"],
                          capture_output=True, text=True, timeout=30).stdout.strip()
     assert out == "127.0.0.1"
+
+
+# -- MPICH or Open MPI, srun, the prologue, output names ---------------------------------------
+
+def launch_line(script: str) -> str:
+    return next(l for l in script.splitlines() if l.startswith("exec ") and "pympec.engine" in l)
+
+
+def test_mpich_lines(pympec_dir):
+    script = render(JobSpec("slurm", 2, mpi="mpich", mpiexec="/opt/mpich/bin/mpiexec"))
+    assert launch_line(script).startswith("exec /opt/mpich/bin/mpiexec -genvall ")
+    assert "OMPI_" not in script and "PYMPEC_EXPORTS" not in script
+
+
+@pytest.mark.parametrize("scheduler", templates.SCHEDULERS)
+def test_openmpi_lines(pympec_dir, scheduler):
+    script = render(JobSpec(scheduler, 2, mpi="openmpi", mpiexec="/opt/ompi/bin/mpirun"))
+    line = launch_line(script)
+    assert line.startswith("exec /opt/ompi/bin/mpirun $PYMPEC_EXPORTS $PYMPEC_OVERSUBSCRIBE")
+    assert "-genvall" not in script
+    assert ('if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 '
+            'OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi') in script
+    assert ("--hostfile $PYMPEC_HOSTFILE" in line) == (scheduler == "sge")
+
+
+def test_openmpi_lines_run_in_bash(pympec_dir, tmp_path):
+    """The Open MPI set-up lines, run by bash as the job would: -x for the variables set (and
+    only those), --oversubscribe past the cores, SGE's slots as a host file."""
+    script = render(JobSpec("sge", 40, mpi="openmpi", mpiexec="/opt/ompi/bin/mpirun"))
+    lines = script.splitlines()
+    setup = "\n".join(lines[lines.index(next(l for l in lines if l.startswith("# Open MPI"))):
+                            lines.index(launch_line(script))])
+    pe_hostfile = tmp_path / "pe_hostfile"
+    pe_hostfile.write_text("node1 24 all.q@node1 UNDEFINED\nnode2 17 all.q@node2 UNDEFINED\n")
+    env = {"PATH": os.environ["PATH"], "PYMPEC_DIR": "/x", "PYMPEC_END_TIME": "1",
+           "PE_HOSTFILE": str(pe_hostfile), "JOB_ID": "77", "TMPDIR": str(tmp_path)}
+    out = subprocess.run(["bash", "-c", setup + '\necho "$PYMPEC_EXPORTS|$PYMPEC_OVERSUBSCRIBE"'],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    exports, over = out.stdout.splitlines()[-1].split("|")
+    words = exports.split()
+    assert set(words[::2]) == {"-x"}
+    assert sorted(words[1::2]) == ["PATH", "PYMPEC_DIR", "PYMPEC_END_TIME"]
+    assert over == "--oversubscribe"                 # 41 ranks on this machine's cores
+    assert (tmp_path / "pympec-hosts.77").read_text() == "node1 slots=24\nnode2 slots=17\n"
+
+
+def test_srun_lines(pympec_dir):
+    script = render(JobSpec("slurm", 3, mpi="mpich", launcher="srun", pmi="pmi2"))
+    assert launch_line(script).startswith("exec srun --mpi=pmi2 ")
+    assert "-n 4 " in launch_line(script)
+    script = render(JobSpec("slurm", 3, mpi="openmpi", launcher="srun", pmi="pmix"))
+    assert launch_line(script).startswith("exec srun --mpi=pmix ") and "OMPI_" not in script
+    with pytest.raises(TemplateError, match="srun is Slurm's"):
+        JobSpec("pbs", 3, launcher="srun")
+
+
+def test_mpi_of_an_mpiexec_not_here(pympec_dir):
+    """An mpiexec that exists only on the compute nodes: rendered for MPICH, with a comment
+    saying so and how to say Open MPI."""
+    script = render(JobSpec("slurm", 2, mpiexec="/compute/only/mpiexec"))
+    assert "# pympec: rendered for MPICH's hydra, as /compute/only/mpiexec is not a working " \
+           "mpiexec" in script and "--mpi openmpi" in script
+    assert launch_line(script).startswith("exec /compute/only/mpiexec -genvall ")
+
+
+@pytest.mark.parametrize("scheduler", templates.SCHEDULERS)
+def test_prologue_goes_before_the_launch(pympec_dir, scheduler):
+    prologue = ["module load gcc/12", "source /shared/venv/bin/activate", "export OMP_NUM_THREADS=1"]
+    script = render(JobSpec(scheduler, 2, prologue=prologue))
+    lines = script.splitlines()
+    at = lines.index("# Site prologue (--prologue, or prologue in config.toml):")
+    assert lines[at + 1:at + 4] == prologue
+    assert lines.index(launch_line(script)) > at + 3
+    assert lines.index(next(l for l in lines if l.startswith("PYMPEC_IP="))) > at + 3
+    assert "Site prologue" not in render(JobSpec(scheduler, 2))
+
+
+def test_prologue_from_config_and_command_line(pympec_dir, monkeypatch):
+    monkeypatch.setenv("PYMPEC_BATCH__PROLOGUE", '["module load a", "module load b"]')
+    assert config.load_defaults("sge")["prologue"] == ["module load a", "module load b"]
+    monkeypatch.setenv("PYMPEC_SGE__PROLOGUE", "module load c\nexport X=1\n")
+    assert config.load_defaults("sge")["prologue"] == ["module load c", "export X=1"]
+    out = subprocess.run([sys.executable, "-m", "pympec.cluster.cli", "jobscript", "--scheduler",
+                          "sge", "--prologue", "module load d"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "\nmodule load d\n" in out.stdout and "module load c" not in out.stdout
+
+
+@pytest.mark.parametrize("scheduler,directive", [
+    ("slurm", "#SBATCH --output={}/batch-x.%j.out"), ("sge", "#$ -o {}/batch-x.$JOB_ID.out")])
+def test_output_named_with_the_job_id(pympec_dir, scheduler, directive):
+    spec = JobSpec(scheduler, 2, job_name="x")
+    assert directive.format(pympec_dir / "log") in render(spec).splitlines()
+    assert spec.output_of("4242") == str(pympec_dir / "log" / "batch-x.4242.out")
+
+
+def test_pbs_output_named_with_the_job_id(pympec_dir):
+    """PBS has no job-id pattern in -o: the script sends its output to the file itself."""
+    spec = JobSpec("pbs", 2, job_name="x")
+    script = render(spec)
+    assert "#PBS -o /dev/null" in script
+    assert f"exec >> {pympec_dir / 'log'}/batch-x.${{PYMPEC_JOB%%.*}}.out 2>&1" in script
+    assert spec.output_of("4242.pbs-server") == str(pympec_dir / "log" / "batch-x.4242.out")

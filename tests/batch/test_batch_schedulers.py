@@ -85,6 +85,13 @@ def test_start_use_stop(batch_env, scheduler):
     assert not conn.exists() and not conn.with_name("cluster-default.job.json").exists()
     # Nothing recorded any more: a second stop is the local one, which finds no cluster.
     assert batch_env.cli("cluster", "stop").returncode == 1
+    # The job's output and script are named with its id, and kept.
+    job_id = record["job_id"]
+    assert record["output"] == str(batch_env.dir / "log" / f"batch-{name}.{job_id}.out")
+    assert record["script"] == str(batch_env.dir / "log" / f"batch-{name}.{job_id}.{scheduler}.sh")
+    wait_for(lambda: os.path.exists(record["output"]), f"the job's output {record['output']}")
+    assert f"job {job_id} on" in open(record["output"]).read()
+    assert os.path.exists(record["script"])
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
@@ -92,7 +99,10 @@ def test_bad_python_is_reported_with_output(batch_env, scheduler):
     proc = batch_env.cli(*start_args(batch_env, scheduler, "--python", "/nonexistent/bin/python"))
     assert proc.returncode == 1, proc.stderr
     assert f"{scheduler} job" in proc.stderr and "before the cluster answered" in proc.stderr
-    assert "--- last lines of" in proc.stderr and "/nonexistent/bin/python" in proc.stderr.split("---")[-1]
+    assert "--- last lines of" in proc.stderr
+    assert "/nonexistent/bin/python" in proc.stderr.split("--- last lines of")[-1], proc.stderr
+    # the scheduler's final word (SGE's from qacct, which the CLI waits for)
+    assert "FAILED" in proc.stderr and "exit code" in proc.stderr, proc.stderr
     wait_gone(scheduler, batch_env.names[-1][1], 10)
 
 
@@ -144,7 +154,7 @@ def test_second_start_on_same_profile_refused(batch_env, scheduler):
     first = batch_env.cli(*start_args(batch_env, scheduler, "--daemon"))
     assert first.returncode == 0, first.stderr
     second = batch_env.cli(*start_args(batch_env, scheduler, "--daemon"))
-    assert second.returncode == 1 and "already runs a cluster" in second.stderr
+    assert second.returncode == 2 and "already runs a cluster" in second.stderr   # a user error
     assert batch_env.cli("cluster", "stop").returncode == 0
     wait_gone(scheduler, batch_env.names[0][1], 10)
 
@@ -154,6 +164,11 @@ def test_walltime_warning(batch_env, scheduler):
     """A 1-minute job: the connection file carries its end, and the client warns of it."""
     proc = batch_env.cli(*start_args(batch_env, scheduler, "--daemon", "--walltime", "1m"))
     assert proc.returncode == 0, proc.stderr
+    # `cluster start` says it as one plain line, not as a Python warning with its source line
+    warned = [line for line in proc.stderr.splitlines() if "reaches its walltime" in line]
+    assert len(warned) == 1 and warned[0].startswith("pympec: warning: the cluster's batch job "
+                                                     "reaches its walltime in "), proc.stderr
+    assert "WalltimeWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
     conn = connection.resolve(None)
     assert 30 < connection.load(conn).end_time - time.time() <= 60
     from pympec import client
@@ -172,13 +187,16 @@ def test_pbs_template_runs_pbs_via_slurm(batch_env):
                    mpiexec=MPIEXEC, connection_file=str(batch_env.dir / "security" / "pbs.json"))
     job = BatchJob(spec, scheduler=schedulers.Slurm())
     job_id = job.submit()
-    assert "#SBATCH" not in open(job.script_path()).read()
+    assert "#SBATCH" not in open(job.record.script).read()
     job.wait_until_up(timeout=60, queue_timeout=60)
     fields = schedulers.key_values(schedulers.run(["scontrol", "show", "job", "-o", job_id]).stdout)
     assert fields["JobName"] == name                   # #PBS -N
     assert fields["NumTasks"] == "3"                   # #PBS -l select=1:ncpus=3:mpiprocs=3
     assert fields["TimeLimit"] == "00:07:00"           # #PBS -l walltime=
-    assert fields["StdOut"] == spec.output             # #PBS -o
+    output = spec.output_of(job_id)                    # the script's own, named with the job id
+    assert output == job.record.output and output.endswith(f".{job_id}.out")
+    wait_for(lambda: os.path.exists(output) and "PBS job" in open(output).read(),
+             f"the job's output in {output}")
     roundtrip(spec.connection_file)
     assert not job.cancel().active
     wait_gone("slurm", name, 10)

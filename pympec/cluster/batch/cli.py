@@ -18,7 +18,9 @@ from ... import connection
 from . import config, hosts
 from .launch import BatchJob, JobFailed, JobRecord, controller_answers
 from .schedulers import SchedulerError
+from .mpilines import LAUNCHERS
 from .templates import PBS_STYLES, SCHEDULERS, JobSpec, TemplateError
+from ..mpi import KINDS
 from ...client.tunnel import close_tunnel, open_tunnel
 
 DEFAULT_QUEUE_TIMEOUT = 600.0
@@ -39,11 +41,21 @@ def add_job_options(parser: argparse.ArgumentParser, scheduler_required: bool) -
     group.add_argument("--ppn", type=int, help="MPI ranks per node")
     group.add_argument("--pe", help="SGE parallel environment (default mpi)")
     group.add_argument("--job-name", help="job name (default pympec, or pympec-<profile>)")
-    group.add_argument("--output", help="job output file, on a shared filesystem "
-                                        "(default ~/.pympec/log/batch-<job name>.out)")
+    group.add_argument("--output", help="job output file, on a shared filesystem; %%j is the job id "
+                                        "(default ~/.pympec/log/batch-<job name>.%%j.out)")
     group.add_argument("--workdir", help="the job's working directory (default: the current one)")
     group.add_argument("--python", help="python on the compute nodes (default: this one)")
-    group.add_argument("--mpiexec-args", type=shlex.split, help="extra mpiexec arguments, as one string")
+    group.add_argument("--mpiexec-args", type=shlex.split,
+                       help="extra mpiexec arguments, as one string: --mpiexec-args='--bind-to none'")
+    group.add_argument("--mpi", choices=KINDS,
+                       help="the MPI of --mpiexec, for job scripts (default: what its --version says)")
+    group.add_argument("--launcher", choices=LAUNCHERS,
+                       help="what starts the ranks in the job: mpiexec (default) or srun (Slurm)")
+    group.add_argument("--pmi", help="srun's --mpi= for --launcher srun (default: pmi2 for MPICH, "
+                                     "pmix for Open MPI, as `srun --mpi=list` offers)")
+    group.add_argument("--prologue", action="append",
+                       help="a shell line the job runs before the MPI launch: module load, source "
+                            "venv/bin/activate, export (repeatable)")
     group.add_argument("--directive", dest="directives", action="append",
                        help="extra directive, e.g. --directive=--mem=4G (repeatable)")
     group.add_argument("--sshserver", help="user@login host that clients tunnel through "
@@ -114,6 +126,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, float]:
                    connection_file=str(connection.resolve(where_of(args))),
                    port=getattr(args, "port", 0) or 0, tls=bool(getattr(args, "tls", False)),
                    **values)
+    spec.walltime_seconds   # a bad walltime is an error now, not at submission
     return spec, queue_timeout
 
 
@@ -169,25 +182,28 @@ def start(args: argparse.Namespace) -> int:
     job = BatchJob(spec)
     reason = job.scheduler.unavailable()
     if reason:
-        return fail(f"cannot submit: {reason}")
+        return fail(f"cannot submit: {reason}", 2)
     previous = JobRecord.load(spec.connection_file)
     if previous is not None and BatchJob.from_record(previous).status().active:
         return fail(f"{previous.scheduler} job {previous.job_id} already runs a cluster at "
-                    f"{spec.connection_file}; stop it first (`pympec cluster stop`) or use --profile")
+                    f"{spec.connection_file}; stop it first (`pympec cluster stop`) or use --profile", 2)
     if previous is None and Path(spec.connection_file).exists() and controller_answers(spec.connection_file, 5):
-        return fail(f"a cluster already answers at {spec.connection_file}; stop it first or use --profile")
+        return fail(f"a cluster already answers at {spec.connection_file}; stop it first or use --profile", 2)
 
     progress = Progress()
     try:
         job_id = job.submit()
         print(f"pympec: submitted {spec.scheduler} job {job_id} ({spec.engines} engines + controller); "
-              f"script {job.script_path()}, output {spec.output}", file=sys.stderr)
+              f"script {job.record.script}, output {job.output}", file=sys.stderr)
         job.wait_until_up(timeout=args.timeout, queue_timeout=queue_timeout, progress=progress)
         progress.done()
     except KeyboardInterrupt:
         progress.done()
         return cancel_on_interrupt(job)
-    except (TemplateError, SchedulerError) as e:
+    except TemplateError as e:
+        progress.done()
+        return fail(str(e), 2)
+    except SchedulerError as e:
         progress.done()
         return fail(str(e))
     except JobFailed as e:
@@ -209,7 +225,7 @@ def start(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return cancel_on_interrupt(job)
     job.forget()
-    print(f"pympec: job {job_id} ended ({status.describe()})\n--- last lines of {spec.output} ---\n"
+    print(f"pympec: job {job_id} ended ({status.describe()})\n--- last lines of {job.output} ---\n"
           f"{job.output_tail()}", file=sys.stderr)
     return 0 if status.phase == "finished" else 1
 
@@ -226,7 +242,7 @@ def report_cancel(job: BatchJob) -> bool:
     """Cancel ``job`` and say how that went; True when it has left the queue."""
     try:
         before = job.status()
-        if not before.active and before.phase != "failed":
+        if before.left:
             job.forget()
             print(f"pympec: {job.spec.scheduler} job {job.job_id} had already ended "
                   f"({before.describe()})", file=sys.stderr)
@@ -257,6 +273,22 @@ def stop(args: argparse.Namespace) -> bool:
     return True
 
 
+def status(args: argparse.Namespace) -> bool:
+    """``pympec cluster status`` of a batch cluster whose job has ended: print the scheduler's
+    final word on it (state, reason, exit code) and return True (the command exits 1). False
+    when no job is recorded for this profile, or it still runs: then the controller answers."""
+    record = JobRecord.load(connection.resolve(where_of(args)))
+    if record is None:
+        return False
+    job = BatchJob.from_record(record)
+    state = job.status()
+    if state.active:
+        return False
+    print(f"pympec: {record.scheduler} job {record.job_id} has ended: {state.describe()}; its "
+          f"output is {record.output}", file=sys.stderr)
+    return True
+
+
 def tunnel(args: argparse.Namespace) -> int:
     """``pympec tunnel``: forward the cluster's port through ssh and write a connection file for the
     local end; runs until Ctrl-C or until ssh exits."""
@@ -264,7 +296,7 @@ def tunnel(args: argparse.Namespace) -> int:
     try:
         info = connection.load(source)
     except (FileNotFoundError, ValueError) as e:
-        return fail(str(e))
+        return fail(str(e), 2)
     server = args.sshserver or info.sshserver
     if not server:
         return fail("say which host to ssh to: `pympec tunnel user@login` (or set sshserver in the "

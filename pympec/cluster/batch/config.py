@@ -19,7 +19,8 @@ For example::
     ppn = 16
 
 ``PYMPEC_SLURM__QUEUE=debug`` does the same as the ``[slurm]`` line. List keys (``directives``,
-``mpiexec_args``) take a JSON list in the environment, or a single item otherwise.
+``mpiexec_args``, ``prologue``) take a JSON list in the environment, or a single item otherwise
+(``mpiexec_args`` a shell-quoted string, ``prologue`` lines separated by newlines).
 """
 from __future__ import annotations
 
@@ -30,18 +31,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ... import paths
+from ...errors import UserError
 
 # Every key a site may set, with its type. The command-line options of the same names override them.
 FIELDS: dict[str, type] = {
     "job_name": str, "queue": str, "account": str, "walltime": str, "nodes": int, "ppn": int,
     "pe": str, "output": str, "workdir": str, "python": str, "mpiexec": str, "mpiexec_args": list,
     "ip": str, "sshserver": str, "template": str, "directives": list, "pbs_style": str,
-    "queue_timeout": float,
+    "queue_timeout": float, "mpi": str, "launcher": str, "pmi": str, "prologue": list,
 }
 SECTIONS = ("batch", "slurm", "sge", "pbs")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or environment variable that cannot be used; the message names it."""
 
 
@@ -86,6 +88,8 @@ def coerce(key: str, value: Any, source: str) -> Any:
                     value = json.loads(text)
                 elif key == "mpiexec_args":
                     value = shlex.split(text)
+                elif key == "prologue":   # one line, or several separated by newlines
+                    value = [line for line in text.splitlines() if line.strip()]
                 else:
                     value = [text] if text else []
             if not isinstance(value, list):

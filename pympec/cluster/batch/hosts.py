@@ -9,11 +9,12 @@ on the first host and binds that host's address (``--ip`` overrides), never ``0.
 from __future__ import annotations
 
 import argparse
-import inspect
-import subprocess
+import socket
 import sys
 
 from ... import paths
+from ...errors import UsageError
+from .. import mpi
 
 
 def parse_hosts(text: str) -> list[tuple[str, int]]:
@@ -34,20 +35,20 @@ def parse_hosts(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def mpiexec_flavor(mpiexec: str) -> str:
-    """``"openmpi"`` or ``"hydra"`` (MPICH, Intel MPI, the default), from ``mpiexec --version``."""
-    try:
-        text = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=10,
-                              stdin=subprocess.DEVNULL).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "hydra"
-    return "openmpi" if "Open MPI" in text or "OpenRTE" in text else "hydra"
+def check_hosts(hosts: list[tuple[str, int]]) -> None:
+    """Raise UsageError naming the first host whose name does not resolve (before mpiexec tries
+    to ssh to it and fails with pages of output)."""
+    for host, _ in hosts:
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError as e:
+            raise UsageError(f"--hosts: unknown host {host!r} ({e.strerror or e})") from None
 
 
 def hostfile_args(hosts: list[tuple[str, int]], mpiexec: str, name: str) -> list[str]:
-    """Write the host file for ``mpiexec``'s flavour; returns the mpiexec arguments that use it."""
+    """Write the host file for ``mpiexec``'s MPI; returns the mpiexec arguments that use it."""
     path = paths.log_dir() / f"hosts-{name}.txt"
-    if mpiexec_flavor(mpiexec) == "openmpi":
+    if mpi.kind(mpiexec) == "openmpi":
         path.write_text("".join(f"{h} slots={n}\n" for h, n in hosts))
         return ["--hostfile", str(path)]
     path.write_text("".join(f"{h}:{n}\n" for h, n in hosts))
@@ -56,30 +57,24 @@ def hostfile_args(hosts: list[tuple[str, int]], mpiexec: str, name: str) -> list
 
 def start(args: argparse.Namespace) -> int:
     """Start a cluster of ``args.n`` engines across ``args.hosts``, as ``cluster start`` does locally:
-    wait until it answers, then return (``--daemon``) or run until Ctrl-C."""
+    wait until it answers, then return (``--daemon``) or run until Ctrl-C.
+
+    Raises UsageError for a bad host list or mpiexec.
+    """
     from .. import local
     try:
         hosts = parse_hosts(args.hosts)
     except ValueError as e:
-        print(f"pympec: {e}", file=sys.stderr)
-        return 2
-    if "mpiexec_args" not in inspect.signature(local.Cluster).parameters:
-        print("pympec: --hosts needs pympec.Cluster(mpiexec_args=...), which this version "
-              "lacks", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
+    check_hosts(hosts)
     slots = sum(n for _, n in hosts)
     if args.n + 1 > slots:
         print(f"pympec: note: {args.n} engines + controller = {args.n + 1} ranks on {slots} slots; "
               "mpiexec will oversubscribe", file=sys.stderr)
-    mpiexec = args.mpiexec or local_mpiexec()
+    mpiexec = args.mpiexec or local.find_mpiexec()
     extra = hostfile_args(hosts, mpiexec, args.profile or "default") + (args.mpiexec_args or [])
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip or hosts[0][0], port=args.port, mpiexec=mpiexec,
                             timeout=args.timeout, mpiexec_args=extra, tls=bool(args.tls))
     cluster.start()
     return local.hold(cluster, args.daemon, f" on {', '.join(h for h, _ in hosts)}")
-
-def local_mpiexec() -> str:
-    """The mpiexec beside this Python (a venv with the mpich wheel), else the one on PATH."""
-    from .templates import default_mpiexec
-    return default_mpiexec(sys.executable)

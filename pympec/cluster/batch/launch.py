@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import logs
 from . import schedulers as sched_mod
 from .schedulers import JobStatus, Scheduler, SchedulerError
 from .templates import JobSpec, render
@@ -125,13 +126,23 @@ class BatchJob:
             raise RuntimeError("the job has not been submitted")
         return self.record.job_id
 
-    def script_path(self) -> Path:
-        """Where the rendered job script goes: beside the output file, which is on shared storage."""
+    def script_path(self, job_id: str = "") -> Path:
+        """Where the rendered job script goes: beside the output file (on shared storage), named
+        with the job id once there is one."""
         out = Path(self.spec.output)
-        return out.with_name(f"{out.stem}.{self.spec.scheduler}.sh")
+        stem = out.name.split(".%j")[0] if "%j" in out.name else out.stem
+        return out.with_name(f"{stem}.{job_id + '.' if job_id else ''}{self.spec.scheduler}.sh")
+
+    @property
+    def output(self) -> str:
+        """The job's output file (its name has the job id once submitted)."""
+        if self.record is not None:
+            return self.record.output
+        return self.spec.output
 
     def submit(self) -> str:
-        """Render, write and submit the job script; returns the job id.
+        """Render, write and submit the job script, clean up old clusters' logs; returns the
+        job id. The script is then renamed with the job id, and kept, as its output is.
 
         Raises TemplateError for a bad setting and SchedulerError when submission fails.
         """
@@ -140,15 +151,18 @@ class BatchJob:
         script.parent.mkdir(parents=True, exist_ok=True)
         Path(self.spec.output).parent.mkdir(parents=True, exist_ok=True)
         Path(self.spec.connection_file).parent.mkdir(parents=True, exist_ok=True)
+        logs.clean()
         script.write_text(text)
         script.chmod(0o755)
         # An old cluster's connection file must not pass for this job's.
         Path(self.spec.connection_file).unlink(missing_ok=True)
-        Path(self.spec.output).unlink(missing_ok=True)
         submitted = time.time()
         job_id = self.scheduler.submit(script, self.spec.workdir)
+        named = self.script_path(job_id)
+        os.replace(script, named)   # the scheduler has its own copy already
         self.record = JobRecord(self.spec.scheduler, job_id, self.spec.connection_file,
-                                self.spec.output, str(script), submitted, self.spec.engines)
+                                self.spec.output_of(job_id), str(named), submitted,
+                                self.spec.engines)
         self.record.save()
         return job_id
 
@@ -156,16 +170,16 @@ class BatchJob:
         return self.scheduler.status(self.job_id)
 
     def output_tail(self, lines: int = TAIL_LINES) -> str:
-        return tail(self.spec.output, lines)
+        return tail(self.output, lines)
 
     def failure(self, what: str) -> JobFailed:
         """A JobFailed saying ``what`` happened, with the output tail (waiting briefly for the file,
         which the scheduler may copy or flush only as the job ends)."""
         deadline = time.monotonic() + 3
-        while not os.path.exists(self.spec.output) and time.monotonic() < deadline:
+        while not os.path.exists(self.output) and time.monotonic() < deadline:
             time.sleep(0.2)
         return JobFailed(f"{self.spec.scheduler} job {self.job_id} {what}.\n"
-                         f"--- last lines of {self.spec.output} ---\n{self.output_tail()}")
+                         f"--- last lines of {self.output} ---\n{self.output_tail()}")
 
     def wait_until_up(self, timeout: float = 60.0, queue_timeout: float = 600.0,
                       progress: Callable[[str], None] | None = None) -> None:
@@ -202,15 +216,26 @@ class BatchJob:
             else:
                 # Finished, failed or ending: clean up (an SGE job in Eqw stays queued until deleted).
                 self.cancel(wait=10.0)
+                status = self.final_word(status)
                 verb = "failed" if status.phase == "failed" else "ended"
                 raise self.failure(f"{verb} ({status.describe()}) before the cluster answered")
             time.sleep(POLL)
+
+    def final_word(self, status: JobStatus, wait: float = 25.0) -> JobStatus:
+        """``status``, or for a job just gone whose final state the scheduler has not yet
+        recorded (SGE's qacct lags about 15 s), the recorded one once it is there, polling at
+        most ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while status.state == "GONE" and time.monotonic() < deadline:
+            time.sleep(POLL * 2)
+            status = self.status()
+        return status
 
     def cancel(self, wait: float = 30.0) -> JobStatus:
         """Cancel the job, wait (at most ``wait`` s) until it is no longer queued or running, and
         forget it. Returns the last status seen; raises SchedulerError if cancelling fails."""
         status = self.status()
-        if status.active or status.phase == "failed":
+        if status.active or not status.left:
             # A failed SGE job (Eqw) still sits in the queue: delete it too.
             try:
                 self.scheduler.cancel(self.job_id)

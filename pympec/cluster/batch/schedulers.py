@@ -6,9 +6,14 @@ A job's state is reduced to a :class:`JobStatus` phase:
     queued    waiting to start (Slurm PENDING, SGE qw/hqw, PBS Q/H/W)
     running   started (RUNNING, r/t, R/E)
     ending    being killed or cleaned up, still holding its nodes (Slurm COMPLETING, SGE dr)
-    finished  left the queue; for Slurm and PBS with its exit code, for SGE without (qacct lags ~15 s)
+    finished  left the queue, having ended well
     failed    a state that will not start or did not end well (FAILED/CANCELLED/TIMEOUT..., SGE E*,
               Slurm PENDING for a reason that never clears, such as PartitionConfig)
+
+A job that has left the queue (``JobStatus.left``) carries the scheduler's final word: Slurm's
+from ``scontrol`` (which keeps ended jobs for MinJobAge, 10 minutes by default), then from
+``sacct`` where accounting is configured; SGE's from ``qacct`` (about 15 s after the end); PBS's
+from ``qstat -x``.
 
 Pitfalls respected (see the schedulers README): SGE's ``Eqw`` never runs, so it is a failure; ``qsub
 -w e`` rejects a job that can never be scheduled; Slurm's ``squeue`` forgets finished jobs, so the
@@ -38,6 +43,7 @@ class JobStatus:
     state: str          # the scheduler's own word (PENDING, qw, Eqw, R, ...)
     reason: str = ""    # why it waits or failed, when the scheduler says
     exit_code: int | None = None
+    left: bool = False  # it has left the queue for good: this is the scheduler's final word
 
     @property
     def active(self) -> bool:
@@ -148,8 +154,8 @@ class Slurm(Scheduler):
         proc = run(["scontrol", "show", "job", "-o", job_id], check=False)
         if proc.returncode != 0:
             if "Invalid job id" in proc.stderr:
-                # scontrol keeps finished jobs for MinJobAge; after that, the job is simply gone.
-                return JobStatus(job_id, "finished", "GONE", "no longer known to slurmctld")
+                # scontrol keeps finished jobs for MinJobAge; after that, only sacct knows them.
+                return self.accounted(job_id)
             raise SchedulerError(f"`scontrol show job {job_id}` failed: {proc.stderr.strip()}")
         fields = key_values(proc.stdout)
         state = fields.get("JobState", "UNKNOWN")
@@ -159,18 +165,37 @@ class Slurm(Scheduler):
         if "ExitCode" in fields:
             exit_code = int(fields["ExitCode"].split(":")[0] or 0)
         if state == "PENDING" and reason in self.NEVER:
-            phase, reason = "failed", f"{reason}: it can never start as asked"
-        elif state in self.QUEUED:
-            phase = "queued"
-        elif state in self.RUNNING:
-            phase = "running"
-        elif state in self.ENDING:
-            phase = "ending"
-        elif state == "COMPLETED":
-            phase = "finished"
-        else:
-            phase = "failed"
-        return JobStatus(job_id, phase, state, reason, exit_code)
+            return JobStatus(job_id, "failed", state, f"{reason}: it can never start as asked")
+        if state in self.QUEUED:
+            return JobStatus(job_id, "queued", state, reason)
+        if state in self.RUNNING:
+            return JobStatus(job_id, "running", state, reason)
+        if state in self.ENDING:
+            return JobStatus(job_id, "ending", state, reason)
+        return self.final(job_id, state, reason, exit_code)
+
+    def final(self, job_id: str, state: str, reason: str, exit_code: int | None) -> JobStatus:
+        """The status of a job that has ended in ``state`` (COMPLETED, TIMEOUT, ...)."""
+        if state == "TIMEOUT":
+            reason = "its walltime ran out"
+        phase = "finished" if state == "COMPLETED" else "failed"
+        return JobStatus(job_id, phase, state, reason, exit_code, left=True)
+
+    def accounted(self, job_id: str) -> JobStatus:
+        """The final state of a job slurmctld has forgotten, from ``sacct``; GONE when sacct has
+        no record of it (accounting is off here, or keeps no jobs this old)."""
+        try:
+            proc = run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode"],
+                       check=False)
+            lines = proc.stdout.split() if proc.returncode == 0 else []
+            why = (proc.stderr or proc.stdout).strip() or "no record"
+        except SchedulerError as e:   # no sacct here
+            lines, why = [], str(e)
+        if not lines:
+            return JobStatus(job_id, "finished", "GONE", f"no longer known to slurmctld, and "
+                             f"sacct has no record of it: {why}", left=True)
+        state, _, code = lines[-1].partition("|")
+        return self.final(job_id, state, "", int(code.split(":")[0] or 0))
 
     def cancel(self, job_id: str) -> None:
         run(["scancel", job_id])
@@ -209,8 +234,33 @@ class SGE(Scheduler):
         # Not listed: finished, unless `qstat -j` still knows it (between states).
         proc = run(["qstat", "-j", job_id], check=False)
         if proc.returncode != 0:
-            return JobStatus(job_id, "finished", "GONE", "left the queue")
+            return self.accounted(job_id)
         return JobStatus(job_id, "queued", "?", "")
+
+    def accounted(self, job_id: str) -> JobStatus:
+        """The final state of a job that has left the queue, from ``qacct -j``: TIMEOUT (h_rt),
+        CANCELLED (killed: qdel or a signal), FAILED (with the exit code) or DONE; GONE while
+        qacct has no record yet (SGE writes it about 15 s after the end)."""
+        try:
+            text = run(["qacct", "-j", job_id], check=False).stdout
+        except SchedulerError as e:   # no qacct here
+            text = str(e)
+        record = text.split("=" * 20)[-1]   # the last, if the id was used before
+        fields = dict(line.split(None, 1) for line in record.splitlines() if len(line.split()) > 1)
+        if "exit_status" not in fields:
+            return JobStatus(job_id, "finished", "GONE", "left the queue; qacct has no record of it "
+                             "yet (SGE writes it about 15 s after the end)", left=True)
+        code = int(fields["exit_status"].split()[0])
+        failed = fields.get("failed", "0").strip()
+        failed_no = failed.split()[0]
+        if "h_rt" in failed:
+            return JobStatus(job_id, "failed", "TIMEOUT", "its walltime (h_rt) ran out", code, True)
+        if failed_no == "100" and code in (137, 143):
+            return JobStatus(job_id, "failed", "CANCELLED", "killed: qdel, or a signal", code, True)
+        if failed_no != "0" or code != 0:
+            reason = failed.split(":", 1)[-1].strip() if failed_no != "0" else ""
+            return JobStatus(job_id, "failed", "FAILED", reason, code, True)
+        return JobStatus(job_id, "finished", "DONE", "", code, True)
 
     def classify(self, job_id: str, state: str) -> JobStatus:
         if "E" in state:
@@ -262,7 +312,7 @@ class PBS(Scheduler):
             proc = run(["qstat", "-f", job_id], check=False)
         if proc.returncode != 0:
             if "Unknown Job" in proc.stderr or "not found" in proc.stderr.lower():
-                return JobStatus(job_id, "finished", "GONE", "left the queue")
+                return JobStatus(job_id, "finished", "GONE", "left the queue", left=True)
             raise SchedulerError(f"`qstat -f {job_id}` failed: {proc.stderr.strip()}")
         fields = dict(re.findall(r"^\s*(\w+) = (.*)$", proc.stdout, re.M))
         state = fields.get("job_state", "?")
@@ -275,7 +325,8 @@ class PBS(Scheduler):
             phase = "ending"
         else:  # F (PBS Pro finished), C (Torque completed)
             phase = "finished" if not exit_code else "failed"
-        return JobStatus(job_id, phase, state, fields.get("comment", ""), exit_code)
+        return JobStatus(job_id, phase, state, fields.get("comment", ""), exit_code,
+                         left=phase in ("finished", "failed"))
 
     def cancel(self, job_id: str) -> None:
         run(["qdel", job_id])

@@ -11,8 +11,10 @@ dropped when a placeholder on it is empty; so ``#SBATCH --account=${account}`` v
 account.
 
 Variables (:func:`variables`): ``job_name``, ``n`` (MPI ranks: engines + 1), ``engines``, ``nodes``,
-``ppn``, ``queue``, ``account``, ``walltime`` (HH:MM:SS), ``walltime_seconds``, ``pe``, ``output``,
-``workdir``, ``python``, ``mpiexec``, ``mpiexec_args``, ``ip``, ``connection_file``, ``engine_args``,
+``ppn``, ``queue``, ``account``, ``walltime`` (HH:MM:SS), ``walltime_seconds``, ``pe``, ``output``
+(with the scheduler's job-id pattern), ``workdir``, ``python``, ``mpiexec`` (or ``srun``),
+``mpi_args`` and ``mpi_setup`` (what the MPI and launcher need, :mod:`.mpilines`),
+``mpiexec_args``, ``prologue`` (the site's lines), ``ip``, ``connection_file``, ``engine_args``,
 ``extra_directives``, ``pbs_resources``.
 """
 from __future__ import annotations
@@ -28,6 +30,9 @@ from importlib import resources
 from pathlib import Path
 
 from ... import paths
+from ...errors import UsageError, UserError
+from ..mpi import KINDS
+from . import mpilines
 
 SCHEDULERS = ("pbs", "sge", "slurm")
 DIRECTIVE_PREFIX = {"pbs": "#PBS", "sge": "#$", "slurm": "#SBATCH"}
@@ -36,7 +41,7 @@ PBS_STYLES = ("pro", "torque")
 UNSAFE = re.compile(r"[\s'\"`$;&|<>()\\*?!]")
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A template or job setting that cannot be rendered; the message says which and why."""
 
 
@@ -116,7 +121,7 @@ class JobSpec:
     account: str = ""
     walltime: str = "01:00:00"
     pe: str = "mpi"
-    output: str = ""            # default: <pympec dir>/log/batch-<job_name>.out
+    output: str = ""            # %j is the job id; default: <pympec dir>/log/batch-<job_name>.%j.out
     workdir: str = ""           # default: the current directory
     python: str = field(default_factory=lambda: sys.executable)
     mpiexec: str = ""           # default: default_mpiexec(python)
@@ -129,6 +134,10 @@ class JobSpec:
     directives: list[str] = field(default_factory=list)
     pbs_style: str = "pro"
     template: str = ""          # default: the shipped launchers/<scheduler>.template
+    mpi: str = ""               # "mpich" or "openmpi"; default: what `mpiexec --version` says
+    launcher: str = "mpiexec"   # or "srun" (Slurm): srun starts the ranks itself
+    pmi: str = ""               # srun --mpi=; default: what this MPI speaks of `srun --mpi=list`
+    prologue: list[str] = field(default_factory=list)   # shell lines before the launch
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -137,6 +146,10 @@ class JobSpec:
             raise TemplateError(f"a cluster needs at least 1 engine, not {self.engines}")
         if self.pbs_style not in PBS_STYLES:
             raise TemplateError(f"unknown pbs_style {self.pbs_style!r}; use one of {', '.join(PBS_STYLES)}")
+        check_choice("mpi", self.mpi, ("", *KINDS))
+        check_choice("launcher", self.launcher, mpilines.LAUNCHERS)
+        if self.launcher == "srun" and self.scheduler != "slurm":
+            raise TemplateError(f"--launcher srun is Slurm's; {self.scheduler} jobs use mpiexec")
         for name in ("nodes", "ppn"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -145,9 +158,14 @@ class JobSpec:
         self.mpiexec = os.path.expanduser(self.mpiexec) if self.mpiexec else default_mpiexec(self.python)
         self.workdir = os.path.abspath(os.path.expanduser(self.workdir or os.getcwd()))
         self.output = os.path.abspath(os.path.expanduser(
-            self.output or str(paths.base_dir() / "log" / f"batch-{self.job_name}.out")))
+            self.output or str(paths.base_dir() / "log" / f"batch-{self.job_name}.%j.out")))
         self.connection_file = os.path.abspath(os.path.expanduser(
             self.connection_file or str(paths.base_dir() / "security" / "cluster-default.json")))
+
+    def output_of(self, job_id: str) -> str:
+        """The output file of the job ``job_id``: ``output`` with ``%j`` replaced by the id
+        (its number, without a PBS server's name)."""
+        return self.output.replace("%j", job_id.split(".")[0])
 
     @property
     def ranks(self) -> int:
@@ -174,6 +192,18 @@ class JobSpec:
             raise TemplateError(f"{nodes} nodes x {ppn} per node hold {nodes * ppn} ranks, but "
                                 f"{self.engines} engines need {self.ranks} (one more for the controller)")
         return nodes, ppn
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise TemplateError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise TemplateError(f"unknown {name} {value!r}; use one of "
+                            f"{', '.join(c for c in choices if c)}")
+
+
+# How each scheduler writes the job id in its output directive (PBS has none: the script
+# redirects its own output, see launchers/pbs.template).
+OUTPUT_JOB_ID = {"slurm": "%j", "sge": "$JOB_ID", "pbs": "${PYMPEC_JOB%%.*}"}
 
 
 def checked(name: str, value: str) -> str:
@@ -214,17 +244,29 @@ def variables(spec: JobSpec) -> dict[str, str]:
         "walltime": format_walltime(walltime_seconds),
         "walltime_seconds": str(walltime_seconds),
         "pe": checked("pe", spec.pe),
-        "output": checked("output", spec.output),
+        "output": checked("output", spec.output).replace("%j", OUTPUT_JOB_ID[spec.scheduler]),
         "workdir": checked("workdir", spec.workdir),
         "python": python,
-        "mpiexec": checked("mpiexec", spec.mpiexec),
+        **mpi_variables(spec),
         "mpiexec_args": " ".join(spec.mpiexec_args),
+        "prologue": "\n".join(["# Site prologue (--prologue, or prologue in config.toml):",
+                               *spec.prologue]) if spec.prologue else "",
         "ip": ip,
         "connection_file": checked("connection_file", spec.connection_file),
         "engine_args": engine_args(spec),
         "extra_directives": "\n".join(extra),
         "pbs_resources": pbs_resources,
     }
+
+
+def mpi_variables(spec: JobSpec) -> dict[str, str]:
+    """``mpiexec``, ``mpi_args`` and ``mpi_setup`` (see :mod:`.mpilines`); TemplateError when
+    srun offers no PMI that the job's MPI speaks."""
+    checked("mpiexec", spec.mpiexec)
+    try:
+        return mpilines.variables(spec)
+    except UsageError as e:
+        raise TemplateError(str(e)) from None
 
 
 def engine_args(spec: JobSpec) -> str:
