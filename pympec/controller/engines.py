@@ -602,18 +602,29 @@ class Dispatcher:
         sizes = [job.gathering[e]["nbytes"] for e in members]
         starts = [sum(sizes[:i]) for i in range(len(members))]
         joined = Filling(allocate(sum(sizes)))
+        # an MPI without large counts (before MPI-4: Open MPI 5) takes no displacement
+        # past 2**31: then each round lands in a buffer of its own, copied into place
+        staged = len(joined) >= 1 << 31 and MPI.Get_version() < (4, 0)
 
-        def landed(at: int, counts: list[int]) -> None:
+        def landed(at: int, counts: list[int], stage: Any) -> None:
+            offset = 0
             for start, n in zip(starts, counts):
+                if n and stage is not None:
+                    joined.view[start + at:start + at + n] = stage[offset:offset + n]
                 if n:
                     joined.land(start + at, start + at + n)
+                offset += n
 
         for at in pieces(max(sizes)):
             counts = [min(CHUNK, max(0, n - at)) for n in sizes]
             where = [min(start + at, len(joined)) for start in starts]
+            stage = allocate(sum(counts)) if staged else None
+            if staged:
+                where = [sum(counts[:i]) for i in range(len(counts))]
+            target = joined.view if stage is None else stage
             self.track(job.comm.Igatherv(bytes_spec(bytearray(0)),
-                                     [joined.view, [0, *counts], [0, *where], MPI.BYTE], root=0),
-                       functools.partial(landed, at, counts), joined)
+                                         [target, [0, *counts], [0, *where], MPI.BYTE], root=0),
+                       functools.partial(landed, at, counts, stage), (joined, stage))
         for start, e in zip(starts, members):
             reply = job.gathering.pop(e)
             reply["span"] = [start, reply.pop("nbytes")]
