@@ -90,11 +90,12 @@ def test_ctrl_c_in_a_blocking_px_prints_one_line(terminal, mec):
     terminal.type("%px kept = id")
     terminal.child.sendline("%px while True: pass")
     terminal.child.expect("Parallel execution on engines: all")
-    wait_for(lambda: all("execute(" in (running_on(mec, e) or "") for e in mec.get_ids()),
-             "the loop to run on every engine")
+    loop = "execute('while True: pass')"
+    wait_for(lambda: all(running_on(mec, e) == loop for e in mec.get_ids()),
+             lambda: f"the loop to run on every engine: {mec.queue_status()}")
     terminal.child.sendintr()
     terminal.child.expect(PROMPT)
     out = terminal.child.before.replace("\r\n", "\n")
-    assert "KeyboardInterrupt: execute('while True: pass') was interrupted on engines" in out
-    assert "Traceback" not in out and "pympec/" not in out
+    assert f"KeyboardInterrupt: {loop} was interrupted on engines" in out, out
+    assert "Traceback" not in out and "pympec/" not in out, out
     assert mec.pull("kept", timeout=10) == mec.get_ids()

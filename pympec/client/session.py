@@ -232,11 +232,12 @@ class Session:
         with self.lock:
             if self.sock is None:
                 self.reconnect()
+            self.fresh_silence()
             self.run_batchers()
             try:
                 while not self.writer.flush(self.sock):
                     sent = self.writer.sent
-                    if self._select(write=True, timeout=PING_EVERY):
+                    if self._select(write=True, timeout=self.ping_every()):
                         self.receive()   # keep reading: neither side's buffers fill up
                     if self.writer.sent != sent:
                         self.heard = time.monotonic()   # it takes our bytes: it lives
@@ -336,6 +337,7 @@ class Session:
         or the controller stays silent for PYMPEC_CONTROLLER_TIMEOUT seconds."""
         if request_id not in self.replies:
             self.write_out()   # what waits to be written goes first: it may be awaited
+        self.fresh_silence()
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         # Poll without sleeping at first: a short call's reply then costs no wake-up.
@@ -360,7 +362,7 @@ class Session:
             if now < spin_until:
                 if not self.receive():
                     os.sched_yield()
-            elif self._select(write=False, timeout=min(PING_EVERY, left or PING_EVERY)):
+            elif self._select(write=False, timeout=min(self.ping_every(), left or PING_EVERY)):
                 self.receive()
         return self.take(request_id)
 
@@ -375,9 +377,19 @@ class Session:
             raise CONTROLLER_ERRORS.get(error["ename"], KernelError)(error["evalue"])
         return message
 
+    def fresh_silence(self) -> None:
+        """Silence counts from now on, as a wait or write begins: an idle connection has
+        heard nothing, rightly (the first check pings at once if it was quiet, so a dead
+        controller still shows quickly)."""
+        self.heard = max(self.heard, time.monotonic() - self.ping_every())
+
+    @staticmethod
+    def ping_every() -> float:
+        return min(PING_EVERY, settings.CONTROLLER_TIMEOUT.get() / 3)
+
     def check_alive(self) -> None:
-        """Ping the controller after PING_EVERY seconds of silence; raise ClusterError
-        after PYMPEC_CONTROLLER_TIMEOUT seconds of it."""
+        """Ping the controller after PING_EVERY seconds of silence (less if the timeout
+        is short); raise ClusterError after PYMPEC_CONTROLLER_TIMEOUT seconds of it."""
         now = time.monotonic()
         silent = now - self.heard
         if silent > settings.CONTROLLER_TIMEOUT.get():
@@ -385,10 +397,11 @@ class Session:
             raise ClusterError(
                 f"the controller at {self.info.address}:{self.info.port} (cluster "
                 f"{self.info.cluster_id}) has sent nothing for {silent:.0f} s and answers no "
-                f"ping: it is frozen or overloaded, or the network is down "
-                f"(PYMPEC_CONTROLLER_TIMEOUT). Calls may still run there: wait again to "
-                f"reconnect and fetch their results")
-        if silent > PING_EVERY and now - self.pinged > PING_EVERY:
+                f"ping: " + (self.walltime_ended() or
+                             "it is frozen or overloaded, or the network is down "
+                             "(PYMPEC_CONTROLLER_TIMEOUT). Calls may still run there: wait "
+                             "again to reconnect and fetch their results"))
+        if silent >= self.ping_every() and now - self.pinged >= self.ping_every():
             self.pinged = now
             ping = f"ping-{uuid.uuid4().hex}"
             self.pings.add(ping)
