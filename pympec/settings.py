@@ -91,6 +91,7 @@ def _backoff(text: str) -> Mapping[str, float]:
 BYTES = Kind("bytes", "a byte count such as 2147483648 or 2G", _bytes, _show_bytes)
 SECONDS = Kind("seconds", "a finite number of seconds such as 600 or 0.5", _seconds,
                lambda value: f"{value:g}")
+COUNT = Kind("count", "a whole number such as 4", int, str)
 PATH = Kind("path", "a path", str, str, numeric=False, span="any")
 BACKOFF_KIND = Kind(
     "seconds, or fields",
@@ -188,10 +189,14 @@ BUFFER_CAP = Setting("PYMPEC_BUFFER_CAP", BYTES, 2 << 30, "Free bytes the warm-b
                      "keeps for reuse; 0 turns the pool off.")
 BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled buffer waits "
                       "for reuse before it goes back to the system.")
+ENGINE_THREADS = Setting("PYMPEC_ENGINE_THREADS", COUNT, None, "Threads each engine's "
+                        "BLAS, OpenMP and numexpr may start (`OMP_NUM_THREADS` and the like, "
+                        "set over the environment's); see docs/performance.md.", low=1,
+                        shown="unset: the CPUs per engine on its node, keeping those set")
 
 SETTINGS: tuple[Setting, ...] = (
     DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, CLIENT_SPIN, BACKOFF, MAX_MESSAGE,
-    RESULT_CAP, TASK_RESULT_CAP, BUFFER_CAP, BUFFER_KEEP)
+    RESULT_CAP, TASK_RESULT_CAP, BUFFER_CAP, BUFFER_KEEP, ENGINE_THREADS)
 
 
 def check() -> None:

@@ -23,7 +23,8 @@ from test_wire import KEY, encoded, feed
 ROOT = Path(__file__).resolve().parent.parent
 BAD = {"bytes": ["lots", "-1", "1.5G", "2X", "G"],
        "seconds": ["soon", "-1", "inf", "nan", "1s"],
-       "seconds, or fields": ["fast", "-1", "max=", "sleepy=3"]}
+       "seconds, or fields": ["fast", "-1", "max=", "sleepy=3"],
+       "count": ["many", "0", "1.5", "-2"]}
 
 
 def by_kind(kind: str) -> list[Setting]:

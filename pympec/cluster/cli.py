@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--mpiexec", default=None, help="the mpiexec to run (default: found on PATH)")
     start.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the cluster to answer (default 60)")
+    start.add_argument("--threads", type=int, default=None,
+                       help="BLAS/OpenMP threads per engine of a local cluster "
+                            "(default: its CPUs per engine)")
     for name, text in (("stop", "stop a running cluster"), ("status", "show a cluster's engines")):
         add_where(actions.add_parser(name, help=text))
 
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_local(args: argparse.Namespace) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
-                            ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout)
+                            ip=args.ip, port=args.port, mpiexec=args.mpiexec, timeout=args.timeout,
+                            threads=args.threads)
     local.sigterm_interrupts()   # also while it starts: start() cleans up on interrupt
     cluster.start()
     return local.hold(cluster, args.daemon)

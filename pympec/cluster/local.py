@@ -50,7 +50,7 @@ class Cluster:
                  connection_file: str | os.PathLike | None = None, ip: str | None = None,
                  port: int = 0, mpiexec: str | None = None, mpiexec_args: Sequence[str] = (),
                  python: str | None = None, timeout: float = 60.0, cwd: str | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, threads: int | None = None) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one engine, not n={n}")
         self.n = n
@@ -61,6 +61,7 @@ class Cluster:
         self.python = python or sys.executable
         self.timeout = timeout
         self.cwd, self.env = cwd, env
+        self.threads = threads   # PYMPEC_ENGINE_THREADS for the engines (docs/performance.md)
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self._detached = False
@@ -87,6 +88,8 @@ class Cluster:
         self.connection_file.unlink(missing_ok=True)   # stale: its cluster is gone
         self.log_path = paths.log_dir() / f"mpiexec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         env = dict(os.environ if self.env is None else self.env)
+        if self.threads:
+            env["PYMPEC_ENGINE_THREADS"] = str(self.threads)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
