@@ -1,6 +1,7 @@
 """Where the time of a one-engine no-op ``execute`` goes, hop by hop.
 
     python -m benchmarks.hops [CALLS]     # default 3000 calls, 4 engines, targets=0
+    HOPS_TRY=orjson,capture,empty python -m benchmarks.hops    # with proposed changes
 
 Runs a 4-engine cluster as ``mpiexec -n 5 python -m benchmarks.hops rank ...``: each
 rank wraps a few pympec functions so that they note when they start and end
@@ -93,11 +94,34 @@ def instrument_client() -> None:
     note(wire.MessageReader, "read", "client.read", result=bool)
 
 
+def speed_ups(engine: bool) -> None:
+    """With HOPS_TRY (comma separated), apply proposed changes from outside, for an A/B
+    run against the code as it is: ``orjson`` headers; the engine's ``capture`` set up
+    once (benchmarks/micro.py's Reused); ``empty``: no buffer for frameless messages."""
+    names = set(filter(None, os.environ.get("HOPS_TRY", "").split(",")))
+    from pympec.protocol import mpiwire, wire
+    if "orjson" in names:
+        import types
+        import orjson
+        shim = types.SimpleNamespace(dumps=lambda obj, **_: orjson.dumps(obj).decode(),
+                                     loads=orjson.loads)
+        mpiwire.json = wire.json = shim
+    if "capture" in names and engine:
+        from pympec.engine import interpreter
+        from benchmarks.micro import Reused
+        for name in ("execute", "out", "err"):
+            setattr(interpreter.Interpreter, name, getattr(Reused, name))
+    if "empty" in names:
+        allocate = wire.allocate
+        wire.allocate = lambda n: allocate(n) if n else memoryview(bytearray(0))
+
+
 def run_rank(argv: list[str]) -> None:
     """One rank of the instrumented cluster; its notes go to $HOPS_DIR/rank<N>.json."""
     from mpi4py import MPI
     import pympec.boot
     rank = MPI.COMM_WORLD.Get_rank()
+    speed_ups(engine=rank > 0)
     instrument_rank(rank)
     pympec.boot.main(argv)
     Path(os.environ["HOPS_DIR"], f"rank{rank}.json").write_text(json.dumps(NOTES))
@@ -141,6 +165,7 @@ def main(calls: int) -> None:
         with cluster.client() as mec:
             for _ in range(200):   # warm up
                 mec.execute("pass", targets=0)
+            speed_ups(engine=False)
             instrument_client()
             for _ in range(calls):
                 mec.execute("pass", targets=0)
@@ -153,7 +178,7 @@ def main(calls: int) -> None:
              if all(label in l for label, _, _ in STEPS)]
     ordered = sum(all(a <= b for a, b in zip(points(l), points(l)[1:])) for l in lines)
     print(f"{len(lines)} of {len(windows)} calls with every step ({ordered} in this order); "
-          f"load average {os.getloadavg()[0]:.2f}\n")
+          f"load average {os.getloadavg()[0]:.2f}; HOPS_TRY={os.environ.get('HOPS_TRY', '')}\n")
     print("| step | median µs | p90 µs |\n|---|---|---|")
     lines_points = [points(l) for l in lines]
     for i, (_, _, what) in enumerate(STEPS[1:], 1):
