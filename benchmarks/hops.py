@@ -149,7 +149,6 @@ def points(line: dict) -> list[int]:
 
 
 def main(calls: int) -> None:
-    import pympec
     from pympec.cluster.local import Cluster
 
     class Instrumented(Cluster):
@@ -170,17 +169,16 @@ def main(calls: int) -> None:
             for _ in range(calls):
                 mec.execute("pass", targets=0)
         client = list(NOTES)
-    del pympec
     notes = client + [n for r in range(5) for n in json.loads(
         (work / f"rank{r}.json").read_text())]
     windows = [(s, e) for label, s, e, _ in client if label == "client.execute"]
     lines = [l for l in timelines(notes, windows)
              if all(label in l for label, _, _ in STEPS)]
-    ordered = sum(all(a <= b for a, b in zip(points(l), points(l)[1:])) for l in lines)
+    lines_points = [points(l) for l in lines]
+    ordered = sum(all(a <= b for a, b in zip(p, p[1:])) for p in lines_points)
     print(f"{len(lines)} of {len(windows)} calls with every step ({ordered} in this order); "
           f"load average {os.getloadavg()[0]:.2f}; HOPS_TRY={os.environ.get('HOPS_TRY', '')}\n")
     print("| step | median µs | p90 µs |\n|---|---|---|")
-    lines_points = [points(l) for l in lines]
     for i, (_, _, what) in enumerate(STEPS[1:], 1):
         gaps = sorted((p[i] - p[i - 1]) / 1e3 for p in lines_points)
         print(f"| {what} | {statistics.median(gaps):.0f} | "

@@ -1,6 +1,6 @@
-"""The benchmark suite runs (a smoke test; figures are never asserted): every topic
-imports and has ``run``, ``--only`` takes every topic, and the mpi4py.futures peer
-script answers under a real mpiexec with tiny sizes."""
+"""The benchmark suite runs (a smoke test; figures are never asserted): every topic and
+tool imports, ``--only`` takes every topic, and the mpi4py.futures peer script answers
+under a real mpiexec with tiny sizes."""
 from __future__ import annotations
 
 import importlib
@@ -18,6 +18,8 @@ def test_every_topic_imports_and_is_selectable():
     for topic in TOPICS:
         assert callable(importlib.import_module(f"benchmarks.{topic}").run)
     assert parse_args(["--only", ",".join(TOPICS)]).topics == list(TOPICS)
+    for tool in ("hops", "micro"):   # python -m benchmarks.<tool>
+        assert callable(importlib.import_module(f"benchmarks.{tool}").main)
 
 
 def test_the_futures_peer_runs():
