@@ -1,9 +1,10 @@
 """``python -m benchmarks``: run the suite, print the table, write the JSON.
 
-    python -m benchmarks                  # everything, full sizes (about 10 min, 2 cores)
+    python -m benchmarks                  # everything, full sizes (about 4 min, 2 cores)
     python -m benchmarks --quick          # fewer repeats, scaling only to 8 engines
     python -m benchmarks --only latency   # one topic (repeatable, or comma separated)
     python -m benchmarks --only tasks     # task-farm throughput (TaskClient), ~20 s
+    python -m benchmarks --only executor,pipelined   # beside mpi4py.futures, ~1.5 min
     python -m benchmarks --scale 0.1      # data sizes x 0.1 (40 MB scatter, 10 MB push)
 
 Writes ``benchmarks/results/latest.json`` (or ``--output``) and a Markdown table beside
@@ -23,7 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
-TOPICS = ("latency", "bandwidth", "idle", "coldstart", "scaling", "tasks")
+TOPICS = ("latency", "bandwidth", "idle", "coldstart", "scaling", "tasks", "executor",
+          "pipelined")
 HERE = Path(__file__).resolve().parent
 
 
@@ -52,8 +54,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "B/s":
         return f"{value / 1e9:.2f} GB/s"
-    if unit == "tasks/s":
-        return f"{value:,.0f} tasks/s"
+    if unit.endswith("/s"):   # tasks/s, calls/s
+        return f"{value:,.0f} {unit}"
     if unit == "core":
         return f"{value * 100:.2f}%"
     return f"{value:.3g} {unit}"
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         meta["baselines"]["mpi_bandwidth_seconds"] = ctx._cache["mpi_bw"]
     if "mpi_taskfarm" in ctx._cache:
         meta["baselines"]["mpi_taskfarm_tasks_per_second"] = ctx._cache["mpi_taskfarm"]
+    if "futures" in ctx._cache:
+        meta["baselines"]["mpi4py_futures_tasks_per_second"] = ctx._cache["futures"]
     print()
     print(table(results))
     print(f"\nsuite took {meta['seconds']:.0f} s; load average {meta['load_before'][0]:.2f} "

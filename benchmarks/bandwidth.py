@@ -7,6 +7,8 @@ client's socket), and raw mpi4py doing the same collective under the same mpiexe
 The TLS figures come from a second cluster started with ``--tls``, timed in turns with
 the same transfer on the plain one, which is their baseline (so the ratio is what TLS
 costs); the note gives TLS loopback, the ceiling with TLS.
+
+Goal for scatter, gather, push and pull (issue 13): at least 75% of the TCP rate.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import numpy as np
 
 from .common import Result, best, cluster, timed
 from .context import ENGINES, Context
+
+SHARE = 0.75   # of the TCP loopback rate
+GOAL = f">= {SHARE:.0%} TCP loopback"
 
 
 def run(ctx: Context) -> list[Result]:
@@ -24,7 +29,9 @@ def run(ctx: Context) -> list[Result]:
     mpi = ctx.mpi_bandwidth()
     out: list[Result] = []
 
-    def add(name, nbytes, seconds, mpi_key, goal="", met=None, note=""):
+    def add(name, nbytes, seconds, mpi_key, goal=GOAL, met=None, note=""):
+        if goal == GOAL:
+            met = nbytes / seconds >= SHARE * tcp
         out.append(Result("bandwidth", name, nbytes / seconds, "B/s", tcp, "TCP loopback",
                           goal, met, note + f"raw mpi4py {mpi_key}: "
                           f"{nbytes / mpi[mpi_key] / 1e9:.2f} GB/s"))
@@ -33,23 +40,19 @@ def run(ctx: Context) -> list[Result]:
         mec.reset()
         data = np.ones(big, np.uint8)
         t = best(lambda: mec.scatter("x", data), repeat)
-        add(f"scatter {big / 1e6:.0f} MB over {ENGINES} engines", big, t, "scatter",
-            ">= 2.0 GB/s", big / t >= 2e9)
+        add(f"scatter {big / 1e6:.0f} MB over {ENGINES} engines", big, t, "scatter")
         t = best(lambda: mec.gather("x"), repeat)
         back = mec.gather("x")
         assert back.nbytes == big and back.flags.writeable
-        add(f"gather {big / 1e6:.0f} MB from {ENGINES} engines", big, t, "gather",
-            ">= 1.5 GB/s", big / t >= 1.5e9)
+        add(f"gather {big / 1e6:.0f} MB from {ENGINES} engines", big, t, "gather")
         del back, data
         mec.reset()
 
         arr = np.ones(push, np.uint8)
         t_one = best(lambda: mec.push({"y": arr}, targets=0), repeat)
-        add(f"push {push / 1e6:.0f} MB to 1 engine", push, t_one, "send",
-            ">= 2.0 GB/s", push / t_one >= 2e9)
+        add(f"push {push / 1e6:.0f} MB to 1 engine", push, t_one, "send")
         t = best(lambda: mec.pull("y", targets=0), repeat)
-        add(f"pull {push / 1e6:.0f} MB from 1 engine", push, t, "recv",
-            ">= 2.0 GB/s", push / t >= 2e9)
+        add(f"pull {push / 1e6:.0f} MB from 1 engine", push, t, "recv")
         t_all = best(lambda: mec.push({"y": arr}, targets="all"), repeat)
         add(f"push {push / 1e6:.0f} MB to all {ENGINES} engines", push, t_all, "bcast",
             "<= 1.3x push to one", t_all <= 1.3 * t_one,

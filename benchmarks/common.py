@@ -85,9 +85,13 @@ def cluster(n: int, **kwargs: Any):
     return pympec.Cluster(n=n, connection_file=path, timeout=600, **kwargs)
 
 
-def run_mpi(nranks: int, script: str, *args: str, timeout: float = 300) -> str:
-    """Run ``python benchmarks/<script>`` under this Python's mpiexec; its stdout."""
-    cmd = [MPIEXEC, "-n", str(nranks), sys.executable, str(HERE / script), *args]
+def run_mpi(nranks: int, script: str, *args: str, timeout: float = 300,
+            pool: bool = False) -> str:
+    """Run ``python benchmarks/<script>`` under this Python's mpiexec (with ``pool``, as
+    ``python -m mpi4py.futures <script>``: rank 0 runs it, the others are its pool's
+    workers); its stdout."""
+    runner = ["-m", "mpi4py.futures"] if pool else []
+    cmd = [MPIEXEC, "-n", str(nranks), sys.executable, *runner, str(HERE / script), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")

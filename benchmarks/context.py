@@ -8,6 +8,8 @@ from . import baselines
 from .common import cluster, run_mpi
 
 ENGINES = 4
+CALLS = 10_000          # the submit loops and the one-task-per-item maps, as in the issue
+PEER_MAP = 300_000      # calls in mpi4py.futures' map with chunksize 100 (about 1 s)
 
 
 class Context:
@@ -62,3 +64,11 @@ class Context:
         return self.once("mpi_bw", lambda: json.loads(run_mpi(
             ENGINES + 1, "mpi_baseline.py", "bandwidth", str(self.nbytes(400)),
             str(self.nbytes(100)), "3")))
+
+    def futures(self) -> dict:
+        """mpi4py.futures' tasks/s under the same mpiexec (``futures_peer.py``), one per
+        run: {"submit": [...], "map1": [...], "map100": [...]}."""
+        runs = 2 if self.quick else 3
+        return self.once("futures", lambda: json.loads(run_mpi(
+            ENGINES + 1, "futures_peer.py", "rates", str(CALLS), str(CALLS),
+            str(PEER_MAP // (3 if self.quick else 1)), str(runs), pool=True)))

@@ -4,11 +4,12 @@
   ``barrier``, then ``get_task_result`` of every id (timed from making the tasks to
   holding every result);
 * ``tc.map(identity, range(N))`` with the automatic chunk size, N calibrated so that one
-  map takes about 1 s;
-* ``tc.executor().map(identity, range(N), chunksize=100)``, N calibrated the same way.
+  map takes about 1 s.
 
 Each is the best of a few runs (5 for one per task, 3 for the others; noise only slows);
 results are checked and cleared between runs, so the controller's store stays empty.
+The executor's figures are in ``executor.py``, and ``tc.run`` one call at a time in
+``pipelined.py``; both use this module's helpers.
 
 Baseline: a raw mpi4py master/worker task farm under the same mpiexec
 (``mpi_baseline.py taskfarm``): rank 0 sends each of 4 workers one message, then the next
@@ -31,9 +32,11 @@ from .context import ENGINES, Context
 
 GOALS = {"one": 20_000, "batched": 500_000}
 ONE_TASKS = 10_000
-CHUNK = 100                   # the raw batched baseline's and the executor's chunk size
+CHUNK = 100                   # the raw batched baseline's chunk size, and the executor's
 TARGET_SECONDS = 1.0          # how long one batched run should take
 MIN_N, MAX_N = 100_000, 3_000_000
+FARM_ONE = "raw mpi4py farm, 1 task/msg"
+FARM_BATCHED = f"raw mpi4py farm, {CHUNK} tasks/msg"
 
 
 def identity(x):
@@ -57,6 +60,17 @@ def farm_rates(ctx: Context) -> dict:
             out[key] = [n / t for t in got["seconds"]]
         return out
     return ctx.once("mpi_taskfarm", make)
+
+
+def checked(got: list, n: int) -> None:
+    """``got`` holds identity over range(n), in order (spot checks)."""
+    assert len(got) == n and got[-1] == n - 1 and got[n // 2] == n // 2
+
+
+def note(ours: list[float], who: str, theirs: list[float]) -> str:
+    """Our best and median, and the baseline's median."""
+    return (f"best of {len(ours)}, median {median(ours):,.0f}/s; {who} median "
+            f"{median(theirs):,.0f}/s")
 
 
 def rates(run, n: int, repeat: int) -> list[float]:
@@ -84,43 +98,27 @@ def run(ctx: Context) -> list[Result]:
         def one_per_task(n: int) -> None:
             ids = tc.run_many([MapTask(identity, (i,)) for i in range(n)])
             tc.barrier(ids)
-            got = [tc.get_task_result(t) for t in ids]
-            assert got[-1] == n - 1 and got[n // 2] == n // 2
+            checked([tc.get_task_result(t) for t in ids], n)
             tc.clear()
 
         def auto_map(n: int) -> None:
-            got = tc.map(identity, range(n))
-            assert len(got) == n and got[-1] == n - 1 and got[n // 2] == n // 2
+            checked(tc.map(identity, range(n)), n)
             tc.clear()
 
         one_per_task(1000)                                   # warm up
         one = rates(one_per_task, ONE_TASKS, 2 * repeat - 1)     # ~0.5 s each
         map_n, mapped = calibrated(auto_map, repeat)
-        with tc.executor() as ex:
-            def executor_map(n: int) -> None:
-                got = list(ex.map(identity, range(n), chunksize=CHUNK))
-                assert len(got) == n and got[-1] == n - 1 and got[n // 2] == n // 2
-            exec_n, executed = calibrated(executor_map, repeat)
         raw = farm_rates(ctx)
     finally:
         tc.close()
 
-    def note(xs: list[float], raw_key: str) -> str:
-        return (f"best of {len(xs)}, median {median(xs):,.0f}/s; raw farm median "
-                f"{median(raw[raw_key]):,.0f}/s")
-
-    raw_one, raw_batched = max(raw["one"]), max(raw["batched"])
-    one_name = "raw mpi4py farm, 1 task/msg"
-    batched_name = f"raw mpi4py farm, {CHUNK} tasks/msg"
     return [
         Result("tasks", f"{ONE_TASKS:,} tiny tasks, one per task ({ENGINES} engines)",
-               max(one), "tasks/s", raw_one, one_name, f">= {GOALS['one']:,} tasks/s",
-               max(one) >= GOALS["one"], note(one, "one")),
+               max(one), "tasks/s", max(raw["one"]), FARM_ONE,
+               f">= {GOALS['one']:,} tasks/s", max(one) >= GOALS["one"],
+               note(one, "raw farm", raw["one"])),
         Result("tasks", f"map of {map_n:,} tiny calls, automatic batching",
-               max(mapped), "tasks/s", raw_batched, batched_name,
+               max(mapped), "tasks/s", max(raw["batched"]), FARM_BATCHED,
                f">= {GOALS['batched']:,} tasks/s", max(mapped) >= GOALS["batched"],
-               note(mapped, "batched")),
-        Result("tasks", f"executor().map of {exec_n:,} tiny calls, chunksize {CHUNK}",
-               max(executed), "tasks/s", raw_batched, batched_name, "", None,
-               note(executed, "batched")),
+               note(mapped, "raw farm", raw["batched"])),
     ]

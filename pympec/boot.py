@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     host = world.Split_type(MPI.COMM_TYPE_SHARED)   # the ranks on this rank's host
     controller_here = bool(host.allreduce(int(rank == CONTROLLER)))
     engines_here = host.Get_size() - 1   # on the controller's host
+    engines_on_node = host.Get_size() - controller_here   # this rank's node
     oversubscribed = host.Get_size() > (os.cpu_count() or 1)
     host.Free()
     setup_logging(cluster_id, rank)
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             run_controller(runtime, control, args, cluster_id, where[1:],
                            rung=engines_here == size - 1)
         else:
+            from .engine.threads import limit_threads
+            limit_threads(engines_on_node)   # before anything loads NumPy's BLAS
             from .engine.loop import run_engine
             run_engine(runtime, control, engines, cluster_id, rung=controller_here,
                        oversubscribed=oversubscribed)

@@ -221,11 +221,15 @@ BUFFER_CAP = Setting("PYMPEC_BUFFER_CAP", BYTES, 2 << 30, "Free bytes the warm-b
                      "keeps for reuse; 0 turns the pool off.")
 BUFFER_KEEP = Setting("PYMPEC_BUFFER_KEEP", SECONDS, 5.0, "Seconds a free pooled buffer waits "
                       "for reuse before it goes back to the system.")
+ENGINE_THREADS = Setting("PYMPEC_ENGINE_THREADS", COUNT, None, "Threads each engine's "
+                        "BLAS, OpenMP and numexpr may start (`OMP_NUM_THREADS` and the like, "
+                        "set over the environment's); see docs/performance.md.", low=1,
+                        shown="unset: the CPUs per engine on its node, keeping those set")
 
 SETTINGS: tuple[Setting, ...] = (
     DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, LOG_KEEP, CLIENT_SPIN, BACKOFF,
     MAX_MESSAGE, RESULT_CAP, RESULT_GRACE, CONTROLLER_TIMEOUT, MAX_UNAUTHENTICATED,
-    BUFFER_CAP, BUFFER_KEEP)
+    BUFFER_CAP, BUFFER_KEEP, ENGINE_THREADS)
 
 
 def check() -> None:

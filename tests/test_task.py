@@ -397,6 +397,16 @@ def test_executor_futures(tc):
         ex.submit(square, 1)
 
 
+def test_executor_map_picks_chunks(tc):
+    """No chunksize: about four tasks per engine, results in order, as tc.map."""
+    with tc.executor() as ex:
+        assert list(ex.map(pow, range(1000), [2] * 1000, timeout=30)) == \
+            [x * x for x in range(1000)]
+        assert list(ex.map(square, [])) == []
+        with pytest.raises(ValueError):
+            ex.map(square, range(3), chunksize=0)
+
+
 def test_executor_cancel(tc):
     ex = tc.executor(max_outstanding=1)
     first = ex.submit(nap, 0.5)

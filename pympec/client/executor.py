@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -66,14 +67,21 @@ class TaskExecutor(concurrent.futures.Executor):
         return future
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
-            chunksize: int = 1) -> Iterator:
-        """Like ``Executor.map``: results in order; ``chunksize`` calls per task;
-        TimeoutError if a result is not there ``timeout`` seconds after this call."""
-        check_count(chunksize, "chunksize")
+            chunksize: int | None = None) -> Iterator:
+        """Like ``Executor.map``: results in order; ``chunksize`` calls per task, picked
+        as ``tc.map`` does when None (about four tasks per engine), 1 for one task per
+        item; TimeoutError if a result is not there ``timeout`` seconds after this call."""
+        if chunksize is not None:
+            check_count(chunksize, "chunksize")
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         source = zip(*iterables)
+        if chunksize is None:   # the engines as they were when this executor connected
+            items = list(source)
+            engines = max(1, len(self._client._session.welcome["engines"]))
+            chunksize = max(1, math.ceil(len(items) / (4 * engines)))
+            source = iter(items)
         futures = []
         while True:
             chunk = list(itertools.islice(source, chunksize))

@@ -56,7 +56,8 @@ class Cluster:
                  connection_file: str | os.PathLike | None = None, ip: str | None = None,
                  port: int = 0, mpiexec: str | None = None, mpiexec_args: Sequence[str] = (),
                  python: str | None = None, timeout: float = 60.0, cwd: str | None = None,
-                 env: dict | None = None, tls: bool = False) -> None:
+                 env: dict | None = None, tls: bool = False,
+                 threads: int | None = None) -> None:
         if n < 1:
             raise UsageError(f"a cluster needs at least one engine, not n={n}")
         self.n = n
@@ -68,6 +69,7 @@ class Cluster:
         self.python = python or sys.executable
         self.timeout = timeout
         self.cwd, self.env = cwd, env
+        self.threads = threads   # PYMPEC_ENGINE_THREADS for the engines (docs/performance.md)
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self._detached = False
@@ -102,6 +104,8 @@ class Cluster:
         logs.clean()
         self.log_path = paths.log_dir() / f"mpiexec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         env = {**(os.environ if self.env is None else self.env), **launch.env}
+        if self.threads:
+            env["PYMPEC_ENGINE_THREADS"] = str(self.threads)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(launch.args), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
