@@ -45,7 +45,7 @@ def run(ctx: Context) -> list[Result]:
         back = mec.gather("x")
         assert back.nbytes == big and back.flags.writeable
         add(f"gather {big / 1e6:.0f} MB from {ENGINES} engines", big, t, "gather")
-        del back, data
+        back = data = None   # (their memory back before the next transfers)
         mec.reset()
 
         arr = np.ones(push, np.uint8)

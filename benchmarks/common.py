@@ -6,10 +6,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
