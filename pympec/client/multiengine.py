@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ from .failures import rebuild
 from .partition import join, partition
 from .results import PendingResult, ResultList
 from .serialized import Serialized, serialize as to_serialized
-from .session import Session
+from .session import Session, new_id
 
 LONG_CODE = 16 << 10    # characters of code sent in a frame rather than in the header
 INTERRUPT_WAIT = 2.0    # seconds Ctrl-C waits for an interrupted call to end
@@ -108,7 +107,7 @@ class MultiEngineClient:
         ``decode`` defaults to the per-engine values; ``listener`` gets output streamed
         while the call runs; a blocking call waits at most ``timeout`` seconds (None:
         ``call_timeout``), then raises TimeoutError (the call goes on)."""
-        header = {"id": uuid.uuid4().hex, "verb": verb, "targets": targets,
+        header = {"id": new_id(), "verb": verb, "targets": targets,
                   "args": args or {}, "describe": describe or f"{verb}()"}
         if listener is not None:
             self._session.listeners[header["id"]] = listener

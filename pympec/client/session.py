@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 import warnings
-import uuid
 import weakref
 from typing import Any
 
@@ -71,7 +70,7 @@ class Session:
         self.info = connection.load(where)
         self.timeout = timeout
         self.sshserver = sshserver or self.info.sshserver
-        self.client_id = uuid.uuid4().hex
+        self.client_id = new_id()
         self.replies: dict[str, wire.Message] = {}
         self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
         self.pending_acks: list[str] = []     # results received, to acknowledge
@@ -130,6 +129,8 @@ class Session:
         keepalive(sock)
         sock.setblocking(False)
         self.sock = sock
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
         self.reader = wire.MessageReader(recv_key, mac)
         self.writer = wire.MessageWriter(send_key, mac)
         self.heard = time.monotonic()
@@ -203,7 +204,8 @@ class Session:
         the batchers held (work asked for earlier goes first)."""
         self.run_batchers()
         self.warn_walltime()
-        header.setdefault("id", uuid.uuid4().hex)
+        if "id" not in header:
+            header["id"] = new_id()
         if self.pending_acks:
             header["acks"], self.pending_acks = self.pending_acks, []
         if header["verb"] != "ack":
@@ -359,8 +361,10 @@ class Session:
             self.check_alive()
             if self.writer.pending:
                 self.flush_quietly()
-            if now < spin_until:
-                if not self.receive():
+            if now < spin_until:   # a look at the socket is cheaper than a failing read
+                if self._select(write=False, timeout=0):
+                    self.receive()
+                else:
                     os.sched_yield()
             elif self._select(write=False, timeout=min(self.ping_every(), left or PING_EVERY)):
                 self.receive()
@@ -403,17 +407,22 @@ class Session:
                              "again to reconnect and fetch their results"))
         if silent >= self.ping_every() and now - self.pinged >= self.ping_every():
             self.pinged = now
-            ping = f"ping-{uuid.uuid4().hex}"
+            ping = f"ping-{new_id()}"
             self.pings.add(ping)
             with self.lock:
                 self.writer.queue({"verb": "ping", "id": ping})
                 self.flush_quietly()
 
     def _select(self, write: bool, timeout: float) -> bool:
-        r, w, _ = select.select([self.sock], [self.sock] if write else [], [], timeout)
-        if r:
+        """Wait up to ``timeout`` seconds for the socket to be readable (or writable,
+        with ``write``); True if it is.  (poll, not select: any descriptor number.)"""
+        if wire.buffered(self.sock):
+            return True
+        self.poller.modify(self.sock, select.POLLIN | (select.POLLOUT if write else 0))
+        events = self.poller.poll(max(0, timeout) * 1000)
+        if events and events[0][1] & ~select.POLLOUT:
             self.heard = time.monotonic()
-        return bool(r or w)
+        return bool(events)
 
     def call(self, verb: str, **fields: Any) -> Any:
         """A controller-level request (no engine involved), answered at once: its value.
@@ -428,6 +437,11 @@ def _warn_later(session_ref: "weakref.ref[Session]") -> None:
     if session is not None and session.sock is not None:
         session.walltime_timer = None
         session.warn_walltime()
+
+
+def new_id() -> str:
+    """A new request or client id: 128 random bits, as hex."""
+    return os.urandom(16).hex()
 
 
 def keepalive(sock: socket.socket) -> None:

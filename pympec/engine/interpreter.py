@@ -7,7 +7,6 @@ encodes what it returns or raises.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import io
 import sys
@@ -63,6 +62,8 @@ class Interpreter:
         self.history: dict[int, dict] = {}
         self.properties: dict[str, Any] = {}
         self.namespace: dict[str, Any] = {}
+        self.capture = Capture()
+        self.shown: Any = _NOTHING
         self.reset()
 
     # -- the commands ------------------------------------------------------------
@@ -80,21 +81,28 @@ class Interpreter:
                                   "input": {"raw": code, "translated": code}}
         self.history[self.number] = record
         out, err = (LiveOutput("stdout", live), LiveOutput("stderr", live)) if live else \
-            (io.StringIO(), io.StringIO())
-        shown: list[Any] = []
+            self.capture.fresh()
+        self.shown = _NOTHING
+        saved = sys.stdout, sys.stderr, sys.displayhook
+        sys.stdout, sys.stderr, sys.displayhook = out, err, self.display
         try:
-            with redirect(out, err, shown.append):
-                for statement in statements(code):
-                    exec(statement, self.namespace)
+            for statement in statements(code):
+                exec(statement, self.namespace)
         finally:
-            for stream in (out, err):
-                stream.flush()
+            sys.stdout, sys.stderr, sys.displayhook = saved
             for name, stream in (("stdout", out), ("stderr", err)):
-                if stream.getvalue():
-                    record[name] = stream.getvalue()
-            if shown:
-                record["display"] = {"repr": repr(shown[-1]), "pprint": _pformat(shown[-1])}
+                stream.flush()
+                text = stream.getvalue()
+                if text:
+                    record[name] = text
+            if self.shown is not _NOTHING:
+                record["display"] = {"repr": repr(self.shown), "pprint": _pformat(self.shown)}
         return record
+
+    def display(self, value: Any) -> None:
+        """sys.displayhook while code runs: keep the last value an expression showed."""
+        if value is not None:
+            self.shown = value
 
     def push(self, namespace: dict) -> None:
         self.namespace.update(namespace)
@@ -165,6 +173,24 @@ class Interpreter:
         self.properties.clear()
 
 
+_NOTHING = object()     # no expression showed a value
+
+
+class Capture:
+    """Where an execute's stdout and stderr go: two StringIO made once per engine and
+    emptied for each call (making them, and entering a context manager, cost more than
+    a no-op's whole run)."""
+
+    def __init__(self) -> None:
+        self.out, self.err = io.StringIO(), io.StringIO()
+
+    def fresh(self) -> tuple[io.StringIO, io.StringIO]:
+        for stream in (self.out, self.err):
+            stream.seek(0)
+            stream.truncate()
+        return self.out, self.err
+
+
 LIVE_PIECE = 64 << 10   # characters of live output per message
 
 
@@ -199,22 +225,6 @@ def statements(code: str) -> tuple[types.CodeType, ...]:
     so expression statements are displayed as in an interactive session."""
     tree = ast.parse(code, "<pympec>", "exec")
     return tuple(compile(ast.Interactive([node]), "<pympec>", "single") for node in tree.body)
-
-
-@contextlib.contextmanager
-def redirect(out: io.StringIO, err: io.StringIO, display: Callable[[Any], None]):
-    """Capture stdout, stderr and displayed values for the duration."""
-    saved = sys.stdout, sys.stderr, sys.displayhook
-
-    def hook(value: Any) -> None:
-        if value is not None:
-            display(value)
-
-    sys.stdout, sys.stderr, sys.displayhook = out, err, hook
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr, sys.displayhook = saved
 
 
 def _pformat(value: Any) -> str:

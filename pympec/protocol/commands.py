@@ -18,6 +18,7 @@ communicator set-up, shutdown) never come from a client.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -43,11 +44,12 @@ class BadRequest(ProtocolError):
 Check = Callable[[Any, str], None]
 
 
+_SHOWN = reprlib.Repr()   # a bad value, shown briefly however large or deep it is
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 40, 40
+
+
 def _fail(name: str, want: str, value: Any) -> None:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    raise BadRequest(f"field {name!r} must be {want}, not {shown}")
+    raise BadRequest(f"field {name!r} must be {want}, not {_SHOWN.repr(value)}")
 
 
 def text(max_len: int = 1 << 26) -> Check:

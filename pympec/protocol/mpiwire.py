@@ -10,11 +10,12 @@ without unpickling anything a client sent.
 from __future__ import annotations
 
 import array
-import json
 import struct
 from typing import Any, Sequence
 
 from mpi4py import MPI
+
+from . import headers
 
 CONTROLLER = 0
 TAG_COMMAND = 11   # controller -> engine: JSON header
@@ -41,7 +42,7 @@ _LENGTH = struct.Struct("!I")
 
 def encode_header(header: dict, inline: Sequence[Any] = ()) -> bytes:
     """One message: the header's length, the JSON header, then ``inline`` bytes."""
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = headers.dumps(header)
     return b"".join([_LENGTH.pack(len(head)), head, *inline])
 
 
@@ -51,7 +52,7 @@ def recv_header(comm: MPI.Comm, status: MPI.Status) -> tuple[dict, memoryview]:
     buf = bytearray(status.Get_count(MPI.BYTE))
     comm.Recv([buf, MPI.BYTE], status.Get_source(), status.Get_tag())
     end = _LENGTH.size + _LENGTH.unpack_from(buf)[0]
-    return json.loads(buf[_LENGTH.size:end]), memoryview(buf)[end:]
+    return headers.loads(memoryview(buf)[_LENGTH.size:end]), memoryview(buf)[end:]
 
 
 def pieces(nbytes: int) -> range:

@@ -19,13 +19,14 @@ An object becomes ``(meta, frames)``: ``meta`` is JSON-able and says how to rebu
 from __future__ import annotations
 
 import math
-import json
 import pickle
 from typing import Any, Sequence
 
 import cloudpickle
 import numpy as np
 from numpy.lib import format as npformat
+
+from . import headers
 
 PROTOCOL = 5
 
@@ -79,7 +80,7 @@ def decode(meta: dict, frames: Sequence[Any]) -> Any:
     if meta["kind"] == "json":
         return meta["value"]
     if meta["kind"] == "jsonb":
-        return json.loads(bytes(frames[0]))
+        return headers.loads(frames[0])
     return loads(frames)
 
 
@@ -89,7 +90,7 @@ def encode_json(value: Any, inline: bool = True) -> tuple[dict, list]:
     output) never travels inside a message header."""
     if inline:
         return {"kind": "json", "value": value}, []
-    return {"kind": "jsonb"}, [json.dumps(value, separators=(",", ":")).encode()]
+    return {"kind": "jsonb"}, [headers.dumps(value)]
 
 
 def nframes(meta: dict) -> int:

@@ -47,12 +47,12 @@ import collections
 import hashlib
 import hmac
 import itertools
-import json
 import socket
 import ssl
 import struct
 from typing import Any, Callable, Iterable, Iterator
 
+from . import headers
 from .buffers import ALIGN, allocate
 from ..errors import ClusterError, ProtocolError
 from .. import settings
@@ -203,6 +203,9 @@ class Message:
         return start, self.offsets[last] + len(self.frames[last]) - start
 
 
+_EMPTY = memoryview(b"")   # the payload of a message without frames
+
+
 class MessageReader:
     """Parses a stream into Messages, checking each tag before the bytes it covers are used.
 
@@ -274,10 +277,46 @@ class MessageReader:
     def _take_staged(self, messages: list[Message]) -> None:
         """Move the bytes staged by a small read into their messages."""
         while self._staged:
+            if self._step == self._got_prefix and self._pos == 0:
+                small = self._take_small()
+                if small is not None:
+                    messages.append(small)
+                    continue
             n = min(len(self._staged), len(self._target) - self._pos)
             self._target[self._pos:self._pos + n] = self._staged[:n]
             self._staged = self._staged[n:]
             self._advance(n, messages)
+
+    def _take_small(self) -> Message | None:
+        """A message without frames that is whole among the staged bytes (most are:
+        requests and replies of small calls), checked and parsed in one step: the same
+        checks as the steps below, which take any other message."""
+        staged = self._staged
+        if len(staged) < PREFIX.size:
+            return None
+        magic, header_len, nframes = PREFIX.unpack_from(staged)
+        kind = mac_for(self._kind, 0)
+        end = PREFIX.size + header_len
+        if magic != MAGIC or nframes or header_len > MAX_HEADER \
+                or len(staged) < end + tag_size(kind):
+            return None   # (the steps judge it, or wait for the rest)
+        mac = message_mac(kind, self._key, self._seq, 0)
+        mac.update(staged[:end])
+        if not hmac.compare_digest(mac.digest(), staged[end:end + tag_size(kind)]):
+            raise ProtocolError("message signature mismatch: corrupted, replayed or forged")
+        header = self._parse(staged[PREFIX.size:end])
+        self._staged = staged[end + tag_size(kind):]
+        self._seq += 1
+        message = Message(header, _EMPTY, [], [])
+        message.verified, message.complete = 0, True
+        return message
+
+    @staticmethod
+    def _parse(data: memoryview) -> Any:
+        try:
+            return headers.loads(data)
+        except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
+            raise ProtocolError(f"bad message header: {e!r}"[:200]) from None
 
     def _advance(self, n: int, messages: list[Message]) -> None:
         if self._signed:
@@ -308,7 +347,7 @@ class MessageReader:
             raise ProtocolError(f"message of {total} bytes is over the limit of "
                                 f"{limit} (PYMPEC_MAX_MESSAGE)")
         try:
-            self._payload = allocate(total)
+            self._payload = allocate(total) if total else memoryview(bytearray())   # (writable)
         except (MemoryError, ValueError) as e:
             raise ProtocolError(f"cannot hold a message of {total} bytes: {e}") from None
         self._nbytes = sum(self._lengths)
@@ -333,10 +372,7 @@ class MessageReader:
 
     def _got_head_tag(self) -> Message | None:
         self._check_tag()
-        try:
-            header = json.loads(bytes(self._header_bytes))
-        except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
-            raise ProtocolError(f"bad message header: {e!r}"[:200]) from None
+        header = self._parse(self._header_bytes)
         self._message = Message(header, self._payload, self._offsets, self._lengths)
         self._runs = segments(self._lengths)
         self._announced = bool(self._nbytes and self._early
@@ -451,7 +487,7 @@ class MessageWriter:
                  for f, filling in zip(frames, fillings)]
         lengths = [len(v) for v in views]
         head = header if isinstance(header, bytes) else \
-            json.dumps(header, separators=(",", ":")).encode()
+            headers.dumps(header)
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(n) for n in lengths), head])
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
