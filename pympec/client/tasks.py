@@ -21,6 +21,7 @@ from ..protocol import serialize
 from .checks import (MAX_RETRIES, check_count, check_flag, check_function, check_names,
                      check_namespace)
 from .failures import rebuild
+from .functions import pickled
 
 MAX_RECOVERY = 4   # recovery tasks nested in one task (the registry's _task_spec)
 _SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -159,10 +160,10 @@ class StringTask(BaseTask):
 
 
 def _function_pickle(func: Any, cache: dict) -> bytes:
-    """cloudpickle of ``func``, once per function per message."""
+    """The pickle of ``func`` (:mod:`.functions`), once per function per message."""
     key = id(func)
     if key not in cache:
-        cache[key] = (func, cloudpickle.dumps(func, protocol=serialize.PROTOCOL))
+        cache[key] = (func, pickled(func))
     return cache[key][1]
 
 
