@@ -26,7 +26,6 @@ from mpi4py import MPI
 
 from . import settings
 from .paths import log_dir
-from .protocol import tls
 from .protocol.mpiwire import CONTROLLER
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings.check()   # before any MPI call: every rank stops alike on a bad value
     world = MPI.COMM_WORLD
+    if args.tls:   # (imported only then: it brings ssl and the wire module)
+        from .protocol import tls
     if args.tls and not tls.available():   # every rank stops alike, one says why
         if world.Get_rank() == CONTROLLER:
             print(f"pympec: {tls.MISSING}", file=sys.stderr, flush=True)

@@ -138,7 +138,7 @@ class Cluster:
                 except (ClusterError, ValueError, FileNotFoundError, KernelError):
                     pass
             time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            delay = min(delay * 2, 0.05)   # (a start takes about a second: look often)
         raise ClusterError(f"the cluster did not answer within {self.timeout:g} s:\n"
                            f"{self.log_tail()}")
 

@@ -23,12 +23,12 @@ every caller overwrites what it allocates).
 """
 from __future__ import annotations
 
+import functools
 import sys
 import sysconfig
 import threading
 import time
-
-import numpy as np
+from typing import Any
 
 from .. import settings
 
@@ -40,7 +40,7 @@ TRIM_EVERY = 0.1             # seconds between trims that look at the pool
 class _Pooled:
     __slots__ = ("array", "free_since")
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: Any) -> None:
         self.array = array
         self.free_since: float | None = None
 
@@ -66,14 +66,17 @@ class BufferPool:
 
     @property
     def cap(self) -> int:
-        """Free bytes kept (0: the pool is off); raises SettingError on a bad setting."""
-        return settings.BUFFER_CAP.get() if self._cap is None else self._cap
+        """Free bytes kept (0: the pool is off, as where reference counts cannot tell a
+        free buffer); raises SettingError on a bad setting."""
+        if self._cap is not None:
+            return self._cap
+        return settings.BUFFER_CAP.get() if refcounts_tell() else 0
 
     def allocate(self, nbytes: int) -> memoryview:
         """A writable, 64-byte aligned buffer of ``nbytes`` bytes, not zero-filled."""
         if nbytes < POOL_FROM or self.cap <= 0:
             self.trim()
-            return _aligned_view(np.empty(nbytes + ALIGN, dtype=np.uint8), nbytes)
+            return _aligned_view(_empty(nbytes + ALIGN), nbytes)
         with self.lock:
             fits = [e for e in self.entries
                     if nbytes + ALIGN <= e.array.nbytes <= 2 * nbytes + ALIGN and e.free()]
@@ -81,7 +84,7 @@ class BufferPool:
                 entry = min(fits, key=lambda e: e.array.nbytes)
                 entry.free_since = None
             else:
-                entry = _Pooled(np.empty(nbytes + ALIGN, dtype=np.uint8))
+                entry = _Pooled(_empty(nbytes + ALIGN))
                 self.entries.append(entry)
             view = _aligned_view(entry.array, nbytes)
         self.trim()
@@ -117,27 +120,34 @@ class BufferPool:
         return sum(e.array.nbytes for e in self.entries)
 
 
-def _aligned_view(raw: np.ndarray, nbytes: int) -> memoryview:
+def _empty(nbytes: int) -> Any:
     # Not a bytearray: that zero-fills (a full pass over the memory), while NumPy's
-    # large allocations skip it and get huge pages.
+    # large allocations skip it and get huge pages.  (Imported here, at the first large
+    # message: a controller that moves none never loads NumPy, and starts faster.)
+    import numpy
+    return numpy.empty(nbytes, dtype=numpy.uint8)
+
+
+def _aligned_view(raw: Any, nbytes: int) -> memoryview:
     start = -raw.ctypes.data % ALIGN
     return memoryview(raw[start:start + nbytes])
 
 
+@functools.lru_cache(maxsize=None)
 def refcounts_tell() -> bool:
     """Whether reference counts show when a buffer falls free: CPython with the GIL
     (the free-threaded build and other Pythons count differently), checked once."""
     if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
         return False
-    pool = BufferPool(keep=1.0, cap=POOL_FROM)   # not the settings: import must not read them
+    pool = BufferPool(keep=1.0, cap=POOL_FROM)   # (explicit: no settings read)
     view = pool.allocate(POOL_FROM)
-    held = np.frombuffer(view, np.uint8)
+    held = view[:]   # (a second view keeps the array in use, as an array on it would)
     del view
     in_use = not pool.entries[0].free()
     del held
     return in_use and pool.entries[0].free()
 
 
-POOL = BufferPool(cap=None if refcounts_tell() else 0)   # off where counts cannot tell
+POOL = BufferPool()
 allocate = POOL.allocate
 trim = POOL.trim
