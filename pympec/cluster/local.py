@@ -130,12 +130,15 @@ class Cluster:
                 raise ClusterError(f"the cluster exited with code {self.process.returncode} "
                                    f"while starting:\n{self.log_tail()}")
             if self.connection_file.exists():
-                try:
-                    from ..client.multiengine import MultiEngineClient
-                    with MultiEngineClient(self.connection_file, timeout=5) as mec:
-                        if len(mec.get_ids()) == self.n:
+                try:   # (a session, not a client: it needs no NumPy, so it starts fast)
+                    from ..client.session import Session
+                    session = Session(self.connection_file, timeout=5)
+                    try:
+                        if len(session.call("get_ids")) == self.n:
                             return
-                except (ClusterError, ValueError, FileNotFoundError, KernelError):
+                    finally:
+                        session.close()
+                except (ClusterError, ValueError, OSError, KernelError):
                     pass
             time.sleep(delay)
             delay = min(delay * 2, 0.05)   # (a start takes about a second: look often)

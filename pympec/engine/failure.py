@@ -17,8 +17,6 @@ import os
 import pickle
 import traceback
 
-import cloudpickle
-
 from ..protocol.serialize import PROTOCOL
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +71,7 @@ def _value(e: BaseException, name: str) -> str:
 def _pickled(e: BaseException) -> list:
     try:
         e.__traceback__ = None   # tracebacks do not pickle; their text travels instead
+        import cloudpickle   # (loaded at the first failure: engines start faster)
         stream = cloudpickle.dumps(e, protocol=PROTOCOL)
         pickle.loads(stream)     # it must also unpickle, on the client
         return [stream]

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 from typing import Any, Sequence
-
-import cloudpickle
-import numpy as np
-from numpy.lib import format as npformat
 
 from . import headers
 
 PROTOCOL = 5
+
+
+def _numpy() -> Any:
+    """NumPy, loaded at its first use: an engine that runs only code starts faster."""
+    import numpy
+    return numpy
+
+
+def _cloudpickle() -> Any:
+    import cloudpickle
+    return cloudpickle
 
 
 def dumps(obj: Any) -> list[Any]:
@@ -38,7 +46,7 @@ def dumps(obj: Any) -> list[Any]:
     """
     buffers: list[pickle.PickleBuffer] = []
     try:
-        stream = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+        stream = _cloudpickle().dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
     except Exception as e:
         raise TypeError(f"cannot send {type(obj).__name__} object: {e}") from e
     return [stream, *buffers]
@@ -49,18 +57,20 @@ def loads(frames: Sequence[Any]) -> Any:
 
 
 def is_raw_array(obj: Any) -> bool:
-    return type(obj) is np.ndarray and not obj.dtype.hasobject
+    np = sys.modules.get("numpy")   # (not loaded: nothing can be an array)
+    return np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
 
 
-def fortran(a: np.ndarray) -> bool:
+def fortran(a: Any) -> bool:
     """Whether ``a`` is Fortran-ordered (and not also C-ordered)."""
     return a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
 
 
-def raw_bytes(a: np.ndarray) -> np.ndarray:
+def raw_bytes(a: Any) -> Any:
     """The bytes of an array, in memory order, as a flat uint8 array (a view when it is
     contiguous): the buffer protocol cannot export some dtypes (datetime64,
     timedelta64) as they are."""
+    np = _numpy()
     flat = a.T if fortran(a) else np.ascontiguousarray(a)
     return flat.reshape(-1).view(np.uint8)
 
@@ -98,21 +108,23 @@ def nframes(meta: dict) -> int:
     return 1 if kind in ("array", "jsonb") else 0 if kind == "json" else meta["n"]
 
 
-def array_meta(a: np.ndarray) -> dict:
+def array_meta(a: Any) -> dict:
+    from numpy.lib import format as npformat
     meta = {"kind": "array", "dtype": npformat.dtype_to_descr(a.dtype), "shape": list(a.shape)}
     if fortran(a):
         meta["order"] = "F"
     return meta
 
 
-def array_dtype(meta: dict) -> np.dtype:
+def array_dtype(meta: dict) -> Any:
     descr = meta["dtype"]
     if isinstance(descr, list):  # JSON turned the structured descr's tuples into lists
         descr = [tuple(field) for field in descr]
+    from numpy.lib import format as npformat
     return npformat.descr_to_dtype(descr)
 
 
-def array_from(meta: dict, buf: Any) -> np.ndarray:
+def array_from(meta: dict, buf: Any) -> Any:
     """The array ``meta`` describes, as a view on ``buf`` (writable if ``buf`` is).
     ValueError if ``buf`` does not hold exactly its bytes."""
     dtype = array_dtype(meta)
@@ -120,7 +132,7 @@ def array_from(meta: dict, buf: Any) -> np.ndarray:
     if memoryview(buf).nbytes != size:
         raise ValueError(f"an array of shape {tuple(meta['shape'])} and dtype {dtype} takes "
                          f"{size} bytes, not {memoryview(buf).nbytes}")
-    return np.ndarray(meta["shape"], dtype, buffer=buf, order=meta.get("order", "C"))
+    return _numpy().ndarray(meta["shape"], dtype, buffer=buf, order=meta.get("order", "C"))
 
 
 def encode_many(values: Sequence[Any]) -> tuple[list[dict], list[Any]]:
@@ -148,7 +160,7 @@ def encode_inband(obj: Any) -> tuple[dict, Any]:
     if is_raw_array(obj):
         return array_meta(obj), raw_bytes(obj)
     try:
-        stream = cloudpickle.dumps(obj, protocol=PROTOCOL)
+        stream = _cloudpickle().dumps(obj, protocol=PROTOCOL)
     except Exception as e:
         raise TypeError(f"cannot send {type(obj).__name__} object: {e}") from e
     return {"kind": "pickle", "n": 1}, stream
