@@ -71,6 +71,7 @@ class Controller:
         self.started = time.time()
         self.clients: dict[str, Connection] = {}
         self.store = ResultStore()                  # what clients are owed
+        self.dirty: dict[Connection, None] = {}     # clients with replies queued, unwritten
         self.selector = selectors.DefaultSelector()
         self.door = Door(listener, self.selector, self.key, self.streamed, tls)
         # engines ring it when they reply, so select wakes at once (pympec.protocol.doorbell)
@@ -107,6 +108,7 @@ class Controller:
             active |= self.dispatcher.dispatch()
             active |= self.farm.dispatch()   # idle engines with nothing queued take tasks
             self.dispatcher.ring_unrung()
+            self.write_dirty()
             if active:
                 self.backoff.reset()
             elif delay == 0:
@@ -229,10 +231,19 @@ class Controller:
             self.close(conn, str(e))
 
     def send(self, conn: Connection, header: dict, frames: list = ()) -> None:
-        """Queue a message to a client and write what the socket takes; the rest goes
-        when it is writable, and a result still landing (wire.Filling) as it lands."""
+        """Queue a message to a client; it is written at the end of this pass of the
+        loop, with whatever else the pass queued for that client (one write for many
+        replies), the rest when the socket is writable, and a result still landing
+        (wire.Filling) as it lands."""
         conn.writer.queue(header, frames)
-        self.flush(conn)
+        self.dirty[conn] = None
+
+    def write_dirty(self) -> None:
+        """Write what this pass of the loop queued for clients."""
+        dirty, self.dirty = self.dirty, {}
+        for conn in dirty:
+            if conn.sock.fileno() >= 0:
+                self.flush(conn)
 
     def flush(self, conn: Connection) -> None:
         try:
