@@ -19,7 +19,7 @@ import numpy as np
 
 from ..protocol import serialize
 from ..errors import (CallInterrupted, CompositeError, InvalidDeferredID, NotAPendingResult,
-                      StopLocalExecution)
+                      RequestLost, StopLocalExecution)
 from . import magics
 from .checks import (check_block, check_count, check_dist, check_flag, check_function,
                      check_name, check_names, check_namespace, check_property_keys,
@@ -412,6 +412,9 @@ class MultiEngineClient:
             message = self._session.wait(pending.result_id, timeout=INTERRUPT_WAIT)
         except KeyboardInterrupt:
             message = None
+        except RequestLost:   # Ctrl-C came while it was being written: it never ran
+            return CallInterrupted(f"{what} was interrupted before the controller had it; "
+                                   f"it did not run")
         if message is not None:
             pending.settle(message)
             where = f" on engines {told}" if told else " before it started"

@@ -246,6 +246,9 @@ class Session:
                     self.check_alive()
             except ClusterError as e:
                 raise self.broken(e) from None
+            except BaseException:   # (Ctrl-C) a message may be half written: the stream
+                self.disconnect()   # is unusable; the controller drops the half, and
+                raise               # the next call reconnects (the half is RequestLost)
 
     def flush_later(self) -> None:
         """The outbox's turn (in its thread): the batchers' work, and as much as the
