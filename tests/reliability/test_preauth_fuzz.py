@@ -19,24 +19,29 @@ exception, and its summaries count exactly the connections timed out.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
 
 import pytest
 
+import pympec
 from pympec import connection
 from pympec.controller.door import HANDSHAKE_TIMEOUT, LOG_EVERY
-from pympec.protocol import handshake, wire
-from pympec.protocol.handshake import ANSWER, GREETING, GREETING_SIZE, NONCE, TAG
+from pympec.protocol import handshake, tls, wire
+from pympec.protocol.handshake import (ANSWER, GREETING, GREETING_SIZE, NONCE, TAG,
+                                       recv_exactly)
 
 from conftest import wait_for
 from reliability.tools import Legit, rank0_log, turned_away
 from test_faults import wire_bytes
+from test_tls import raw_after_greeting, through_tls
 
 SEED = 20261203
 CASES = 10_000
@@ -57,11 +62,13 @@ class Case:
 
 
 def answer_with(key: bytes, snonce: bytes, offer: int, choice: int,
-                label: bytes = b"client", cnonce: bytes | None = None) -> bytes:
-    """An answer of the right form: cnonce, choice, and an HMAC under ``key``."""
+                label: bytes = b"client", cnonce: bytes | None = None,
+                channel: bytes = b"") -> bytes:
+    """An answer of the right form: cnonce, choice, and an HMAC under ``key`` (bound to
+    ``channel``: inside TLS, the SHA-256 of the controller's certificate)."""
     cnonce = cnonce or os.urandom(NONCE)
     return cnonce + bytes([choice]) + wire.hmac_sha256(key, label, snonce, cnonce,
-                                                       bytes([offer, choice]))
+                                                       bytes([offer, choice]), channel)
 
 
 def plan(rng: random.Random, key: bytes, held: bool) -> Case:
@@ -239,18 +246,24 @@ class Fuzz:
             took = time.monotonic() - started
         finally:
             sock.close()
-        after = bytes(got[GREETING_SIZE:])
-        what = f"case {i} ({case.kind}) got {len(after)} bytes after the greeting"
-        if case.expect == KEYED:
-            assert len(after) == TAG and closed, f"{what}, then closed={closed}"
-        else:
-            assert not after, f"{what}: it passed the handshake without the key"
-        if case.expect != OURS:
-            assert closed, f"case {i} ({case.kind}): still open after {took:.0f} s"
-        if case.expect == AT_ONCE:
-            assert took < HANDSHAKE_TIMEOUT, f"case {i} ({case.kind}): closed after {took:.1f} s"
+        judge(f"case {i} ({case.kind})", case.expect, bytes(got[GREETING_SIZE:]), closed,
+              took)
         self.outcomes[case.expect] += 1
         self.kinds[case.kind.split(":")[0]] += 1
+
+
+def judge(what: str, expect: str, after: bytes | None, closed: bool, took: float) -> None:
+    """Check a case's connection: ``after``, what came after pympec's greeting (None when
+    it was cut off before that: a TLS case), ``closed`` by the controller ``took`` s
+    after it was opened."""
+    if expect == KEYED:
+        assert len(after) == TAG and closed, f"{what}: {len(after)} bytes, closed={closed}"
+    elif after:
+        assert False, f"{what}: {len(after)} bytes after the greeting, without the key"
+    if expect != OURS:
+        assert closed, f"{what}: still open after {took:.0f} s"
+    if expect == AT_ONCE:
+        assert took < HANDSHAKE_TIMEOUT, f"{what}: closed after {took:.1f} s"
 
 
 async def fuzz(address: tuple, key: bytes) -> Fuzz:
@@ -313,4 +326,203 @@ def test_ten_thousand_preauth_cases(private_cluster):
     assert set(reasons) <= {"no handshake in time", "failed authentication"}
     assert sum(reasons.values()) <= runner.opened - runner.outcomes[KEYED]
     assert lines <= (time.monotonic() - started) / LOG_EVERY + 2
+    assert "Traceback" not in text and "internal error" not in text
+
+
+# -- the same at the door of a --tls controller ------------------------------------------
+
+TLS_CASES = 2_000
+TLS_HELD = 10
+TLS_THREADS = 24
+
+
+def client_hello() -> bytes:
+    """The bytes a TLS client opens with (its ClientHello), as pympec's client sends it."""
+    out = ssl.MemoryBIO()
+    opening = tls.client_context().wrap_bio(ssl.MemoryBIO(), out)
+    try:
+        opening.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def read_until_closed(sock: socket.socket, got: bytearray, seconds: float) -> bool:
+    """Read (blocking) until the controller hangs up (True) or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(1 << 16)
+        except socket.timeout:
+            return False
+        except OSError:          # reset, or TLS's end of stream
+            return True
+        if not data:
+            return True
+        got += data
+    return False
+
+
+def plan_tls(rng: random.Random, key: bytes, hello: bytes, held: bool):
+    """One seeded case at a --tls door: (kind, expectation, run); ``run(info)`` plays it
+    and returns what came after pympec's greeting inside TLS (None when the case never
+    got that far) and whether the controller hung up."""
+    def raw(info, data: bytes, drip: float = 0.0, shut: bool = True):
+        sock, got = raw_after_greeting(info), bytearray()
+        with sock:
+            for piece in ([data[k:k + 1] for k in range(len(data))] if drip else [data]):
+                try:
+                    sock.sendall(piece)
+                except OSError:
+                    return None, True
+                if drip and read_until_closed(sock, got, drip):
+                    return None, True
+            try:
+                if shut:
+                    sock.shutdown(socket.SHUT_WR)
+            except OSError:   # (already reset)
+                return None, True
+            return None, read_until_closed(sock, got, HANDSHAKE_TIMEOUT + LIMIT)
+
+    def inside(info, answer, shut: bool = False, silent: bool = False):
+        sock, got = through_tls(info), bytearray()
+        with sock:
+            greeting = recv_exactly(sock, GREETING_SIZE)
+            channel = hashlib.sha256(sock.getpeercert(binary_form=True)).digest()
+            try:
+                if not silent:
+                    sock.sendall(answer(greeting, channel, info))
+                if shut:   # TCP's half-close (SSLSocket.shutdown would stop decrypting)
+                    socket.socket.shutdown(sock, socket.SHUT_WR)
+            except OSError:   # (already reset)
+                return b"", True
+            closed = read_until_closed(sock, got, HANDSHAKE_TIMEOUT + LIMIT)
+            return bytes(got), closed
+
+    if held:
+        how = rng.choice(["silent after PYMPECTL", "silent inside TLS", "slow ClientHello"])
+        if how == "silent after PYMPECTL":
+            return how, DEADLINE, lambda info: raw(info, b"", shut=False)
+        if how == "slow ClientHello":
+            return how, DEADLINE, lambda info: raw(info, hello, drip=0.2, shut=False)
+        return how, DEADLINE, lambda info: inside(info, None, silent=True)
+    kind = rng.choice(["random instead of TLS", "cut ClientHello", "ClientHello and garbage",
+                       "pympec in the clear", "open and close", "inside TLS: random",
+                       "inside TLS: wrong proof", "inside TLS: after a valid answer"])
+    if kind == "random instead of TLS":
+        data = rng.randbytes(rng.randint(1, 4096))
+        return kind, AT_ONCE, lambda info: raw(info, data)
+    if kind == "cut ClientHello":
+        cut = rng.randrange(len(hello))
+        return kind, AT_ONCE, lambda info: raw(info, hello[:cut])
+    if kind == "ClientHello and garbage":
+        data = hello + rng.randbytes(rng.randint(1, 2048))
+        return kind, AT_ONCE, lambda info: raw(info, data)
+    if kind == "pympec in the clear":   # a client that ignores TLS: a plain answer
+        data = rng.randbytes(ANSWER)      # (then half-closes: TLS may wait for the rest
+        return kind, AT_ONCE, lambda info: raw(info, data)   # of a record it announces)
+    if kind == "open and close":
+        reset = rng.random() < 0.5
+
+        def run(info):
+            sock = socket.create_connection((info.address, info.port), timeout=LIMIT)
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return None, False
+        return kind, OURS, run
+    if kind == "inside TLS: random":
+        data = rng.randbytes(rng.choice([rng.randint(0, ANSWER - 1), ANSWER,
+                                         rng.randint(ANSWER, 4096)]))
+        return kind, AT_ONCE, lambda info: inside(info, lambda g, c, i: data,
+                                                  shut=len(data) < ANSWER)
+    if kind == "inside TLS: wrong proof":
+        how = rng.choice(["other key", "plain channel", "other certificate", "replayed",
+                          "server's", "choice not offered", "flipped bit"])
+
+        def answer(g: bytes, channel: bytes, info, how: str = how) -> bytes:
+            snonce, offer = g[8:-1], g[-1]
+            if how == "other key":
+                return answer_with(os.urandom(32), snonce, offer, wire.NO_TAGS, channel=channel)
+            if how == "plain channel":
+                return answer_with(key, snonce, offer, wire.NO_TAGS)
+            if how == "other certificate":
+                return answer_with(key, snonce, offer, wire.NO_TAGS,
+                                   channel=hashlib.sha256(b"another").digest())
+            if how == "replayed":   # the key's answer to another connection's greeting
+                with through_tls(info) as other:
+                    g = recv_exactly(other, GREETING_SIZE)
+                return answer_with(key, g[8:-1], g[-1], wire.NO_TAGS, channel=channel)
+            if how == "server's":
+                return answer_with(key, snonce, offer, wire.NO_TAGS, b"server",
+                                   channel=channel)
+            if how == "choice not offered":
+                return answer_with(key, snonce, offer, 8, channel=channel)
+            flipped = bytearray(answer_with(key, snonce, offer, wire.NO_TAGS, channel=channel))
+            flipped[len(flipped) // 2] ^= 1
+            return bytes(flipped)
+        return f"{kind}: {how}", AT_ONCE, lambda info: inside(info, answer)
+    junk = rng.randbytes(rng.randint(64, 4096))
+    choice = rng.choice([wire.NO_TAGS, wire.HMAC_SHA256])
+    return kind, KEYED, lambda info: inside(info, lambda g, channel, i: answer_with(
+        key, g[8:-1], g[-1], choice, channel=channel) + junk)
+
+
+@pytest.fixture
+def tls_private_cluster(tmp_path):
+    if not tls.available():
+        pytest.skip("--tls needs the cryptography package (pympec[fast])")
+    with pympec.Cluster(n=2, connection_file=tmp_path / "tls.json", tls=True,
+                        timeout=120) as cluster:
+        yield cluster
+
+
+@pytest.mark.timeout(240)
+def test_preauth_cases_at_a_tls_door(tls_private_cluster):
+    """2,000 seeded cases against a --tls controller, 24 at once: random bytes instead
+    of TLS, ClientHellos cut or followed by garbage, a plain answer in the clear,
+    connections opened and closed or reset; inside TLS, random bytes and answers with
+    wrong proofs (another key, bound to the plain channel or another certificate,
+    replayed from another TLS connection, the server's proof, a choice not offered, a
+    flipped bit), and a key holder's valid answer followed by garbage; 10 left silent or
+    dripping a ClientHello, closed at the deadline.  The same checks as above."""
+    cluster = tls_private_cluster
+    info = connection.load(cluster.connection_file)
+    rng, hello = random.Random(SEED + 1), client_hello()
+    held = set(rng.sample(range(TLS_CASES), TLS_HELD))
+    cases = [plan_tls(rng, info.key_bytes, hello, i in held) for i in range(TLS_CASES)]
+    outcomes: Counter = Counter()
+
+    def run(i: int) -> str:
+        kind, expect, play = cases[i]
+        started = time.monotonic()
+        after, closed = play(info)
+        judge(f"case {i} ({kind})", expect, after, closed, time.monotonic() - started)
+        return expect
+
+    legit = Legit(cluster)
+    legit.start()
+    started = time.monotonic()
+    try:
+        order = sorted(range(TLS_CASES), key=lambda i: i not in held)   # the long ones first
+        with concurrent.futures.ThreadPoolExecutor(TLS_THREADS + TLS_HELD) as pool:
+            for done in [pool.submit(run, i) for i in order]:
+                outcomes[done.result()] += 1
+    finally:
+        legit.stop()
+    print(f"\n{TLS_CASES} cases at a TLS door in {time.monotonic() - started:.1f} s: "
+          f"{dict(outcomes)}; legitimate client: {legit.rounds} rounds, {legit.fresh} new "
+          f"connections, slowest {legit.slowest:.2f} s")
+    assert sum(outcomes.values()) == TLS_CASES and outcomes[DEADLINE] == TLS_HELD
+    assert not legit.errors and not legit.fresh_errors, legit.errors + legit.fresh_errors
+    log = rank0_log(cluster)
+    wait_for(lambda: turned_away(log.read_text())[1]["no handshake in time"] >= TLS_HELD,
+             lambda: f"the summaries: {turned_away(log.read_text())}", LOG_EVERY + LIMIT)
+    text = log.read_text()
+    reasons = turned_away(text)[1]
+    print(f"log: {dict(reasons)}")
+    assert reasons["no handshake in time"] == TLS_HELD
+    assert set(reasons) <= {"no handshake in time", "failed authentication",
+                            "failed TLS handshake"}
     assert "Traceback" not in text and "internal error" not in text
