@@ -138,6 +138,7 @@ PHASES = {
         from pympec import client
         tc = client.TaskClient(PATH)
         tc.run(client.StringTask("import time; time.sleep(1); task_ran = 1"))
+        tc.queue_status()                    # (a blocking call: the task is sent)
         print("with a task running", flush=True)
         time.sleep(600)
         """,
@@ -306,6 +307,7 @@ LATE = """
     mec = client.MultiEngineClient(PATH)
     mec.execute("import time; time.sleep(4)", targets=0, block=False)
     mec.pull("id", targets=0, block=False)         # queued behind it: lands at 4 s
+    mec.get_ids()                                  # (a blocking call: both are sent)
     print(mec._session.client_id, flush=True)
     time.sleep(600)
     """
