@@ -50,8 +50,6 @@ def test_twenty_clients_five_hundred_calls_each(cluster):
           f" {dict(kinds)}")
     assert sum(kinds.values()) == PROCESSES * CALLS
     assert (lost, mismatched) == (0, 0), [s["failures"] for s in summaries if s["failures"]]
-    # (a new client: one idle meanwhile would hit the session bug of
-    # test_careless_clients.py::test_a_client_idle_longer_than_the_controller_timeout)
     with cluster.client() as mec:
         assert mec.get_ids() == [0, 1, 2, 3] and mec.pull("id") == [0, 1, 2, 3]
         assert mec.status()["clients"] == 1
