@@ -295,11 +295,9 @@ def test_a_client_idle_longer_than_the_controller_timeout(quick_cluster, monkeyp
         mec.close()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug (client/session.py): the session waits with select.select(), "
-                   "which takes no file descriptor above 1023: a client in a process "
-                   "with 1024 files open raises 'filedescriptor out of range in select()'")
 def test_a_client_in_a_process_with_many_open_files(quick_cluster):
+    """It connects and calls (it waited with select(), which takes no descriptor above
+    1023: 'filedescriptor out of range in select()')."""
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
         pytest.skip("this process may not open 1200 files")
     files = [open(os.devnull) for _ in range(1100)]
