@@ -225,7 +225,10 @@ def test_running_cluster_uses_or_starts_one(pympec_dir, tmp_path):
     assert not path.exists()                           # and stops what it started
 
 
-def test_sigterm_stops_a_foreground_cluster(pympec_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_stops_a_foreground_cluster(pympec_dir, sig):
+    """SIGTERM (kill, a scheduler), SIGHUP (the terminal closed) and SIGINT (Ctrl-C)."""
     default = pympec_dir / "security" / "cluster-default.json"
     foreground = subprocess.Popen([*PYMPEC, "cluster", "start", "-n", "1"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -234,7 +237,7 @@ def test_sigterm_stops_a_foreground_cluster(pympec_dir):
         assert "is up" in up_line(foreground)
         record = json.loads(launch_record(default).read_text())
     finally:
-        foreground.terminate()                       # SIGTERM, as kill or a scheduler sends
+        foreground.send_signal(sig)
         rest, _ = foreground.communicate(timeout=60)
         outlived = record is not None and alive(record["pid"])
         if outlived:                                 # never leave a cluster behind

@@ -4,8 +4,9 @@
                            with --tls, first b"PYMPECTL" in the clear and the TLS
                            handshake, non-blocking, then pympec's handshake inside TLS
         at most PYMPEC_MAX_UNAUTHENTICATED at once: past it, the oldest is dropped
-        out of file descriptors (EMFILE, ENFILE...): no accepting for ACCEPT_PAUSE s,
-        as asyncio does, while the clients already in are served
+        out of file descriptors (EMFILE, ENFILE...): the older half of the handshakes
+        dropped, and no accepting for ACCEPT_PAUSE s, as asyncio does, while the clients
+        already in are served
     Connection ──handshake──> proven: its reader is set, and the server reads its
                               messages from then on (the first must be hello)
                           └─> failed, or not done within HANDSHAKE_TIMEOUT (TLS's and
@@ -130,11 +131,15 @@ class Door:
                 self.turn_away(next(iter(self.handshaking)), "over PYMPEC_MAX_UNAUTHENTICATED")
 
     def pause(self, error: OSError) -> None:
-        """Stop accepting for a while: out of file descriptors (the backlog keeps the
-        waiting connections; the ones in the handshake time out and free theirs)."""
+        """Stop accepting for a while: out of file descriptors.  The older half of the
+        connections in the handshake are dropped to make room (they would hold their
+        files up to HANDSHAKE_TIMEOUT, as long as a client waits for the greeting), and
+        the backlog keeps the waiting connections meanwhile."""
         self.selector.unregister(self.listener)
         self.paused_until = time.monotonic() + ACCEPT_PAUSE
         self.turned_away[f"accept() paused: {error.strerror}"] += 1
+        for conn in list(self.handshaking)[:len(self.handshaking) // 2]:
+            self.turn_away(conn, "dropped while out of files")
 
     def on_readable(self, conn: Connection) -> None:
         """The handshake of ``conn`` goes on (the socket is readable, or writable when
