@@ -133,7 +133,7 @@ class CompositeError(KernelError):
             info = engine_info(evalue)
             where = (f"[{info['engineid']}:{info['method']}]" if "engineid" in info
                      else "[Engine Exception]")
-            value = evalue.evalue if isinstance(evalue, RemoteError) else evalue
+            value = evalue.evalue if isinstance(evalue, RemoteError) else safe_str(evalue)
             lines.append(f"{where}: {_type_name(etype, evalue)}: {value}")
         return "\n".join(lines)
 
@@ -145,7 +145,7 @@ class CompositeError(KernelError):
         id is None where the engine is unknown)."""
         found: dict[tuple[str, str, str], list] = {}
         for etype, evalue, tb in self.elist:
-            value = evalue.evalue if isinstance(evalue, RemoteError) else _text(evalue)
+            value = evalue.evalue if isinstance(evalue, RemoteError) else safe_str(evalue)
             found.setdefault((_type_name(etype, evalue), value, tb), []).append(
                 engine_info(evalue).get("engineid"))
         return [(ids, name, value, tb) for (name, value, tb), ids in found.items()]
@@ -178,7 +178,7 @@ class CompositeError(KernelError):
             info = engine_info(evalue)
             print(f"[{info.get('engineid', '?')}:{info.get('method', '?')}]: "
                   f"{_type_name(etype, evalue)}", file=file)
-            print(tb or f"{evalue}\n", file=file)
+            print(tb or f"{safe_str(evalue)}\n", file=file)
 
     def raise_exception(self, excid: int = 0) -> None:
         """Re-raise the ``excid``-th remote exception here (IndexError if out of range)."""
@@ -196,7 +196,8 @@ def _type_name(etype: type, evalue: BaseException) -> str:
     return evalue.ename if isinstance(evalue, RemoteError) else etype.__name__
 
 
-def _text(evalue: BaseException) -> str:
+def safe_str(evalue: BaseException) -> str:
+    """``str(evalue)``, or a placeholder when its ``__str__`` raises."""
     try:
         return str(evalue)
     except Exception:

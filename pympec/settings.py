@@ -213,7 +213,10 @@ RESULT_GRACE = Setting("PYMPEC_RESULT_GRACE", SECONDS, 300.0, "Seconds the contr
 CONTROLLER_TIMEOUT = Setting("PYMPEC_CONTROLLER_TIMEOUT", SECONDS, 30.0, "A client waiting on "
                              "a controller that sends nothing for this long (frozen, or the "
                              "network gone) raises ClusterError; it pings the controller "
-                             "every few seconds of silence meanwhile.", low=1.0)
+                             "every few seconds of silence meanwhile.  The controller "
+                             "likewise closes a client connection that stops this long in "
+                             "the middle of a message (a stalled upload holds its engines).",
+                             low=1.0)
 MAX_UNAUTHENTICATED = Setting("PYMPEC_MAX_UNAUTHENTICATED", INT, 256, "Connections a "
                               "controller lets wait in the handshake at once; past it, the "
                               "oldest is dropped.", low=1)

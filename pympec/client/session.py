@@ -301,6 +301,9 @@ class Session:
             messages = self.reader.read(self.sock)
         except (ClusterError, ProtocolError) as e:
             raise self.broken(e) from None
+        except BaseException:   # (Ctrl-C) the reader may have lost its place in the
+            self.disconnect()   # stream: the next call reconnects, and what the
+            raise               # controller kept for us comes again
         if messages:
             self.heard = time.monotonic()
         now = []
@@ -332,6 +335,9 @@ class Session:
                 self.writer.flush(self.sock)
             except ClusterError as e:
                 raise self.broken(e) from None
+            except BaseException:   # (Ctrl-C) see write_out
+                self.disconnect()
+                raise
 
     def wait(self, request_id: str, timeout: float | None = None) -> wire.Message | None:
         """The reply to ``request_id``; None if it is not there within ``timeout``

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import cloudpickle
 
 from .. import display
-from ..errors import traceback_text
+from ..errors import RemoteError, safe_str, traceback_text
 from ..protocol import serialize
 from .checks import (MAX_RETRIES, check_count, check_flag, check_function, check_names,
                      check_namespace)
@@ -301,6 +301,12 @@ class Outcome:
                                     self.timing)
 
     def result(self) -> Any:
+        """The value, or the task's failure raised: as itself when it is an Exception;
+        a SystemExit or KeyboardInterrupt of the task's code would end this program or
+        look like the user's Ctrl-C, so those come wrapped in a RemoteError."""
         if self.kind != "string" and self.error is not None:
+            if not isinstance(self.error, Exception):
+                raise RemoteError(type(self.error).__name__, safe_str(self.error),
+                                  traceback_text(self.error)) from self.error
             raise self.error
         return self.value

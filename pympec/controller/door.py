@@ -54,6 +54,7 @@ class Connection:
             offer, channel = offer | wire.NO_TAGS, bytes.fromhex(tls.fingerprint)
         self.auth = ServerHandshake(key, offer, channel=channel)
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        self.heard = time.monotonic()   # when bytes last came (a stalled message times out)
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
         self.client: str | None = None

@@ -79,6 +79,7 @@ class Controller:
         if self.doorbell.sock is not None:
             self.selector.register(self.doorbell.sock, selectors.EVENT_READ, self.doorbell)
         self.running = True
+        self.next_check = 0.0   # when to look for connections stalled mid-message
         self.dispatcher = Dispatcher(comm, control, self.deliver, self.forward,
                                      self.doorbell.ring, where)
         self.engines = self.dispatcher.engines     # id -> engine, as the controller sees it
@@ -113,7 +114,11 @@ class Controller:
                 self.backoff.reset()
             elif delay == 0:
                 os.sched_yield()   # spinning: let a woken engine have this core first
-            self.door.tick(time.monotonic())
+            now = time.monotonic()
+            self.door.tick(now)
+            if now >= self.next_check:
+                self.next_check = now + 1.0
+                self.drop_stalled(now)
             self.store.sweep()
             buffers.trim()
 
@@ -210,7 +215,19 @@ class Controller:
             pass
         conn.sock.close()
 
+    def drop_stalled(self, now: float) -> None:
+        """Close the connections that stopped in the middle of a message for longer than
+        PYMPEC_CONTROLLER_TIMEOUT: a streamed request holds its engines until it ends,
+        and any half message holds memory."""
+        limit = settings.CONTROLLER_TIMEOUT.get()
+        for key in list(self.selector.get_map().values()):
+            conn = key.data
+            if isinstance(conn, Connection) and conn.reader is not None \
+                    and conn.reader.midway and now - conn.heard > limit:
+                self.close(conn, f"stopped mid-message for {now - conn.heard:.0f} s")
+
     def on_readable(self, conn: Connection) -> None:
+        conn.heard = time.monotonic()
         try:
             for message in conn.reader.read(conn.sock):
                 self.handle(conn, message)
@@ -264,6 +281,8 @@ class Controller:
         by id), and keep it until one acks it, so a client whose link broke gets it
         again when it reconnects; the last to ask owns it."""
         self.store.keep(clients[-1], header, frames, size + sum(len(f) for f in frames))
+        if clients[-1] not in self.clients:
+            self.store.absent(clients[-1])
         for client in clients:
             self.resend(client, header["id"])
 

@@ -138,6 +138,12 @@ class ResultStore:
     def disconnected(self, client: str) -> None:
         self.gone_since[client] = time.monotonic()
 
+    def absent(self, client: str) -> None:
+        """A result was kept for ``client``, which is not connected: it is gone (since
+        now, if it was not known gone), so the result is released after the grace
+        period even if the client's grace already ran out before it landed."""
+        self.gone_since.setdefault(client, time.monotonic())
+
     def sweep(self, now: float | None = None) -> None:
         """Release what clients gone longer than the grace period left behind."""
         if not self.gone_since:

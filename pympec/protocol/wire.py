@@ -230,6 +230,11 @@ class MessageReader:
         """The message handed out early and still arriving, if any."""
         return self._message if self._announced else None
 
+    @property
+    def midway(self) -> bool:
+        """True while a message has begun to arrive and is not yet whole."""
+        return self._announced or self._pos > 0 or self._step != self._got_prefix
+
     def _begin_message(self) -> None:
         self._message: Message | None = None
         self._payload = None   # (so a finished message's buffer can be reused)

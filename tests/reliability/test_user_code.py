@@ -126,11 +126,6 @@ def test_misbehaving_user_code_is_a_clear_error(cluster, mec, case, kind):
         assert isinstance(error, CompositeError), f"{case}: {described(error)}"
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="bug (pympec/errors.py): CompositeError.__str__ (and __repr__, "
-                   "the same) formats each remote exception with str(), so one whose "
-                   "__str__ raises makes the CompositeError itself unprintable: "
-                   "RuntimeError('no str') from str(error), and in IPython's traceback")
 def test_a_composite_error_of_a_broken_exception_prints(mec):
     try:
         mec.execute(BROKEN + "raise Broken()", targets=0)
@@ -150,10 +145,6 @@ print("the program goes on", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug (client/tasks.py): a task's failure is "
-                   "re-raised in the client as itself, BaseExceptions too, so sys.exit() "
-                   "in a task's code ends the client's program (and a KeyboardInterrupt "
-                   "there looks like the user's Ctrl-C) instead of raising a clear error")
 def test_system_exit_in_a_task_does_not_end_the_client(cluster, mec):
     script = SYSTEM_EXIT_IN_A_TASK.replace("PATH", repr(str(cluster.connection_file)))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
