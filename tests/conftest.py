@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -55,12 +56,17 @@ def wait_for(predicate: Callable[[], Any], what: str | Callable[[], str],
 
 
 def first_line(proc: subprocess.Popen, what: str, timeout: float = 60.0, stream=None) -> str:
-    """The first line ``proc`` writes to its stdout (or ``stream``, another of its pipes),
-    waiting at most ``timeout`` s."""
+    """The next line ``proc`` writes to its stdout (or ``stream``, another of its pipes),
+    waiting at most ``timeout`` s.  Read by a thread: a line that arrived with the one
+    before waits in the pipe's buffer, out of ``select``'s sight, and half a line would
+    block a plain ``readline``."""
     stream = stream or proc.stdout
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, f"waited {timeout} s for {what}"
-    return stream.readline()
+    line: list = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)   # (on a timeout the thread ends when the test kills ``proc``)
+    assert line, f"waited {timeout} s for {what}"
+    return line[0]
 
 
 def hung_up(sock: socket.socket, timeout: float = 5.0) -> bool:
