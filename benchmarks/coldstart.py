@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .common import HERE, MPIEXEC, Result, workdir
+from .common import HERE, Result, mpi_command, workdir
 from .context import ENGINES, Context
 
 PYMPEC = os.path.join(os.path.dirname(sys.executable), "pympec")
@@ -23,10 +23,10 @@ GOAL = 1.2   # times the empty job
 
 
 def empty_job(imports: str = "import numpy; ") -> float:
+    cmd, env = mpi_command(ENGINES + 1, sys.executable, "-c",
+                           f"from mpi4py import MPI; {imports}MPI.COMM_WORLD.Barrier()")
     t0 = time.perf_counter()
-    subprocess.run([MPIEXEC, "-n", str(ENGINES + 1), sys.executable, "-c",
-                    f"from mpi4py import MPI; {imports}MPI.COMM_WORLD.Barrier()"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120, env=env)
     return time.perf_counter() - t0
 
 
@@ -49,10 +49,10 @@ def cold_start() -> float:
 def peer_cold_start() -> float:
     """mpi4py.futures: from launching its pool to its first result (the wall clock its
     rank 0 prints then, against ours before the launch)."""
+    cmd, env = mpi_command(ENGINES + 1, sys.executable, "-m", "mpi4py.futures",
+                           str(HERE / "futures_peer.py"), "coldstart")
     t0 = time.time()
-    done = subprocess.run([MPIEXEC, "-n", str(ENGINES + 1), sys.executable, "-m",
-                           "mpi4py.futures", str(HERE / "futures_peer.py"), "coldstart"],
-                          check=True, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env)
     return json.loads(done.stdout) - t0
 
 

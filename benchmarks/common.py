@@ -84,14 +84,22 @@ def cluster(n: int, **kwargs: Any):
     return pympec.Cluster(n=n, connection_file=path, timeout=600, **kwargs)
 
 
+def mpi_command(nranks: int, *program: str) -> tuple[list[str], dict]:
+    """This Python's mpiexec running ``program`` on ``nranks`` ranks, with what Open MPI needs
+    (``--oversubscribe``, the run-as-root variables): the command and its environment."""
+    from pympec.cluster.mpi import local_launch
+    launch = local_launch(MPIEXEC, nranks)
+    return [MPIEXEC, *launch.args, "-n", str(nranks), *program], {**os.environ, **launch.env}
+
+
 def run_mpi(nranks: int, script: str, *args: str, timeout: float = 300,
             pool: bool = False) -> str:
     """Run ``python benchmarks/<script>`` under this Python's mpiexec (with ``pool``, as
     ``python -m mpi4py.futures <script>``: rank 0 runs it, the others are its pool's
     workers); its stdout."""
     runner = ["-m", "mpi4py.futures"] if pool else []
-    cmd = [MPIEXEC, "-n", str(nranks), sys.executable, *runner, str(HERE / script), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    cmd, env = mpi_command(nranks, sys.executable, *runner, str(HERE / script), *args)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return done.stdout

@@ -21,7 +21,8 @@ REPORT = """if True:
         blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     except ImportError:
         blas = None
-    report = ({name: os.environ.get(name) for name in %r}, blas)
+    cpus = len(os.sched_getaffinity(0))
+    report = ({name: os.environ.get(name) for name in %r}, blas, cpus)
 """ % (VARIABLES,)
 
 
@@ -47,14 +48,17 @@ def check_blas(blas: list | None, threads: int) -> None:
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_default_is_the_cpus_per_engine(tmp_path, n):
-    expected = max(1, usable_cpus() // n)
-    for env, blas in reports(tmp_path, n, clean_env()):
+    """An engine's share is its own affinity (Open MPI binds each of 2 ranks on 2 cores to
+    one core; MPICH binds none), divided by the engines on its node."""
+    for env, blas, cpus in reports(tmp_path, n, clean_env()):
+        assert 1 <= cpus <= usable_cpus()
+        expected = max(1, cpus // n)
         assert env == {name: str(expected) for name in VARIABLES}
         check_blas(blas, expected)
 
 
 def test_values_the_user_set_are_kept_and_omp_leads(tmp_path):
-    for env, blas in reports(tmp_path, 1, clean_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="5")):
+    for env, blas, _ in reports(tmp_path, 1, clean_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="5")):
         assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "5"
         assert env["OPENBLAS_NUM_THREADS"] == env["NUMEXPR_NUM_THREADS"] == "1"
         check_blas(blas, 1)
@@ -63,7 +67,7 @@ def test_values_the_user_set_are_kept_and_omp_leads(tmp_path):
 def test_the_cluster_setting_overrides(tmp_path):
     got = reports(tmp_path, 2, clean_env(OMP_NUM_THREADS="1"), threads=2)
     assert len(got) == 2
-    for env, blas in got:
+    for env, blas, _ in got:
         assert env == {name: "2" for name in VARIABLES}
         check_blas(blas, 2)
 

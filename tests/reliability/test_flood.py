@@ -27,6 +27,7 @@ import pytest
 
 import pympec
 from pympec import connection
+from pympec.cluster import mpi
 from pympec.controller.door import HANDSHAKE_TIMEOUT, LOG_EVERY
 
 from conftest import first_line, wait_for
@@ -51,10 +52,12 @@ def limited_cluster(request, tmp_path):
         env["PYMPEC_MAX_UNAUTHENTICATED"] = str(request.param)
     cluster = pympec.Cluster(n=3, connection_file=tmp_path / "c.json", timeout=120, env=env)
     cluster.log_path = tmp_path / "mpiexec.log"
+    launch = mpi.local_launch(cluster.mpiexec, cluster.n + 1)   # what Open MPI needs
     with open(cluster.log_path, "ab") as log:   # (Cluster.start, with the limit)
         cluster.process = subprocess.Popen(
-            cluster.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, preexec_fn=limit_files)
+            cluster.command(launch.args), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, env={**env, **launch.env},
+            preexec_fn=limit_files)
     try:
         cluster.wait_ready()
         yield cluster
