@@ -263,15 +263,18 @@ class Engine:
             self.send_gathered(header, reply, views[0] if views else memoryview(b""))
             return
         reply["lengths"] = [v.nbytes for v in views]
+        # Everything is posted, then the controller rung, then waited for: a message
+        # past MPI's eager size completes only once the controller receives it, which it
+        # does when rung (a blocking Send before the ring spun until its backoff woke it).
         if sum(reply["lengths"]) <= INLINE:   # one message
             reply["inline"] = True
-            self.comm.Send(encode_header(reply, views), CONTROLLER, TAG_REPLY)
-            self.doorbell.ring(CONTROLLER)
-            return
-        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
-        sends = [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
-                 for v in views for at in pieces(len(v))]
-        self.doorbell.ring(CONTROLLER)   # header and frames are posted: one wake does
+            sends = [self.comm.Isend(bytes_spec(encode_header(reply, views)), CONTROLLER,
+                                     TAG_REPLY)]
+        else:
+            sends = [self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)]
+            sends += [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
+                      for v in views for at in pieces(len(v))]
+        self.doorbell.ring(CONTROLLER)
         self.wait_all(sends, self.transfer)
 
     def send_gathered(self, header: dict, reply: dict, buf: memoryview) -> None:
@@ -280,10 +283,10 @@ class Engine:
         controller joins too) on the largest part, which sets the number of rounds."""
         group = self.groups[header["group"]]
         reply["nbytes"] = buf.nbytes
-        self.comm.Send(encode_header(reply), CONTROLLER, TAG_REPLY)
+        sent = self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)
         request, agreed = agree_largest(group, buf.nbytes)
         self.doorbell.ring(CONTROLLER)
-        self.wait(request)
+        self.wait_all([sent, request], self.transfer)
         self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
                        for at in pieces(agreed[1])], self.transfer)
 
