@@ -25,8 +25,11 @@ import sys
 from mpi4py import MPI
 
 from . import settings
-from .paths import log_dir
+from .paths import rank_log
 from .protocol.mpiwire import CONTROLLER
+
+_exit = os._exit   # (engines wrap os._exit, to log their last words: this is a clean exit)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -49,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def setup_logging(cluster_id: str, rank: int) -> str:
-    path = str(log_dir() / f"pympec-{cluster_id}-rank{rank}.log")
+    path = str(rank_log(cluster_id, rank))
     logging.basicConfig(filename=path, level=logging.INFO,
                         format=f"%(asctime)s rank{rank} %(name)s %(levelname)s: %(message)s")
     return path
@@ -88,14 +91,21 @@ def main(argv: list[str] | None = None) -> None:
     with profiled(rank):
         if rank == CONTROLLER:
             from .controller.server import run_controller
-            run_controller(runtime, control, args, cluster_id, where[1:],
-                           rung=engines_here == size - 1)
+            abandon = run_controller(runtime, control, args, cluster_id, where[1:],
+                                     rung=engines_here == size - 1)
         else:
             from .engine.threads import limit_threads
             limit_threads(engines_on_node)   # before anything loads NumPy's BLAS
             from .engine.loop import run_engine
-            run_engine(runtime, control, engines, cluster_id, rung=controller_here,
-                       oversubscribed=oversubscribed)
+            abandon = run_engine(runtime, control, engines, cluster_id,
+                                 rung=controller_here, oversubscribed=oversubscribed)
+    if abandon:   # an engine died (a fault-tolerant cluster): MPI_Finalize would wait
+        # for it where the MPI missed its death (Open MPI's ULFM, after an exit with a
+        # code), spinning
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _exit(0)
     control.Free()
     runtime.Free()
 

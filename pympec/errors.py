@@ -22,6 +22,12 @@ class EngineError(KernelError):
     process died.  The message names the engine, its rank, host and pid, and how."""
 
 
+class CollectiveAborted(KernelError):
+    """Another engine died during a collective call (a scatter, a gather, a push to
+    several engines) this engine took part in: the call was cut short here, and may or
+    may not have done this engine's part; the engine itself serves on."""
+
+
 class InvalidEngineID(KernelError, ValueError):
     """A target id names no registered engine."""
 
@@ -213,7 +219,7 @@ def _engines(ids: list) -> str:
 CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
     InvalidEngineID, NoEnginesRegistered, QueueCleared, InvalidDeferredID, TaskAborted,
     TaskTimeout, ProtocolError, KernelError, ValueError, TypeError, KeyError, IndexError,
-    MemoryError, KeyboardInterrupt, EngineError)}
+    MemoryError, KeyboardInterrupt, EngineError, CollectiveAborted)}
 
 
 class CallInterrupted(KeyboardInterrupt):

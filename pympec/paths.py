@@ -36,6 +36,11 @@ def log_dir() -> Path:
     return path
 
 
+def rank_log(cluster_id: str, rank: int) -> Path:
+    """The log file of one rank of a cluster."""
+    return log_dir() / f"pympec-{cluster_id}-rank{rank}.log"
+
+
 def connection_file(profile: str | None = None) -> Path:
     """The connection file of a profile (``default`` when None)."""
     return security_dir() / f"cluster-{profile or DEFAULT_PROFILE}.json"

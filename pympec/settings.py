@@ -98,6 +98,15 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values), reverse=True))
 
 
+def _flag(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError()
+
+
 def _count(text: str) -> int:
     return int(text.strip())   # ValueError on anything but a whole number
 
@@ -109,6 +118,8 @@ SECONDS_LIST = Kind("seconds, listed", "finite numbers of seconds >= 0 separated
                     "such as 600,120", _seconds_list,
                     lambda values: ",".join(f"{value:g}" for value in values),
                     numeric=False, span="each >= 0")
+FLAG = Kind("flag", "1 or 0 (or true/false, yes/no, on/off)", _flag,
+            lambda value: "1" if value else "0", numeric=False, span="1 or 0")
 COUNT = Kind("count", "a whole number such as 10", _count, str)
 PATH = Kind("path", "a path", str, str, numeric=False, span="any")
 INT = Kind("count", "a whole number such as 256", int, str)
@@ -228,11 +239,15 @@ ENGINE_THREADS = Setting("PYMPEC_ENGINE_THREADS", COUNT, None, "Threads each eng
                         "BLAS, OpenMP and numexpr may start (`OMP_NUM_THREADS` and the like, "
                         "set over the environment's); see docs/performance.md.", low=1,
                         shown="unset: the CPUs per engine on its node, keeping those set")
+FAULT_TOLERANT = Setting("PYMPEC_FAULT_TOLERANT", FLAG, False, "A local cluster outlives the "
+                         "death of an engine's process where its MPI can (Open MPI 5: "
+                         "`--with-ft ulfm`); its ranks then watch for dead engines.  See "
+                         "docs/fault-tolerance.md.")
 
 SETTINGS: tuple[Setting, ...] = (
     DIR, MPIEXEC, PROFILE, END_TIME, WALLTIME_WARNING, LOG_KEEP, CLIENT_SPIN, BACKOFF,
     MAX_MESSAGE, RESULT_CAP, RESULT_GRACE, CONTROLLER_TIMEOUT, MAX_UNAUTHENTICATED,
-    BUFFER_CAP, BUFFER_KEEP, ENGINE_THREADS)
+    BUFFER_CAP, BUFFER_KEEP, ENGINE_THREADS, FAULT_TOLERANT)
 
 
 def check() -> None:

@@ -25,7 +25,8 @@ BAD = {"bytes": ["lots", "-1", "1.5G", "2X", "G"],
        "seconds": ["soon", "-1", "inf", "nan", "1s"],
        "seconds, or fields": ["fast", "-1", "max=", "sleepy=3"],
        "seconds, listed": ["soon", "-1", "600,x", ",", "600,inf"],
-       "count": ["many", "1.5", "-1"]}
+       "count": ["many", "1.5", "-1"],
+       "flag": ["maybe", "2", "y"]}
 
 
 def by_kind(kind: str) -> list[Setting]:

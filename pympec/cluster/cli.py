@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "mpiexec on PATH)")
     start.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the cluster to answer (default 60)")
+    start.add_argument("--fault-tolerant", action="store_true", default=None,
+                       help="outlive the death of an engine's process where the MPI can "
+                            "(Open MPI 5: --with-ft ulfm); default: $PYMPEC_FAULT_TOLERANT")
     start.add_argument("--threads", type=int, default=None,
                        help="BLAS/OpenMP threads per engine of a local cluster "
                             "(default: its CPUs per engine)")
@@ -153,7 +156,8 @@ def start_local(args: argparse.Namespace) -> int:
     cluster = local.Cluster(n=args.n, profile=args.profile, connection_file=args.connection_file,
                             ip=args.ip, port=args.port, mpiexec=args.mpiexec,
                             mpiexec_args=args.mpiexec_args or (), timeout=args.timeout,
-                            tls=bool(args.tls), threads=args.threads)
+                            tls=bool(args.tls), threads=args.threads,
+                            fault_tolerant=args.fault_tolerant)
     cluster.start()
     return local.hold(cluster, args.daemon)
 

@@ -50,14 +50,16 @@ def launch_record(path: Path) -> Path:
 
 class Cluster:
     """A cluster of ``n`` engines run by mpiexec on this host (n + 1 ranks).  With
-    ``tls=True`` its controller encrypts client connections (``--tls``)."""
+    ``tls=True`` its controller encrypts client connections (``--tls``); with
+    ``fault_tolerant=True`` (default: ``$PYMPEC_FAULT_TOLERANT``) it outlives a dead engine
+    where its MPI can (Open MPI 5; docs/fault-tolerance.md)."""
 
     def __init__(self, n: int = 2, *, profile: str | None = None,
                  connection_file: str | os.PathLike | None = None, ip: str | None = None,
                  port: int = 0, mpiexec: str | None = None, mpiexec_args: Sequence[str] = (),
                  python: str | None = None, timeout: float = 60.0, cwd: str | None = None,
                  env: dict | None = None, tls: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, fault_tolerant: bool | None = None) -> None:
         if n < 1:
             raise UsageError(f"a cluster needs at least one engine, not n={n}")
         self.n = n
@@ -70,6 +72,8 @@ class Cluster:
         self.timeout = timeout
         self.cwd, self.env = cwd, env
         self.threads = threads   # PYMPEC_ENGINE_THREADS for the engines (docs/performance.md)
+        self.fault_tolerant = settings.FAULT_TOLERANT.get() if fault_tolerant is None \
+            else fault_tolerant
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self._detached = False
@@ -97,7 +101,8 @@ class Cluster:
         if answers(self.connection_file):
             raise ClusterRunning(f"a cluster is already running with {self.connection_file}; "
                                  f"stop it with `pympec cluster stop` or use another --profile")
-        launch = mpi.local_launch(self.mpiexec, self.n + 1, self.mpiexec_args)
+        launch = mpi.local_launch(self.mpiexec, self.n + 1, self.mpiexec_args,
+                                  self.fault_tolerant)
         if launch.note:
             print(launch.note, file=sys.stderr, flush=True)
         self.connection_file.unlink(missing_ok=True)   # stale: its cluster is gone

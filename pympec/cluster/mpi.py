@@ -12,6 +12,10 @@ user, and passes the whole environment on. Open MPI needs what hydra does not:
   ``OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1`` are set;
 - ranks on other hosts get only the variables named with ``-x`` (hydra: ``-genvall``); the job
   scripts render that (:mod:`pympec.cluster.batch.templates`).
+
+A cluster that should outlive a dead engine (``fault_tolerant``) needs an MPI that survives the
+death of a rank: Open MPI 5 does with ``--with-ft ulfm`` (User-Level Failure Mitigation); hydra
+ends the whole job when a rank dies, so MPICH gives a note and the usual behaviour.
 """
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ from ..errors import UsageError
 
 KINDS = ("mpich", "openmpi")
 ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+ULFM = ["--with-ft", "ulfm"]   # Open MPI 5: ranks outlive a dead rank, MPI calls report it
+NO_SURVIVAL = ("pympec: note: fault tolerance needs Open MPI 5 (ULFM); with {kind}'s mpiexec "
+               "the death of one engine ends the whole cluster (clients get ClusterError "
+               "within seconds), see docs/fault-tolerance.md")
 # What a user may already have said about oversubscription: then we add nothing.
 OVERSUBSCRIBE_SAID = ("oversubscribe", "--map-by", "-map-by")
 
@@ -76,16 +84,27 @@ class Launch:
     note: str = ""
 
 
-def local_launch(mpiexec: str, ranks: int, user_args: list[str] = ()) -> Launch:
+def local_launch(mpiexec: str, ranks: int, user_args: list[str] = (),
+                 fault_tolerant: bool = False) -> Launch:
     """What ``mpiexec`` needs to start ``ranks`` ranks on this host, given the user's own
     ``user_args``: for Open MPI, ``--oversubscribe`` when the ranks outnumber the cores (with a
     note saying so), and the allow-run-as-root variables when running as root.
 
+    ``fault_tolerant``: the cluster should outlive a dead engine.  Open MPI gets ``--with-ft
+    ulfm`` and the ranks ``PYMPEC_FAULT_TOLERANT=1`` (they watch for dead engines); another
+    MPI gets a note saying it cannot, and ``PYMPEC_FAULT_TOLERANT=0``.
+
     Runs ``mpiexec --version`` (see :func:`kind`); raises UsageError when that fails.
     """
     launch = Launch()
+    survives = fault_tolerant and kind(mpiexec) == "openmpi"
+    launch.env["PYMPEC_FAULT_TOLERANT"] = "1" if survives else "0"
+    if fault_tolerant and not survives:
+        launch.note = NO_SURVIVAL.format(kind="MPICH")
     if kind(mpiexec) != "openmpi":
         return launch
+    if survives:
+        launch.args += ULFM
     if os.geteuid() == 0:
         launch.env.update(ROOT_ENV)
     said = any(word in arg for arg in user_args for word in OVERSUBSCRIBE_SAID)

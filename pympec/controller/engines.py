@@ -46,6 +46,7 @@ from mpi4py import MPI
 from .. import paths
 from ..protocol import wire
 from ..protocol.commands import GATHER
+from .deaths import Watch
 from .request import Request
 from ..protocol.buffers import allocate
 from ..errors import InvalidEngineID, NoEnginesRegistered
@@ -189,25 +190,32 @@ class Dispatcher:
         self.status = MPI.Status()
         self.unrung: dict[int, None] = {}          # ranks sent a command, not rung yet
         self.streams: list[Stream] = []            # payloads forwarded as they arrive
+        self.watch: Watch | None = None            # dead engines, on fault-tolerant clusters
+        self.suspect = False                       # an MPI call failed: ask the watch now
+        self.aborted: set[int] = set()             # collectives a member died in
 
     def busy(self) -> bool:
         """True while some engine runs something (a reply may come any moment)."""
         return any(e.running or e.batches for e in self.engines.values())
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
         """Tell every engine, stopped ones too, to exit (first its interrupt listener);
-        free the communicators."""
+        free the communicators.  Returns whether an engine died: then every rank is told
+        to leave without MPI_Finalize, which would wait for the dead one where the MPI
+        did not notice its death (see ``pympec.boot``)."""
+        abandon = any(engine.dead for engine in self.gone.values())
         for engine in [*self.engines.values(), *self.gone.values()]:
             if engine.dead:
                 continue
             self.control.Isend(encode_header({"stop": True}), engine.rank,
                                TAG_INTERRUPT).Wait()
             self.ring(engine.rank, INTERRUPT_BELL)
-            self.comm.Isend(encode_header({"verb": "_shutdown"}), engine.rank,
-                            TAG_COMMAND).Wait()
+            self.comm.Isend(encode_header({"verb": "_shutdown", "abandon": abandon}),
+                            engine.rank, TAG_COMMAND).Wait()
             self.ring(engine.rank)
         for group in self.groups.values():
             group.Free()
+        return abandon
 
     def resolve_targets(self, targets: Any) -> list[int]:
         """The engine ids ``targets`` names; raises InvalidEngineID or NoEnginesRegistered."""
@@ -293,7 +301,9 @@ class Dispatcher:
             members = [self.engines[t] for t in job.todo]
             if all(m.running is None and not m.batches and m.queue and m.queue[0] is job
                    for m in members):
-                self.start_collective(job, members)
+                # a new communicator must not count on a dead member (it would wait for it)
+                if not self.check_deaths():
+                    self.start_collective(job, members)
                 started = True
         if self.streams:
             started |= self.forward()
@@ -414,7 +424,12 @@ class Dispatcher:
         return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
 
     def isend(self, buf: Any, rank: int, tag: int, comm: MPI.Comm | None = None) -> None:
-        self.track((comm or self.comm).Isend(bytes_spec(buf), rank, tag), keep=buf)
+        try:
+            request = (comm or self.comm).Isend(bytes_spec(buf), rank, tag)
+        except MPI.Exception as e:   # (its process died: the watch will say so)
+            self.mpi_failed(e)
+            return
+        self.track(request, keep=buf)
         if tag == TAG_COMMAND:
             self.unrung[rank] = None
 
@@ -456,16 +471,21 @@ class Dispatcher:
         key = ",".join(str(m.id) for m in members)
         if key not in self.groups:
             ranks = [0] + [m.rank for m in members]
+            fresh = self.watch is not None   # (see group_comm)
             for m in members:
-                self.comm.Isend(encode_header({"verb": "_group", "key": key, "ranks": ranks}),
-                                m.rank, TAG_COMMAND).Wait()
+                self.comm.Isend(encode_header({"verb": "_group", "key": key, "ranks": ranks,
+                                               "fresh": fresh}), m.rank, TAG_COMMAND).Wait()
                 self.ring(m.rank)
             # Blocks until the members join; they are all idle, so within one poll.
-            self.groups[key] = group_comm(self.comm, ranks)
+            self.groups[key] = group_comm(self.comm, ranks, fresh)
         return key, self.groups[key]
 
     def start_collective(self, job: Job, members: list[Engine]) -> None:
-        key, comm = self.group(members)
+        try:
+            key, comm = self.group(members)
+        except MPI.Exception as e:   # a member died meanwhile: once the watch has said
+            self.mpi_failed(e)       # which, the job starts again without it
+            return
         job.members, job.comm = [m.id for m in members], comm
         regions = {m.id: job.region(m.id) for m in members} if job.deliver != "none" else {}
         # (its message is whole: only requests for one engine are streamed)
@@ -495,7 +515,34 @@ class Dispatcher:
     def poll(self) -> bool:
         """Receive reply headers and complete finished requests; True if anything moved.
         A bug of ours in handling one is logged, and the loop goes on: the cluster
-        outlives it."""
+        outlives it, and a dead engine (an MPI error) too, where the MPI survives it."""
+        try:
+            moved = self.take_replies()
+        except MPI.Exception as e:   # an unacknowledged dead rank fails ANY_SOURCE probes
+            self.mpi_failed(e)
+            moved = True
+        pending, self.requests = self.requests, []
+        for entry in pending:
+            try:
+                done = entry.request.Test()
+            except MPI.Exception as e:   # its peer died, or its collective was revoked
+                self.mpi_failed(e)
+                continue
+            if done:
+                moved = True
+                try:
+                    if entry.then is not None:
+                        entry.then()
+                except Exception:
+                    log.exception("internal error after an MPI transfer")
+            else:
+                self.requests.append(entry)
+        self.ring_unrung()
+        return moved
+
+    def take_replies(self) -> bool:
+        """Take the replies, output and loss notices that have come; True if any had.
+        Raises MPI.Exception when a rank died (fault-tolerant clusters)."""
         moved = self.take_output(MPI.ANY_SOURCE)
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
             moved = True
@@ -513,18 +560,6 @@ class Dispatcher:
             source = self.status.Get_source()
             notice = recv_header(self.comm, self.status)[0]
             self.lose(self.engine_at(source), f"its loop failed: {notice.get('why')}")
-        pending, self.requests = self.requests, []
-        for entry in pending:
-            if entry.request.Test():
-                moved = True
-                try:
-                    if entry.then is not None:
-                        entry.then()
-                except Exception:
-                    log.exception("internal error after an MPI transfer")
-            else:
-                self.requests.append(entry)
-        self.ring_unrung()
         return moved
 
     def take_output(self, source: int) -> bool:
@@ -542,7 +577,11 @@ class Dispatcher:
     def on_reply(self, engine: Engine, reply: dict, tail: memoryview, size: int) -> None:
         """A reply header (``size`` bytes) arrived: get its frames, then finish the
         engine's part."""
-        work = self.work[reply.pop("job")]
+        seq = reply.pop("job")
+        if seq in self.aborted:
+            self.late_reply(engine, seq, reply, tail)
+            return
+        work = self.work[seq]
         if isinstance(work, Batch):
             self.receive_frames(engine, reply, tail,
                                 functools.partial(self.batch_done, engine, work, reply),
@@ -674,6 +713,63 @@ class Dispatcher:
             batch.lost(message)
         engine.batches.clear()
         self.retire(engine, f"was lost: {why}")
+
+    # -- dead engines (fault-tolerant clusters: pympec.controller.deaths) -------------
+
+    def mpi_failed(self, error: MPI.Exception) -> None:
+        """An MPI call failed: on a fault-tolerant cluster a rank died, and the watch is
+        asked at the loop's next pass; elsewhere (or if the MPI cannot say which rank
+        died) it is raised, and ends the controller: clients get ClusterError."""
+        if self.watch is None or not self.watch.works:
+            raise error
+        if not self.suspect:
+            log.info("an MPI call failed (%s): looking for dead engines", error)
+        self.suspect = True
+
+    def check_deaths(self) -> bool:
+        """Take the engines the MPI reports dead out of service; True if there were any.
+        Never blocks; False at once without a watch."""
+        self.suspect = False
+        if self.watch is None:
+            return False
+        dead = self.watch.dead()
+        for rank, how in dead:
+            self.died(self.engine_at(rank), how)
+        return bool(dead)
+
+    def died(self, engine: Engine, how: str) -> None:
+        """The engine's process is gone.  The communicators of the collectives it was in
+        are revoked, so the other members get out of them with an error, and the calls
+        in flight there fail; then it is lost as any engine (:meth:`lose`)."""
+        engine.dead = True
+        for key in [k for k in self.groups if engine.id in map(int, k.split(","))]:
+            self.groups.pop(key).Revoke()
+            for member in map(int, key.split(",")):   # (Open MPI's revoke may not reach
+                if member in self.engines and member != engine.id:   # them: say it too)
+                    self.order(self.engines[member], {"revoked": key})
+        for work in list(self.work.values()):
+            if isinstance(work, Job) and engine.id in work.members:
+                self.abort(work, engine)
+        self.lose(engine, how)
+
+    def abort(self, job: Job, dead: Engine) -> None:
+        """``dead`` died in ``job``'s collective: the members that have not answered fail
+        now with CollectiveAborted; what they send for it later is dropped
+        (:meth:`late_reply`), and each is free again once it has."""
+        self.aborted.add(job.seq)
+        for e in job.members:
+            if e != dead.id and e not in job.results:
+                self.fail(job, e, "CollectiveAborted",
+                          f"engine {dead.id} died during this {job.verb}, a collective over "
+                          f"engines {job.members}: it was cut short on engine {e} (which may "
+                          f"or may not have done its part) and engine {e} serves on")
+
+    def late_reply(self, engine: Engine, seq: int, reply: dict, tail: memoryview) -> None:
+        """A reply to an aborted collective: its frames are taken and dropped, and the
+        engine is free again."""
+        self.receive_frames(engine, reply, tail, lambda frames: None, streamed=False)
+        if engine.running is not None and engine.running.seq == seq:
+            engine.running = None
 
     def clear_queue(self, engine: Engine, why: str, ename: str = "QueueCleared",
                     keep_kill: bool = True) -> None:

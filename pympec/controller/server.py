@@ -42,6 +42,7 @@ from ..cluster.batch.address import facing
 from ..connection import ConnectionInfo, load, resolve
 from ..protocol import commands
 from ..protocol.commands import ENGINES, NONE, BadRequest
+from .deaths import Watch
 from .engines import STREAM_FROM, Dispatcher
 from ..protocol.doorbell import Doorbell
 from ..protocol.tls import ServerTLS, server_context
@@ -83,6 +84,12 @@ class Controller:
         self.dispatcher = Dispatcher(comm, control, self.deliver, self.forward,
                                      self.doorbell.ring, where)
         self.engines = self.dispatcher.engines     # id -> engine, as the controller sees it
+        self.next_watch = 0.0   # when to ask the MPI again which engines died
+        if settings.FAULT_TOLERANT.get():   # (only an MPI that survives them reports them)
+            log.info("fault tolerant: watching for dead engines")
+            here = socket.gethostname()
+            self.dispatcher.watch = Watch(comm, info.cluster_id, {
+                e.rank: e.pid for e in self.engines.values() if e.host == here})
         self.farm = TaskFarm(self.dispatcher, self.store, self.reply)   # the task farm
         self.handlers = {**self.own_handlers(), **self.farm.handlers()}
         answered_here = {c.name for c in commands.COMMANDS.values()
@@ -108,6 +115,7 @@ class Controller:
                 self.pump()
             active |= self.dispatcher.dispatch()
             active |= self.farm.dispatch()   # idle engines with nothing queued take tasks
+            active |= self.watch_engines()
             self.dispatcher.ring_unrung()
             self.write_dirty()
             if active:
@@ -122,11 +130,24 @@ class Controller:
             self.store.sweep()
             buffers.trim()
 
-    def shutdown(self) -> None:
+    def watch_engines(self) -> bool:
+        """On a fault-tolerant cluster, once a second, or at once after an MPI call
+        failed, take the engines the MPI reports dead out of service (a local MPI call,
+        no wait); True if there were any."""
+        if self.dispatcher.watch is None:
+            return False
+        now = time.monotonic()
+        if not self.dispatcher.suspect and now < self.next_watch:
+            return False
+        self.next_watch = now + 1.0
+        return self.dispatcher.check_deaths()
+
+    def shutdown(self) -> bool:
         """Finish the transfers in flight (bounded), tell every engine to exit, send
-        what clients are owed (bounded), close all sockets."""
+        what clients are owed (bounded), close all sockets.  Returns whether an engine
+        died (then the ranks leave without MPI_Finalize)."""
         self.drain()
-        self.dispatcher.shutdown()
+        abandon = self.dispatcher.shutdown()
         for conn in list(self.clients.values()):
             self.flush_before_close(conn)
         self.door.close()
@@ -138,6 +159,7 @@ class Controller:
                 os.unlink(self.connection_file)
         except (OSError, ValueError):
             pass
+        return abandon
 
     def drain(self, timeout: float = 5.0) -> None:
         """Let the jobs running and the MPI transfers in flight end (a gather's rounds
@@ -468,9 +490,10 @@ def raise_file_limit() -> None:
 
 
 def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str,
-                   where: list[tuple[str, int]], rung: bool = False) -> None:
+                   where: list[tuple[str, int]], rung: bool = False) -> bool:
     """Listen, write the connection file, serve until shutdown.  ``rung``: every engine
-    shares this host, so their doorbell rings wake the controller for each reply."""
+    shares this host, so their doorbell rings wake the controller for each reply.
+    Returns whether to leave without MPI_Finalize (an engine died)."""
     raise_file_limit()
     tls = server_context(f"pympec controller {cluster_id}") if args.tls else None
     listener, address = listen(args.ip, args.port, args.tls)
@@ -497,5 +520,6 @@ def run_controller(comm: MPI.Comm, control: MPI.Comm, args: Any, cluster_id: str
     except KeyboardInterrupt:
         log.info("interrupted")
     finally:
-        controller.shutdown()
+        abandon = controller.shutdown()
         log.info("controller stopped")
+    return abandon

@@ -6,6 +6,9 @@
         yes ──> SIGINT to the main thread ──> KeyboardInterrupt in the user's code,
                 which returns as the call's error; the namespace is untouched
         no  ──> nothing (the call ended, or has not started)
+    controller ──{"revoked": key}──> the listener adds key to REVOKED: a member of that
+        collective died (fault-tolerant clusters), and the main thread stops waiting
+        in it (pympec.engine.loop)
 
 The main thread's SIGINT handler raises only while user code runs (:data:`GUARD`); in
 pympec's own code, and for a stray SIGINT (mpiexec forwards a terminal's Ctrl-C to every
@@ -60,6 +63,7 @@ class Guard:
 
 
 GUARD = Guard()
+REVOKED: set[str] = set()   # keys of collective communicators a member died in
 
 
 def on_sigint(signum: int, frame: Any) -> None:
@@ -91,7 +95,9 @@ class Listener(threading.Thread):
                 order = recv_header(self.control, status)[0]
                 if order.get("stop"):
                     return
-                if GUARD.matches(order):
+                if "revoked" in order:   # a member of that collective died
+                    REVOKED.add(order["revoked"])
+                elif GUARD.matches(order):
                     log.info("interrupting job %s", order.get("job"))
                     signal.pthread_kill(self.main, signal.SIGINT)
 

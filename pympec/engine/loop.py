@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from mpi4py import MPI
 
+from .. import settings
 from ..errors import MessageBroken, ProtocolError
 from ..protocol import buffers, serialize
 from ..protocol.backoff import RUNG, Backoff
@@ -34,7 +35,7 @@ from .interpreter import Interpreter
 from ..protocol.mpiwire import (CHUNK, COMPLETE, CONTROLLER, INLINE, TAG_COMMAND, TAG_DATA,
                                 TAG_LOST, TAG_OUTPUT, TAG_REPLY, agree_largest, bytes_spec,
                                 encode_header, group_comm, pieces, recv_header)
-from . import failure, interrupt
+from . import failure, interrupt, lastwords
 from .tasks import run_batch
 from ..protocol.wire import as_bytes_view
 
@@ -145,9 +146,11 @@ class Engine:
         # one piece moves, sleep between pieces
         self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
         self.groups: dict[str, Any] = {}   # collective communicators, by key
+        self.fault_tolerant = settings.FAULT_TOLERANT.get()   # a member of one may die
 
-    def serve(self) -> None:
-        """Serve until the controller says shutdown."""
+    def serve(self) -> bool:
+        """Serve until the controller says shutdown; returns whether it said to leave
+        without MPI_Finalize (an engine died: see ``pympec.boot``)."""
         status = MPI.Status()
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
@@ -159,21 +162,30 @@ class Engine:
             verb = header.get("verb")
             if verb == "_shutdown":
                 log.info("shutdown")
-                return
+                return bool(header.get("abandon"))
             if verb == "_group":
-                self.groups[header["key"]] = group_comm(self.comm, header["ranks"])
+                self.join_group(header)
                 continue
             try:
                 self.answer(header, tail)
             except BaseException as e:   # answer() makes every failure a reply, but this
-                self.out_of_service(e)
-                return
+                return self.out_of_service(e)
             self.backoff.reset(spin=self.spin_after_reply)
 
-    def out_of_service(self, error: BaseException) -> None:
+    def join_group(self, header: dict) -> None:
+        """Join the communicator of a collective's controller and targets.  If a member
+        died meanwhile (fault-tolerant clusters), the commands for it fail instead."""
+        try:
+            self.groups[header["key"]] = group_comm(self.comm, header["ranks"],
+                                                    header.get("fresh", False))
+        except MPI.Exception as e:
+            log.error("engine %d could not join group %s: %s", self.interp.id, header["key"], e)
+
+    def out_of_service(self, error: BaseException) -> bool:
         """The loop itself failed (a reply could not be sent): tell the controller, which
         fails this engine's calls naming it and takes it out of service, then wait for
-        shutdown.  Exiting instead would end the whole MPI job."""
+        shutdown (returns what :meth:`serve` does).  Exiting instead would end the whole
+        MPI job."""
         log.critical("engine %d out of service", self.interp.id, exc_info=error)
         info, _ = failure.encode(error)
         why = f"{info['ename']}: {info['evalue'][:1000]}"
@@ -182,8 +194,9 @@ class Engine:
         status = MPI.Status()
         while True:   # parked: only shutdown matters now
             if self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
-                if recv_header(self.comm, status)[0].get("verb") == "_shutdown":
-                    return
+                header = recv_header(self.comm, status)[0]
+                if header.get("verb") == "_shutdown":
+                    return bool(header.get("abandon"))
             else:
                 self.doorbell.wait(0.2)
 
@@ -202,6 +215,9 @@ class Engine:
             log.exception("engine %d could not send a reply", self.interp.id)
             reply, _ = failure.encode(e)
             reply["job"] = header["job"]
+            if isinstance(e, MPI.Exception) or header.get("group", "") not in self.groups:
+                # its collective broke (a member died): tell the controller directly
+                header = {**header, "reply": "p2p"}
             self.send_reply(header, reply, [])
 
     def receive_payload(self, header: dict, tail: memoryview) -> list[memoryview]:
@@ -221,9 +237,11 @@ class Engine:
         elif deliver == "p2p":
             self.wait(self.comm.Irecv(bytes_spec(buf), CONTROLLER, TAG_DATA))
         elif deliver == "bcast":
-            self.wait(self.groups[header["group"]].Ibcast(bytes_spec(buf), root=0))
+            key = header["group"]
+            self.wait(self.groups[key].Ibcast(bytes_spec(buf), root=0), key)
         else:
-            self.wait(self.groups[header["group"]].Iscatterv(None, bytes_spec(buf), root=0))
+            key = header["group"]
+            self.wait(self.groups[key].Iscatterv(None, bytes_spec(buf), root=0), key)
         view = memoryview(buf)
         return [view[o:o + n] for o, n in header["frames"]]
 
@@ -286,9 +304,9 @@ class Engine:
         sent = self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)
         request, agreed = agree_largest(group, buf.nbytes)
         self.doorbell.ring(CONTROLLER)
-        self.wait_all([sent, request], self.transfer)
+        self.wait_all([sent, request], self.transfer, header["group"])
         self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
-                       for at in pieces(agreed[1])], self.transfer)
+                       for at in pieces(agreed[1])], self.transfer, header["group"])
 
     def send_output(self, job: int, name: str, text: str) -> None:
         """Pass on output of a running execute (the controller forwards it)."""
@@ -297,35 +315,46 @@ class Engine:
         self.doorbell.ring(CONTROLLER)
         self.wait(request)
 
-    def wait(self, request) -> None:
+    def wait(self, request, group: str | None = None) -> None:
         """Wait for one request (see :meth:`wait_all`)."""
-        self.wait_all([request], self.transfer)
+        self.wait_all([request], self.transfer, group)
 
-    def wait_all(self, requests: list, backoff: Backoff) -> None:
+    def wait_all(self, requests: list, backoff: Backoff, group: str | None = None) -> None:
         """Wait for requests, in order, by polling: MPI's own Wait spins without end,
         and the controller's side is non-blocking, which only non-blocking calls match.
 
         A large transfer advances only while both sides call into MPI, so the
         ``backoff`` spins first (for a plain transfer, TRANSFER_SPIN seconds, yielding
-        the CPU in between), then sleeps on the doorbell; a ring restarts the spin."""
+        the CPU in between), then sleeps on the doorbell; a ring restarts the spin.
+
+        ``group``: the key of the requests' collective communicator.  On a
+        fault-tolerant cluster, once the controller says a member of it died
+        (``interrupt.REVOKED``), raises MPI.Exception: Open MPI's own revoke does not
+        always end the collectives pending on it."""
+        watched = group if self.fault_tolerant else None
         backoff.reset()
         for request in requests:
             while not request.Test():
+                if watched in interrupt.REVOKED:
+                    raise MPI.Exception(MPI.ERR_REVOKED)
                 if self.doorbell.wait(backoff.delay()):
                     backoff.reset()
 
 
 def run_engine(runtime: MPI.Comm, control: MPI.Comm, engines: MPI.Comm, cluster_id: str,
-               rung: bool, oversubscribed: bool) -> None:
+               rung: bool, oversubscribed: bool) -> bool:
     """Serve as engine ``rank - 1`` until shutdown, with a listener thread for
     interrupts on ``control``.  ``engines`` becomes user code's ``comm``; ``rung``: the
-    controller shares this host and rings its doorbell."""
+    controller shares this host and rings its doorbell.  Returns whether to leave
+    without MPI_Finalize (an engine died)."""
     rank = runtime.Get_rank()
+    lastwords.install(lastwords.log_stream())   # how it died, should it die
     interp = Interpreter(rank - 1, {"mpi": MPI, "comm": interrupt.UserComm(engines)})
     log.info("engine %d up (pid %d)", rank - 1, os.getpid())
     listener = interrupt.start(control, cluster_id)
     # Where the controller's rings reach, the backoff is only a safety net.
     backoff = Backoff.from_env(spin=1e-3, **(RUNG if rung else {}))
-    Engine(runtime, interp, backoff, Doorbell(cluster_id, rank), rung=rung,
-           oversubscribed=oversubscribed).serve()
+    abandon = Engine(runtime, interp, backoff, Doorbell(cluster_id, rank), rung=rung,
+                     oversubscribed=oversubscribed).serve()
     listener.join(timeout=5.0)   # (the controller told it to stop before shutdown)
+    return abandon

@@ -85,10 +85,23 @@ def bytes_spec(buf: Any) -> list:
     return [buf, MPI.BYTE]
 
 
-def group_comm(comm: MPI.Comm, ranks: list[int]) -> MPI.Comm:
-    """The communicator of ``ranks`` (controller first), made only by its members."""
-    group = comm.Get_group().Incl(ranks)
+def group_comm(comm: MPI.Comm, ranks: list[int], fresh: bool = False) -> MPI.Comm:
+    """The communicator of ``ranks`` of ``comm`` (controller first), made only by its
+    members.  ``fresh`` (fault-tolerant clusters): made from the group alone
+    (``MPI_Comm_create_from_group``), since under ULFM a communicator made from ``comm``
+    fails once any rank of ``comm`` has died, member or not.  Its errors are returned, as
+    MPI.Exception, so a collective a member died in fails instead of ending the process.
+    Blocks until every member has called it; raises MPI.Exception if one died."""
+    world = comm.Get_group()
+    group = world.Incl(ranks)
     try:
-        return comm.Create_group(group, TAG_GROUP)
+        if fresh:
+            return MPI.Intracomm.Create_from_group(
+                group, "pympec:" + ",".join(map(str, ranks)),
+                errhandler=MPI.ERRORS_RETURN)
+        made = comm.Create_group(group, TAG_GROUP)
     finally:
         group.Free()
+        world.Free()
+    made.Set_errhandler(MPI.ERRORS_RETURN)
+    return made
