@@ -87,9 +87,9 @@ def cluster(n: int, **kwargs: Any):
 def mpi_command(nranks: int, *program: str) -> tuple[list[str], dict]:
     """This Python's mpiexec running ``program`` on ``nranks`` ranks, with what Open MPI needs
     (``--oversubscribe``, the run-as-root variables): the command and its environment."""
-    from pympec.cluster.mpi import local_launch
-    launch = local_launch(MPIEXEC, nranks)
-    return [MPIEXEC, *launch.args, "-n", str(nranks), *program], {**os.environ, **launch.env}
+    from pympec.cluster.mpi import local_command
+    command, env = local_command(MPIEXEC, nranks)
+    return [*command, *program], env
 
 
 def run_mpi(nranks: int, script: str, *args: str, timeout: float = 300,

@@ -25,14 +25,6 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*PYMPEC, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def by_hand(ranks: int) -> tuple[list[str], dict]:
-    """(mpiexec and the arguments its MPI needs, environment) to start ``ranks`` ranks by hand
-    as a user would, with what Open MPI needs here (see pympec.cluster.mpi)."""
-    mpiexec = find_mpiexec()
-    launch = mpi.local_launch(mpiexec, ranks)
-    return [mpiexec, *launch.args], {**os.environ, **launch.env}
-
-
 def up_line(proc: subprocess.Popen) -> str:
     """The CLI's first line after its notes (Open MPI's oversubscription note, say)."""
     line = first_line(proc, "the cluster to come up", timeout=120)
@@ -138,8 +130,8 @@ def test_mpiexec_directly_with_fixed_port(pympec_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = tmp_path / "direct.json"
-    mpiexec, env = by_hand(3)
-    proc = subprocess.Popen([*mpiexec, "-n", "3", sys.executable, "-m", "pympec.engine",
+    command, env = mpi.local_command(find_mpiexec(), 3)   # by hand, as a user would
+    proc = subprocess.Popen([*command, sys.executable, "-m", "pympec.engine",
                              "--port", str(port), "--connection-file", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env=env)
@@ -160,8 +152,8 @@ def test_mpiexec_directly_with_fixed_port(pympec_dir, tmp_path):
 
 
 def test_engine_needs_two_ranks(tmp_path):
-    mpiexec, env = by_hand(1)
-    proc = subprocess.run([*mpiexec, "-n", "1", sys.executable, "-m", "pympec.engine",
+    command, env = mpi.local_command(find_mpiexec(), 1)
+    proc = subprocess.run([*command, sys.executable, "-m", "pympec.engine",
                            "--connection-file", str(tmp_path / "c.json")],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0 and "at least 2 ranks" in proc.stderr

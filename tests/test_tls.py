@@ -379,11 +379,10 @@ def test_tls_without_cryptography_fails_at_start(tmp_path):
     """As when pympec[fast] is not installed: the import of cryptography fails."""
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     code = "import sys; sys.modules['cryptography'] = None; from pympec.boot import main; main()"
-    launch = mpi.local_launch(mpiexec, 2)   # what Open MPI needs (as root, say)
-    run = subprocess.run([mpiexec, *launch.args, "-n", "2", sys.executable, "-c", code, "--tls",
+    command, env = mpi.local_command(mpiexec, 2)   # with what Open MPI needs (as root, say)
+    run = subprocess.run([*command, sys.executable, "-c", code, "--tls",
                           "--connection-file", str(tmp_path / "c.json")],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **launch.env})
+                         capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode != 0
     assert "--tls needs the cryptography package" in run.stderr
     assert "pip install pympec[fast]" in run.stderr

@@ -97,13 +97,13 @@ def local_launch(mpiexec: str, ranks: int, user_args: list[str] = (),
     Runs ``mpiexec --version`` (see :func:`kind`); raises UsageError when that fails.
     """
     launch = Launch()
-    survives = fault_tolerant and kind(mpiexec) == "openmpi"
-    launch.env["PYMPEC_FAULT_TOLERANT"] = "1" if survives else "0"
-    if fault_tolerant and not survives:
-        launch.note = NO_SURVIVAL.format(kind="MPICH")
-    if kind(mpiexec) != "openmpi":
+    openmpi = kind(mpiexec) == "openmpi"
+    launch.env["PYMPEC_FAULT_TOLERANT"] = "1" if fault_tolerant and openmpi else "0"
+    if not openmpi:
+        if fault_tolerant:
+            launch.note = NO_SURVIVAL.format(kind="MPICH")
         return launch
-    if survives:
+    if fault_tolerant:
         launch.args += ULFM
     if os.geteuid() == 0:
         launch.env.update(ROOT_ENV)
@@ -114,3 +114,10 @@ def local_launch(mpiexec: str, ranks: int, user_args: list[str] = (),
         launch.note = (f"pympec: note: {ranks} ranks on {have} cores: starting Open MPI "
                        f"with --oversubscribe")
     return launch
+
+
+def local_command(mpiexec: str, ranks: int) -> tuple[list[str], dict[str, str]]:
+    """``mpiexec -n ranks`` with what its MPI needs on this host (:func:`local_launch`), and
+    the environment to run it in: the start of a command line for a program run by hand."""
+    launch = local_launch(mpiexec, ranks)
+    return [mpiexec, *launch.args, "-n", str(ranks)], {**os.environ, **launch.env}
