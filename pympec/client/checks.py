@@ -77,6 +77,17 @@ def check_flag(value: Any, name: str) -> bool:
     return value
 
 
+def check_seconds(value: Any, name: str, high: float = 1e9) -> float:
+    """A duration: a real number (NumPy's too) in ``0..high``, as a float.  TypeError
+    for another type, ValueError out of range or not finite."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {shown(value)}")
+    seconds = float(value)
+    if not 0 <= seconds <= high:   # (False for nan too)
+        raise ValueError(f"{name} must be in 0..{high:g} seconds, not {shown(value)}")
+    return seconds
+
+
 def check_dist(dist: Any) -> None:
     if not isinstance(dist, str) or dist != "b":
         raise ValueError(f"dist must be 'b' (block distribution, the only one), "

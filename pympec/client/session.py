@@ -8,7 +8,8 @@
              ── silence: a ping every PING_EVERY s; none answered for
                 PYMPEC_CONTROLLER_TIMEOUT s ──> ClusterError (frozen, or unreachable)
     the link broke ──> ClusterError; the next wait reconnects with the same client id:
-             the controller sends again what it kept, and says which outstanding
+             the controller sends again what it kept (every reply not acknowledged:
+             results, and its own answers), and says which outstanding
              requests it never received (they raise RequestLost: they did not run)
 
 The socket is non-blocking and every wait goes through ``select`` with a bound, so
@@ -35,25 +36,42 @@ from ..errors import (CONTROLLER_ERRORS, ClusterError, KernelError, ProtocolErro
 ACK_NOW = 1 << 20   # results this large are acknowledged at once, so the controller frees them
 PING_EVERY = 5.0    # seconds of silence from the controller before the client pings it
 FLUSH_AFTER = 1e-3  # seconds a request sent with now=False waits for others to join it
+MAX_IDS = 1 << 16   # ids in one request's list (acks, a result question): the registry's bound
 
 
 class Outbox(threading.Thread):
     """Writes what the session queued without writing it, FLUSH_AFTER seconds after it
     was armed, so requests made in a burst (``tc.run`` in a loop, ``block=False`` calls)
-    go out together instead of one write and one controller wake-up each."""
+    go out together instead of one write and one controller wake-up each.
+
+    It holds its session weakly: a session dropped without ``close()`` is collected
+    (its socket closes) and the thread ends.  An error while writing (a bug, or work a
+    batcher could not encode) is kept in ``session.outbox_error`` for the caller's
+    next write to raise; the thread goes on."""
 
     def __init__(self, session: "Session") -> None:
         super().__init__(name="pympec-outbox", daemon=True)
-        self.session = session
+        self.session = weakref.ref(session)
         self.armed = threading.Event()
         self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.armed.set()
 
     def run(self) -> None:
         while not self.closed:
             self.armed.wait()
             self.armed.clear()
             time.sleep(FLUSH_AFTER)
-            self.session.flush_later()
+            session = self.session()
+            if session is None:
+                return
+            try:
+                session.flush_later()
+            except Exception as e:
+                session.outbox_error = e
+            del session   # (no strong reference while waiting)
 
 # A connection lost this close to the job's end time (or after) was the scheduler's kill: the
 # job script takes its end time a moment after the job really started.
@@ -80,6 +98,7 @@ class Session:
         self.heard = self.pinged = time.monotonic()   # the controller's last sign of life
         self.lock = threading.RLock()         # the writer: the caller's thread and the outbox
         self.outbox: Outbox | None = None
+        self.outbox_error: Exception | None = None   # raised by the next write
         self.batchers: list[Any] = []         # called (locked) before each write: queue work
         self.batching = False
         self.tunnel = None
@@ -138,13 +157,18 @@ class Session:
 
     def reconnect(self) -> None:
         """Connect again after the link broke, and learn which outstanding requests the
-        controller never received: waiting on them raises RequestLost."""
-        self.connect()   # hello: the controller sends again what it kept for us
-        ids = [i for i in self.outstanding if i not in self.replies]
-        if ids:
-            found = self.call("result", ids=ids, resend=False)
-            for result_id, why in found["unknown"].items():
-                self.lost[result_id] = why
+        controller never received: waiting on them raises RequestLost.  If this fails
+        or is interrupted, the socket is closed, so the next call starts it over."""
+        try:
+            self.connect()   # hello: the controller sends again what it kept for us
+            ids = [i for i in self.outstanding if i not in self.replies]
+            for start in range(0, len(ids), MAX_IDS):
+                found = self.call("result", ids=ids[start:start + MAX_IDS], resend=False)
+                for result_id, why in found["unknown"].items():
+                    self.lost[result_id] = why
+        except BaseException:
+            self.disconnect()
+            raise
 
     def disconnect(self) -> None:
         """Close the socket (the next request or wait connects again)."""
@@ -166,8 +190,7 @@ class Session:
                 pass
         self.disconnect()
         if self.outbox is not None:
-            self.outbox.closed = True
-            self.outbox.armed.set()
+            self.outbox.close()
             self.outbox = None
         if self.tunnel is not None:
             self.tunnel.process.terminate()
@@ -201,16 +224,23 @@ class Session:
 
     def queue(self, header: dict, frames: list = ()) -> None:
         """Sign and queue a request (locked): it goes with the next write, after what
-        the batchers held (work asked for earlier goes first)."""
+        the batchers held (work asked for earlier goes first).  A header JSON cannot
+        hold raises (TypeError, ValueError) and changes nothing."""
         self.run_batchers()
         self.warn_walltime()
         if "id" not in header:
             header["id"] = new_id()
-        if self.pending_acks:
-            header["acks"], self.pending_acks = self.pending_acks, []
+        acks = self.pending_acks[:MAX_IDS]
+        if acks:
+            header["acks"] = acks
+        try:
+            self.writer.queue(header, frames)
+        except BaseException:
+            header.pop("acks", None)
+            raise
+        del self.pending_acks[:len(acks)]
         if header["verb"] != "ack":
             self.outstanding[header["id"]] = None
-        self.writer.queue(header, frames)
 
     def run_batchers(self) -> None:
         """Let the batchers queue the work they hold (once: they queue through here)."""
@@ -227,11 +257,15 @@ class Session:
         if self.outbox is None:
             self.outbox = Outbox(self)
             self.outbox.start()
+            weakref.finalize(self, self.outbox.close)   # dropped unclosed: the thread ends
         self.outbox.armed.set()
 
     def write_out(self) -> None:
         """Write everything queued (the batchers' work first), as :meth:`send` does."""
         with self.lock:
+            if self.outbox_error is not None:
+                error, self.outbox_error = self.outbox_error, None
+                raise error
             if self.sock is None:
                 self.reconnect()
             self.fresh_silence()
@@ -296,7 +330,10 @@ class Session:
                 f"{time.strftime('%H:%M:%S', time.localtime(end))} and the scheduler ended it")
 
     def receive(self) -> bool:
-        """Read whatever has arrived; True if any reply came."""
+        """Read whatever has arrived; True if any reply came.  Output of running calls
+        goes to their listeners once every reply read is stored: a listener that raises
+        (a ``stream=`` callback, Ctrl-C while printing) loses no reply, and its error
+        comes out of this call."""
         try:
             messages = self.reader.read(self.sock)
         except (ClusterError, ProtocolError) as e:
@@ -306,7 +343,7 @@ class Session:
             raise               # controller kept for us comes again
         if messages:
             self.heard = time.monotonic()
-        now = []
+        now, output = [], []
         for message in messages:
             if message.header.get("id") in self.pings:
                 self.pings.discard(message.header["id"])
@@ -314,10 +351,10 @@ class Session:
             if "stream" in message.header:   # output of a call still running
                 listener = self.listeners.get(message.header["id"])
                 if listener is not None:
-                    listener(message.header["stream"])
+                    output.append((listener, message.header["stream"]))
                 continue
             self.replies[message.header.get("id")] = message
-            if "results" in message.header:   # kept by the controller until acknowledged:
+            if "error" not in message.header:   # kept by the controller until acked:
                 if len(message.payload) >= ACK_NOW:   # a large one is acked at once,
                     now.append(message.header["id"])
                 else:                                 # small ones with the next request
@@ -326,6 +363,8 @@ class Session:
             with self.lock:
                 self.writer.queue({"verb": "ack", "acks": now})
                 self.flush_quietly()
+        for listener, stream in output:
+            listener(stream)
         return bool(messages)
 
     def flush_quietly(self) -> None:

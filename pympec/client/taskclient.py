@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ClusterError, TaskAborted
-from .checks import (check_block, check_count, check_flag, check_function,
+from .checks import (check_block, check_count, check_flag, check_function, check_seconds,
                      check_optional, check_sequences, check_task_id, check_task_ids)
 from .session import Session
 from .executor import TaskExecutor
@@ -65,6 +65,15 @@ class TaskClient:
         self._pending: list[tuple[int, dict, list]] = []   # (id, spec, frames), not sent
         self._submits: dict[str, list[int]] = {}          # submit request id -> task ids
         self._session.batchers.append(self._submit_pending)
+
+    @property
+    def task_timeout(self) -> float:
+        """Seconds a task every engine rejected by ``depend`` waits before TaskTimeout."""
+        return self._task_timeout
+
+    @task_timeout.setter
+    def task_timeout(self, value: float) -> None:
+        self._task_timeout = check_seconds(value, "task_timeout")
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -116,15 +125,16 @@ class TaskClient:
     def _submit_pending(self) -> None:
         """Queue the tasks not sent yet, one message per run of consecutive ids (the
         session calls it, locked, before each write)."""
-        pending, self._pending = self._pending, []
+        pending = self._pending
         while pending:
             run = 1
             while run < len(pending) and pending[run][0] == pending[0][0] + run:
                 run += 1
-            batch, pending = pending[:run], pending[run:]
+            batch = pending[:run]
             header = {"verb": "task_submit", "first": batch[0][0],
                       "tasks": [spec for _, spec, _ in batch]}
             self._session.queue(header, [f for _, _, frames in batch for f in frames])
+            del pending[:run]   # (only once queued: a failure loses no task)
             self._submits[header["id"]] = [tid for tid, _, _ in batch]
 
     def _settle_submits(self) -> None:

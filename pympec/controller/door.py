@@ -58,6 +58,7 @@ class Connection:
         self.reader: wire.MessageReader | None = None
         self.writer: wire.MessageWriter | None = None
         self.client: str | None = None
+        self.paused = False   # not read from: too many of its replies wait unread
         sock.setblocking(False)
         self.tls_handshake = tls is not None   # still to do, before pympec's
         if tls is None:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from mpi4py import MPI
 
-from ..protocol import buffers, wire
+from ..protocol import buffers, headers, wire
 from ..protocol.backoff import RUNG, Backoff
 from ..cluster.batch.address import facing
 from ..connection import ConnectionInfo, load, resolve
@@ -54,6 +54,8 @@ from .store import ResultStore
 from .tasks import TaskFarm
 
 log = logging.getLogger("pympec.controller")
+
+BACKLOG = 64 << 20   # bytes of replies a client has not read, past which its requests wait
 
 class Controller:
     """Serves clients on one socket and drives the engines over MPI."""
@@ -228,7 +230,7 @@ class Controller:
         partial = conn.reader.partial if conn.reader else None
         if partial is not None:   # its engines get the verdict "broken" (pympec.controller.engines)
             partial.failed = True
-        if conn.client and self.clients.get(conn.client) is conn:
+        if conn.client is not None and self.clients.get(conn.client) is conn:
             del self.clients[conn.client]
             self.store.disconnected(conn.client)
         try:
@@ -252,7 +254,10 @@ class Controller:
         conn.heard = time.monotonic()
         try:
             for message in conn.reader.read(conn.sock):
+                if conn.sock.fileno() < 0:
+                    return   # an earlier request of this read closed it
                 self.handle(conn, message)
+            self.pace(conn)
         except (ClusterError, OSError) as e:
             self.close(conn, str(e))
         except ProtocolError as e:
@@ -263,11 +268,7 @@ class Controller:
             self.close(conn, f"internal error: {e!r}")
 
     def on_writable(self, conn: Connection) -> None:
-        try:
-            if conn.writer.flush(conn.sock) or conn.writer.stalled:
-                self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-        except ClusterError as e:
-            self.close(conn, str(e))
+        self.flush(conn)
 
     def send(self, conn: Connection, header: dict, frames: list = ()) -> None:
         """Queue a message to a client; it is written at the end of this pass of the
@@ -285,12 +286,39 @@ class Controller:
                 self.flush(conn)
 
     def flush(self, conn: Connection) -> None:
+        """Write what the socket takes; watch it for writing while more waits."""
         try:
-            if not conn.writer.flush(conn.sock) and not conn.writer.stalled:
-                self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                     conn)
+            conn.writer.flush(conn.sock)
         except ClusterError as e:
             self.close(conn, str(e))
+            return
+        self.pace(conn)
+
+    def pace(self, conn: Connection) -> None:
+        """Watch ``conn`` for what may happen next: writing, while replies wait and
+        have landed; reading, unless its unread replies passed BACKLOG bytes.  Then its
+        requests wait in the socket (and TCP slows its sender) until it has read at
+        least half of them: a client that never reads cannot grow the controller."""
+        writer = conn.writer
+        if conn.sock.fileno() < 0:
+            return   # closed
+        if writer.backlog > BACKLOG:
+            conn.paused = True
+        elif conn.paused and writer.backlog <= BACKLOG // 2:
+            conn.paused = False
+            if conn.buffered():   # (TLS holds bytes select cannot see)
+                self.on_readable(conn)
+                return
+        events = (0 if conn.paused else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if writer.pending and not writer.stalled else 0)
+        key = self.selector.get_map().get(conn.sock)
+        if key is None:
+            if events and conn.sock.fileno() >= 0:
+                self.selector.register(conn.sock, events, conn)
+        elif not events:   # paused, and waiting on a result to land (pump writes it)
+            self.selector.unregister(conn.sock)
+        elif key.events != events:
+            self.selector.modify(conn.sock, events, conn)
 
     def pump(self) -> None:
         """More of some result has landed: write on to the clients that waited on it."""
@@ -367,15 +395,27 @@ class Controller:
             self.dispatcher.submit(request)
             return
         value = self.handlers[command.name](request)
-        if value is not LATER:
+        if value is LATER:
+            return
+        if command.kept:
+            self.reply(conn.client, header["id"], value)
+        else:
             self.send(conn, {"id": header["id"], "value": value})
 
     def reply(self, client: str, request_id: str, value: Any, frames: list = ()) -> bool:
-        """Send a value to a client if it is connected; True if it was."""
+        """Send a value to a client if it is connected, and keep it until the client
+        acknowledges it, as results are kept: a reply lost with the connection (the
+        ids a task submission took, the results a fetch took) comes again when the
+        client reconnects or asks for it by id.  True if the client was connected."""
         conn = self.clients.get(client)
-        if conn is not None:
-            self.send(conn, {"id": request_id, "value": value}, frames)
-        return conn is not None
+        if conn is None:
+            return False
+        header = {"id": request_id, "value": value}
+        head = headers.dumps(header)   # (once: its size is what the store counts)
+        self.store.keep(client, header, frames, len(head) + sum(len(f) for f in frames))
+        conn.writer.queue(head, frames)
+        self.dirty[conn] = None
+        return True
 
     def hello(self, conn: Connection, request: dict) -> None:
         if conn.client is not None:

@@ -1,7 +1,8 @@
 """What the controller keeps for its clients, within one budget.
 
-    a call finishes ──keep(owner, id, header, frames, size)──> kept, under its request id,
-                                                              and sent to the owner
+    a call finishes, or the  ──keep(owner, id, header,──> kept, under its request id,
+    controller answers one      frames, size)              and sent to the owner
+    itself (leased ids, fetched task results)
     the owner acknowledges the id ─────────────────────────> released
     a client asks for an id (any connection, any process) ──> sent again: its owner is now
                                                               the asker; or, if released,

@@ -52,10 +52,10 @@ def _fail(name: str, want: str, value: Any) -> None:
     raise BadRequest(f"field {name!r} must be {want}, not {_SHOWN.repr(value)}")
 
 
-def text(max_len: int = 1 << 26) -> Check:
+def text(max_len: int = 1 << 26, min_len: int = 0) -> Check:
     def check(value: Any, name: str) -> None:
-        if not isinstance(value, str) or len(value) > max_len:
-            _fail(name, f"a str of at most {max_len} characters", value)
+        if not isinstance(value, str) or not min_len <= len(value) <= max_len:
+            _fail(name, f"a str of {min_len} to {max_len} characters", value)
     return check
 
 
@@ -171,7 +171,9 @@ class Command:
     """One verb.  ``fields`` are its header fields (its ``args`` for engine verbs);
     ``payload`` the delivery modes its frames may take (empty: no frames), and whether
     they may be left out (``payload_optional``); ``reply`` how its answer is made;
-    ``ends_engine``: the engine stops serving afterwards."""
+    ``ends_engine``: the engine stops serving afterwards; ``kept``: the controller
+    keeps its reply until the client acknowledges it (a reply lost with the
+    connection comes again)."""
 
     name: str
     runs: str
@@ -182,6 +184,7 @@ class Command:
     payload_optional: bool = False
     reply: str = VALUE
     ends_engine: bool = False
+    kept: bool = True
 
 
 def _commands(*commands: Command) -> dict[str, Command]:
@@ -194,14 +197,15 @@ PUSH = {"names": list_of(name_, 1 << 16), "metas": list_of(META, 1 << 16),
 
 COMMANDS: dict[str, Command] = _commands(
     # the controller's own
-    Command("hello", CONTROLLER, fields={"client": text(MAX_ID)}, required=("client",)),
+    Command("hello", CONTROLLER, fields={"client": text(MAX_ID, 1)}, required=("client",),
+            kept=False),
     Command("ack", CONTROLLER, reply=NONE),
     Command("get_ids", CONTROLLER),
     Command("status", CONTROLLER),
     Command("queue_status", CONTROLLER, fields={"targets": targets}),
     Command("clear_queue", CONTROLLER, fields={"targets": targets}),
     Command("shutdown", CONTROLLER),
-    Command("ping", CONTROLLER),
+    Command("ping", CONTROLLER, kept=False),
     Command("interrupt", CONTROLLER, fields={"targets": targets, "request": text(MAX_ID)}),
     Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16),
                                           "resend": flag}, required=("ids",)),

@@ -473,10 +473,16 @@ class MessageWriter:
         self._pieces: collections.deque[_Piece] = collections.deque()
         self._offered: bytes | memoryview | None = None   # TLS: to send again, as it was
         self.sent = 0   # bytes written so far: progress, for whoever watches the peer
+        self.queued = 0   # bytes queued so far (``backlog``: queued, not written yet)
 
     @property
     def pending(self) -> bool:
         return bool(self._pieces)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued and not written yet."""
+        return self.queued - self.sent
 
     @property
     def stalled(self) -> bool:
@@ -498,7 +504,9 @@ class MessageWriter:
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
         self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
-        tagged = tag_size(kind) > 0   # (NO_TAGS: no pieces for empty tags)
+        tag = tag_size(kind)
+        tagged = tag > 0   # (NO_TAGS: no pieces for empty tags)
+        self.queued += len(lead) + sum(lengths) + tag
         pieces = self._pieces
         pieces.append(_Piece(memoryview(lead), mac))
         if tagged:
@@ -511,6 +519,7 @@ class MessageWriter:
             pieces.append(_Piece(views[frame][start:stop], mac, fillings[frame], stop))
             if last and tagged:
                 pieces.append(_Piece(None, mac))
+                self.queued += tag
             if last:
                 mac = None
 

@@ -327,3 +327,48 @@ def test_a_result_landing_after_the_grace_period_is_released(quick_cluster):
                  LIMIT, interval=0.1)
         wait_for(lambda: client_id not in mec.status()["held"]["clients"],
                  lambda: f"the late results released: {mec.status()['held']}", 6)
+
+
+def test_an_empty_client_id_is_refused(quick_cluster, observer):
+    """A client id must name someone: "" would never be unregistered nor released."""
+    raw = Raw(connection.load(quick_cluster.connection_file), hello=False)
+    raw.send({"verb": "hello", "id": "hello", "client": ""})
+    reply = raw.wait("hello")
+    assert "field 'client' must be a str of 1 to" in reply["error"]["evalue"]
+    raw.close()
+    assert serves(observer)
+
+
+def test_requests_read_after_one_that_closed_the_connection_are_not_handled(
+        quick_cluster, observer):
+    """Two requests in one write: the first (no id to answer) closes the connection,
+    so the second, a hello, must not register a client on the closed socket."""
+    raw = Raw(connection.load(quick_cluster.connection_file), hello=False)
+    raw.writer.queue(b'{"verb": "get_ids"}')
+    raw.writer.queue(b'{"verb": "hello", "id": "hello", "client": "a-ghost"}')
+    assert raw.writer.flush(raw.sock)   # one write: the controller reads both at once
+    assert raw.wait("hello") is None     # closed, unanswered
+    raw.close()
+    assert observer.status()["clients"] == 1
+
+
+def test_a_client_that_never_reads_is_paced_not_grown(quick_cluster, observer):
+    """It sends pulls of 2 MB, 10 every 0.2 s, 160 in all, and reads nothing: past the
+    controller's backlog of unread replies (64 MiB), its requests wait in the socket,
+    so what the controller holds for it stops growing; others are served meanwhile,
+    and once it reads, every reply comes, none lost."""
+    observer.execute("import numpy as np; big = np.ones(1 << 17)")   # 1 MB on each engine
+    raw = Raw(connection.load(quick_cluster.connection_file))
+    ids = [f"paced-{i}" for i in range(160)]
+    for i, request_id in enumerate(ids):   # small requests: they fit in socket buffers
+        raw.send({"verb": "pull", "id": request_id, "targets": "all",
+                  "args": {"keys": ["big"]}, "describe": "pull(big)"})
+        if i % 10 == 9:
+            time.sleep(0.2)
+    time.sleep(1.0)
+    held = observer.status()["held"]
+    assert held["results"] < 80 and held["bytes"] < 150e6, held   # all 160: 320 MB
+    assert serves(observer)
+    for request_id in ids:
+        assert raw.wait(request_id)["results"][0]["status"] == "ok", request_id
+    raw.close()

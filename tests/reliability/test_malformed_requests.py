@@ -139,7 +139,8 @@ def mutate(rng: random.Random, i: int) -> tuple[object, list, bool]:
 class Raw:
     """An authenticated connection that sends whatever it is given, signed."""
 
-    def __init__(self, info: connection.ConnectionInfo) -> None:
+    def __init__(self, info: connection.ConnectionInfo, hello: bool = True) -> None:
+        """Connect and authenticate; then, with ``hello``, say hello as a new client."""
         self.sock = socket.create_connection((info.address, info.port), timeout=LIMIT)
         send_key, recv_key, mac = client_handshake(self.sock, info.key_bytes, LIMIT)
         self.sock.setblocking(False)
@@ -147,8 +148,9 @@ class Raw:
         self.reader = wire.MessageReader(recv_key, mac)
         self.replies: dict = {}
         self.closed = False
-        self.send({"verb": "hello", "id": "hello", "client": f"raw-{id(self)}"})
-        assert "value" in self.wait("hello")
+        if hello:
+            self.send({"verb": "hello", "id": "hello", "client": f"raw-{id(self)}"})
+            assert "value" in self.wait("hello")
 
     def send(self, header: object, frames: list = ()) -> None:
         raw = header if isinstance(header, bytes) else json.dumps(header).encode()
