@@ -299,20 +299,74 @@ def test_queue_cleared_after_failure(mec):
     assert mec.pull("id", targets=0, block=True) == [0]
 
 
+def test_calls_in_a_burst_run_in_order_on_each_engine(mec):
+    """block=False calls go to a busy engine ahead of its answers (up to
+    engines.AHEAD at a time): each engine still runs them one by one, in order."""
+    mec.execute("seen = []")
+    calls = [mec.execute(f"seen.append({i})", block=False) for i in range(300)]
+    for call in calls:
+        call.get_result(timeout=60)
+    assert mec.pull("seen") == [list(range(300))] * len(mec.get_ids())
+
+
+def test_a_failure_clears_the_calls_sent_ahead(mec):
+    """The calls behind a failing one were sent to its engine while it ran: they fail
+    as QueueCleared and do not run, and the next call runs."""
+    mec.execute("ahead = []", targets=0)
+    fail = mec.execute("import time; time.sleep(0.3); 1/0", targets=0, block=False)
+    queued = [mec.execute(f"ahead.append({i})", targets=0, block=False) for i in range(5)]
+    wait_for(lambda: "sleep" in (running_on(mec, 0) or ""), "the sleep to start")
+    with pytest.raises(CompositeError):
+        fail.get_result(timeout=30)
+    for call in queued:
+        with pytest.raises(CompositeError) as info:
+            call.get_result(timeout=30)
+        assert isinstance(info.value.elist[0][1], QueueCleared)
+        assert "earlier command failed on engine 0: ZeroDivisionError" in str(info.value)
+    assert mec.pull("ahead", targets=0) == [[]]
+    mec.execute("ahead.append('next')", targets=0)
+    assert mec.pull("ahead", targets=0) == [["next"]]
+
+
+def test_interrupting_a_call_sent_ahead(mec):
+    """A call waiting behind a running one on its engine is interrupted before it
+    starts: it raises KeyboardInterrupt, the running one finishes, and the calls
+    queued behind the interrupted one are cleared."""
+    mec.execute("order = []", targets=1)
+    running = mec.execute("import time; time.sleep(0.5); order.append('first')",
+                          targets=1, block=False)
+    ahead = mec.execute("order.append('ahead')", targets=1, block=False)
+    behind = mec.execute("order.append('behind')", targets=1, block=False)
+    wait_for(lambda: "sleep" in (running_on(mec, 1) or ""), "the sleep to start")
+    mec._session.call("interrupt", request=ahead.result_id)   # (as Ctrl-C does)
+    with pytest.raises(CompositeError) as info:
+        ahead.get_result(timeout=30)
+    assert "KeyboardInterrupt" in str(info.value)
+    with pytest.raises(CompositeError):
+        behind.get_result(timeout=30)
+    running.get_result(timeout=30)   # (raises if it failed)
+    assert mec.pull("order", targets=1) == [["first"]]
+
+
 def test_queue_status_and_clear_queue(mec):
+    mec.execute("cleared = []", targets=1)
     mec.block = False
     running = mec.execute("import time; time.sleep(1.0)", targets=1)
-    queued = [mec.execute(f"w = {i}", targets=1) for i in range(3)]
+    queued = [mec.execute(f"cleared.append({i})", targets=1) for i in range(3)]
     wait_for(lambda: running_on(mec, 1), "engine 1 to start the sleep")
     status = dict(mec.queue_status(targets=1))
     assert status[1]["pending"].startswith("execute(")
-    assert len(status[1]["queue"]) == 3 and status[1]["queue"][0] == "execute('w = 0')"
+    assert len(status[1]["queue"]) == 3
+    assert status[1]["queue"][0] == "execute('cleared.append(0)')"
     mec.clear_queue(targets=1)
+    after = mec.execute("cleared.append('after')", targets=1)   # (runs: sent afterwards)
     for p in queued:
         with pytest.raises(CompositeError) as info:
             p.r
         assert isinstance(info.value.elist[0][1], QueueCleared)
     assert running.r[0]["number"] >= 1
+    after.r   # (raises if it failed)
+    assert mec.pull("cleared", targets=1, block=True) == [["after"]]   # no cleared one ran
 
 
 def test_run_file(mec, tmp_path):

@@ -60,6 +60,7 @@ from ..protocol.wire import Filling
 log = logging.getLogger("pympec.controller")
 
 STREAM_FROM = 2 * CHUNK    # requests with at least this many frame bytes are streamed
+AHEAD = 8                  # jobs sent to an engine beyond the one it runs (see Engine)
 
 
 class Stream:
@@ -138,14 +139,24 @@ class Pending(NamedTuple):
 
 
 class Engine:
-    """The controller's view of one engine."""
+    """The controller's view of one engine.
+
+    Up to AHEAD small point-to-point jobs go to a busy engine before it answers the one
+    it runs, so it goes from one to the next without a round trip through the
+    controller (``block=False`` calls in a burst).  Each names the job sent before it
+    (``after``); the engine skips a job whose ``after`` failed or was skipped, as the
+    controller clears a queue behind a failure: the controller fails those jobs at
+    once, and drops their replies (``skips``) when they come."""
 
     def __init__(self, engine_id: int, host: str = "?", pid: int = 0) -> None:
         self.id = engine_id
         self.rank = engine_rank(engine_id)
         self.host, self.pid = host, pid
         self.queue: collections.deque[Job] = collections.deque()
-        self.running: Job | None = None
+        self.running: Job | None = None         # the job it runs now (sent, unanswered)
+        self.ahead: collections.deque[Job] = collections.deque()   # sent after it
+        self.skips: set[int] = set()          # jobs sent ahead and failed here: the
+                                              # engine skips them; their replies are dropped
         self.batches: dict[int, Batch] = {}   # task batches in flight, by id
         self.gone: str | None = None          # why it left: killed, or lost
         self.dead = False                     # its process is gone (MPI said so)
@@ -278,12 +289,13 @@ class Dispatcher:
 
     def engine_status(self) -> list[dict]:
         return [{"id": e.id, "host": e.host, "pid": e.pid, "running": e.describe(),
-                 "queued": len(e.queue), "gone": e.gone}
+                 "queued": len(e.ahead) + len(e.queue), "gone": e.gone}
                 for e in sorted([*self.engines.values(), *self.gone.values()],
                                 key=lambda e: e.id)]
 
     def queue_status(self, targets: Any) -> list:
-        return [[t, {"queue": [job.describe for job in self.engines[t].queue],
+        return [[t, {"queue": [job.describe for job in (*self.engines[t].ahead,
+                                                        *self.engines[t].queue)],
                      "pending": self.engines[t].describe() or "None"}]
                 for t in self.resolve_targets(targets)]
 
@@ -291,9 +303,14 @@ class Dispatcher:
         """Start the head job of every idle engine that can start; True if any did."""
         started = False
         for engine in list(self.engines.values()):
-            if engine.running or engine.batches or not engine.queue:
+            if engine.batches or not engine.queue:
                 continue
             job = engine.queue[0]
+            if engine.running is not None:
+                while engine.queue and self.may_send_ahead(engine, engine.queue[0]):
+                    self.start_one(engine.queue[0], engine)
+                    started = True
+                continue
             if not job.collective():
                 self.start_one(job, engine)
                 started = True
@@ -308,6 +325,16 @@ class Dispatcher:
         if self.streams:
             started |= self.forward()
         return started
+
+    @staticmethod
+    def may_send_ahead(engine: Engine, job: Job) -> bool:
+        """Whether ``job`` may go to ``engine`` while it runs another: both are jobs for
+        it alone (no collective), ``job`` is whole and small (its payload inside its
+        command), no kill, and the engine is not skipping jobs after a failure."""
+        return (len(engine.ahead) < AHEAD and not engine.skips and not job.collective()
+                and not engine.running.members and not job.command.ends_engine
+                and (job.deliver == "none" or (job.message.complete and
+                                               job.region(engine.id)[1] <= INLINE)))
 
     # -- interrupts --------------------------------------------------------------------
 
@@ -334,8 +361,8 @@ class Dispatcher:
             engine = self.engines.get(t)
             if engine is None or t in job.results:
                 continue
-            if engine.running is job:
-                self.order(engine, {"job": job.seq})
+            if engine.running is job or job in engine.ahead:   # (an order for a job sent
+                self.order(engine, {"job": job.seq})           # ahead waits for it there)
                 told.append(t)
             elif job in engine.queue:
                 engine.queue.remove(job)
@@ -417,8 +444,15 @@ class Dispatcher:
 
     def take(self, job: Job, engine: Engine) -> None:
         engine.queue.popleft()
-        engine.running = job
+        if engine.running is None:
+            engine.running = job
+        else:
+            engine.ahead.append(job)
         job.todo.remove(engine.id)
+
+    def advance(self, engine: Engine) -> None:
+        """The engine answered the job it ran: the next one sent ahead runs now."""
+        engine.running = engine.ahead.popleft() if engine.ahead else None
 
     def command(self, job: Job, **fields: Any) -> dict:
         return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
@@ -438,19 +472,22 @@ class Dispatcher:
         self.requests.append(Pending(request, done, keep))
 
     def start_one(self, job: Job, engine: Engine) -> None:
+        before = engine.ahead[-1] if engine.ahead else engine.running
         self.take(job, engine)
         header = self.command(job, reply="p2p")
+        if before is not None:   # sent ahead: it runs only if that one succeeds
+            header["after"] = before.seq
         if job.deliver == "none":
             self.send_command(engine.rank, header)
-            return
-        start, length, frames = job.region(engine.id)
-        if not job.message.complete:
-            header.update(deliver="stream", region=length, frames=frames)
-            self.isend(encode_header(header), engine.rank, TAG_COMMAND)
-            self.streams.append(Stream(job.message, start, length, engine.rank))
-            return
-        self.send_command(engine.rank, header, job.message.payload[start:start + length],
-                          frames)
+        else:
+            start, length, frames = job.region(engine.id)
+            if job.message.complete:
+                self.send_command(engine.rank, header,
+                                  job.message.payload[start:start + length], frames)
+            else:
+                header.update(deliver="stream", region=length, frames=frames)
+                self.isend(encode_header(header), engine.rank, TAG_COMMAND)
+                self.streams.append(Stream(job.message, start, length, engine.rank))
 
     def send_command(self, rank: int, header: dict, payload: memoryview | None = None,
                      frames: list | None = None) -> None:
@@ -578,6 +615,11 @@ class Dispatcher:
         """A reply header (``size`` bytes) arrived: get its frames, then finish the
         engine's part."""
         seq = reply.pop("job")
+        if seq in engine.skips:   # failed here already (it followed a failure)
+            engine.skips.discard(seq)
+            self.receive_frames(engine, reply, tail, lambda frames: None, streamed=False)
+            self.advance(engine)
+            return
         if seq in self.aborted:
             self.late_reply(engine, seq, reply, tail)
             return
@@ -677,14 +719,19 @@ class Dispatcher:
 
     def engine_done(self, job: Job, engine: Engine, reply: dict, frames: list,
                     joined: Filling | None = None) -> None:
-        engine.running = None
+        failed = reply.get("status") == "error"
+        why = (f"an earlier command failed on engine {engine.id}: "
+               f"{reply.get('ename')}: {reply.get('evalue')}") if failed else ""
+        if failed:
+            self.skip_ahead(engine, why)   # (the engine skips them)
+        self.advance(engine)
         job.results[engine.id] = (reply, frames)
         if joined is not None:
             job.joined = joined
-        if reply.get("status") == "error" and not job.message.failed:
-            # (a broken message is its vanished client's loss alone: keep the queue)
-            self.clear_queue(engine, f"an earlier command failed on engine {engine.id}: "
-                                     f"{reply.get('ename')}: {reply.get('evalue')}")
+        if failed:
+            if not job.message.failed:
+                # (a broken message is its vanished client's loss alone: keep the queue)
+                self.clear_queue(engine, why)
         elif job.command.ends_engine:
             log.info("%s stopped by kill()", engine)
             self.retire(engine, "it was stopped by kill()")
@@ -705,9 +752,11 @@ class Dispatcher:
             return
         log.error("%s is lost: %s", engine, why)
         message = f"{engine} was lost: {why}"
-        job, engine.running = engine.running, None
-        if job is not None and engine.id not in job.results:
-            self.fail(job, engine.id, "EngineError", message)
+        jobs = ([engine.running] if engine.running else []) + list(engine.ahead)
+        engine.running, engine.ahead = None, collections.deque()
+        for job in jobs:
+            if engine.id not in job.results:
+                self.fail(job, engine.id, "EngineError", message)
         for batch in list(engine.batches.values()):
             del self.work[batch.seq]
             batch.lost(message)
@@ -769,12 +818,26 @@ class Dispatcher:
         engine is free again."""
         self.receive_frames(engine, reply, tail, lambda frames: None, streamed=False)
         if engine.running is not None and engine.running.seq == seq:
-            engine.running = None
+            self.advance(engine)
+
+    def skip_ahead(self, engine: Engine, why: str, ename: str = "QueueCleared") -> None:
+        """Fail the jobs sent ahead to ``engine`` now, with ``ename``: the job it ran
+        failed (then the engine skips them), or they were called off; their replies
+        are dropped when they come."""
+        for job in engine.ahead:
+            if job.seq not in engine.skips:
+                engine.skips.add(job.seq)
+                self.fail(job, engine.id, ename, why)
 
     def clear_queue(self, engine: Engine, why: str, ename: str = "QueueCleared",
                     keep_kill: bool = True) -> None:
         """Fail every job still queued on ``engine`` with ``ename`` (a kill stays,
-        unless ``keep_kill`` is False)."""
+        unless ``keep_kill`` is False), and call off the jobs sent ahead: one that has
+        not started answers QueueCleared, and the rest after it are skipped."""
+        for job in engine.ahead:
+            if job.seq not in engine.skips:
+                self.order(engine, {"job": job.seq, "off": why})
+        self.skip_ahead(engine, why, ename)
         kept: collections.deque[Job] = collections.deque()
         while engine.queue:
             job = engine.queue.popleft()

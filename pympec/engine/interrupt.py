@@ -5,7 +5,10 @@
     otherwise it looks every POLL seconds): the engine runs that job (and that task)?
         yes ──> SIGINT to the main thread ──> KeyboardInterrupt in the user's code,
                 which returns as the call's error; the namespace is untouched
-        no  ──> nothing (the call ended, or has not started)
+        no  ──> it is kept (the last KEPT of them): a job the controller sent ahead
+                may not have started yet, and raises KeyboardInterrupt as it starts
+    controller ──{"job": seq, "off": why}──> kept the same way, never a signal: the job
+        is called off (clear_queue) and raises QueueCleared(why) if it has not started
     controller ──{"revoked": key}──> the listener adds key to REVOKED: a member of that
         collective died (fault-tolerant clusters), and the main thread stops waiting
         in it (pympec.engine.loop)
@@ -20,6 +23,7 @@ out of those is to kill the engine.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import signal
@@ -29,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 from mpi4py import MPI
 
+from ..errors import QueueCleared
 from ..protocol.doorbell import Doorbell
 from ..protocol.mpiwire import CONTROLLER, INTERRUPT_BELL, TAG_INTERRUPT, recv_header
 
@@ -64,6 +69,19 @@ class Guard:
 
 GUARD = Guard()
 REVOKED: set[str] = set()   # keys of collective communicators a member died in
+KEPT = 1024
+CALLED_OFF: collections.OrderedDict[int, dict] = collections.OrderedDict()
+# (orders for jobs, oldest first: the last KEPT)
+
+
+def check_called_off(job: int) -> None:
+    """Raise what an order for ``job`` asked before it started (then it is forgotten):
+    QueueCleared when it was called off, else KeyboardInterrupt."""
+    order = CALLED_OFF.pop(job, None)
+    if order is not None and "off" in order:
+        raise QueueCleared(order["off"])
+    if order is not None:
+        raise KeyboardInterrupt("interrupted before it started")
 
 
 def on_sigint(signum: int, frame: Any) -> None:
@@ -97,7 +115,12 @@ class Listener(threading.Thread):
                     return
                 if "revoked" in order:   # a member of that collective died
                     REVOKED.add(order["revoked"])
-                elif GUARD.matches(order):
+                    continue
+                if "task" not in order:   # first kept, then matched: the main thread
+                    CALLED_OFF[order["job"]] = order   # sets GUARD before it looks here
+                    while len(CALLED_OFF) > KEPT:
+                        CALLED_OFF.popitem(last=False)
+                if "off" not in order and GUARD.matches(order):
                     log.info("interrupting job %s", order.get("job"))
                     signal.pthread_kill(self.main, signal.SIGINT)
 

@@ -66,6 +66,11 @@ def _apply(interp: Interpreter, args: dict, frames: list) -> list:
 
 Handler = Callable[[Interpreter, dict, list], "tuple[dict, list]"]
 
+# The reply to a job sent ahead (with ``after``) behind one that failed: the queue is
+# cleared behind a failure, and the controller failed this job as it learnt of it.
+SKIPPED = {"status": "error", "ename": "QueueCleared", "traceback": "", "metas": [],
+           "evalue": "skipped: the command before it failed"}
+
 
 def _value(run: Callable[[Interpreter, dict, list], Any]) -> Handler:
     """A verb whose reply is one object per engine (raw arrays, else pickled)."""
@@ -147,6 +152,7 @@ class Engine:
         self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
         self.groups: dict[str, Any] = {}   # collective communicators, by key
         self.fault_tolerant = settings.FAULT_TOLERANT.get()   # a member of one may die
+        self.failed: int | None = None   # the last job, if it failed or was skipped
 
     def serve(self) -> bool:
         """Serve until the controller says shutdown; returns whether it said to leave
@@ -205,10 +211,14 @@ class Engine:
         encoding of its result, becomes an error reply: the loop goes on."""
         try:
             frames = self.receive_payload(header, tail)
-            reply, out = self.run(header, frames)
+            if "after" in header and header["after"] == self.failed:
+                reply, out = dict(SKIPPED), []   # (the controller failed it already)
+            else:
+                reply, out = self.run(header, frames)
         except BaseException as e:   # SystemExit and KeyboardInterrupt too
             reply, out = failure.encode(e)
         reply["job"] = header["job"]
+        self.failed = header["job"] if reply.get("status") == "error" else None
         try:
             self.send_reply(header, reply, out)
         except BaseException as e:   # the result's bytes could not be sent (MemoryError...)
@@ -270,6 +280,7 @@ class Engine:
             args["_live"] = lambda name, text, job=header["job"]: \
                 self.send_output(job, name, text)
         with interrupt.GUARD.running(job=header["job"]):   # (user code: interruptible)
+            interrupt.check_called_off(header["job"])
             return handler(self.interp, args, frames)
 
     def send_reply(self, header: dict, reply: dict, frames: list) -> None:
