@@ -146,7 +146,9 @@ class Engine:
     controller (``block=False`` calls in a burst).  Each names the job sent before it
     (``after``); the engine skips a job whose ``after`` failed or was skipped, as the
     controller clears a queue behind a failure: the controller fails those jobs at
-    once, and drops their replies (``skips``) when they come."""
+    once, and drops their replies (``skips``) when they come.  ``clear_queue`` calls
+    jobs sent ahead off (``calling_off``): one that had not started answers
+    QueueCleared, one that had gives its result."""
 
     def __init__(self, engine_id: int, host: str = "?", pid: int = 0) -> None:
         self.id = engine_id
@@ -157,6 +159,8 @@ class Engine:
         self.ahead: collections.deque[Job] = collections.deque()   # sent after it
         self.skips: set[int] = set()          # jobs sent ahead and failed here: the
                                               # engine skips them; their replies are dropped
+        self.calling_off: set[int] = set()    # jobs sent ahead, then cleared: the engine
+                                              # says whether they had started
         self.batches: dict[int, Batch] = {}   # task batches in flight, by id
         self.gone: str | None = None          # why it left: killed, or lost
         self.dead = False                     # its process is gone (MPI said so)
@@ -329,10 +333,13 @@ class Dispatcher:
     @staticmethod
     def may_send_ahead(engine: Engine, job: Job) -> bool:
         """Whether ``job`` may go to ``engine`` while it runs another: both are jobs for
-        it alone (no collective), ``job`` is whole and small (its payload inside its
-        command), no kill, and the engine is not skipping jobs after a failure."""
-        return (len(engine.ahead) < AHEAD and not engine.skips and not job.collective()
-                and not engine.running.members and not job.command.ends_engine
+        it alone (no collective) and whole (a streamed one that breaks off fails
+        without clearing the queue), ``job`` is small (its payload inside its command)
+        and no kill, and the engine is not skipping or calling off jobs."""
+        running = engine.running
+        return (len(engine.ahead) < AHEAD and not engine.skips and not engine.calling_off
+                and not job.collective() and not running.members
+                and running.message.complete and not job.command.ends_engine
                 and (job.deliver == "none" or (job.message.complete and
                                                job.region(engine.id)[1] <= INLINE)))
 
@@ -453,6 +460,9 @@ class Dispatcher:
     def advance(self, engine: Engine) -> None:
         """The engine answered the job it ran: the next one sent ahead runs now."""
         engine.running = engine.ahead.popleft() if engine.ahead else None
+        if engine.running is None:   # (nothing of it in flight)
+            engine.skips.clear()
+            engine.calling_off.clear()
 
     def command(self, job: Job, **fields: Any) -> dict:
         return {"job": job.seq, "verb": job.verb, "args": job.args, **fields}
@@ -724,12 +734,15 @@ class Dispatcher:
                f"{reply.get('ename')}: {reply.get('evalue')}") if failed else ""
         if failed:
             self.skip_ahead(engine, why)   # (the engine skips them)
+        # a job called off before it started: what was queued after it stays
+        cleared = job.seq in engine.calling_off and reply.get("ename") == "QueueCleared"
+        engine.calling_off.discard(job.seq)
         self.advance(engine)
         job.results[engine.id] = (reply, frames)
         if joined is not None:
             job.joined = joined
         if failed:
-            if not job.message.failed:
+            if not job.message.failed and not cleared:
                 # (a broken message is its vanished client's loss alone: keep the queue)
                 self.clear_queue(engine, why)
         elif job.command.ends_engine:
@@ -820,24 +833,23 @@ class Dispatcher:
         if engine.running is not None and engine.running.seq == seq:
             self.advance(engine)
 
-    def skip_ahead(self, engine: Engine, why: str, ename: str = "QueueCleared") -> None:
-        """Fail the jobs sent ahead to ``engine`` now, with ``ename``: the job it ran
-        failed (then the engine skips them), or they were called off; their replies
-        are dropped when they come."""
+    def skip_ahead(self, engine: Engine, why: str) -> None:
+        """The job ``engine`` ran failed: the jobs sent ahead of its answer fail now, as
+        QueueCleared (the engine skips them); their replies are dropped when they come."""
         for job in engine.ahead:
             if job.seq not in engine.skips:
                 engine.skips.add(job.seq)
-                self.fail(job, engine.id, ename, why)
+                self.fail(job, engine.id, "QueueCleared", why)
 
     def clear_queue(self, engine: Engine, why: str, ename: str = "QueueCleared",
                     keep_kill: bool = True) -> None:
         """Fail every job still queued on ``engine`` with ``ename`` (a kill stays,
-        unless ``keep_kill`` is False), and call off the jobs sent ahead: one that has
-        not started answers QueueCleared, and the rest after it are skipped."""
+        unless ``keep_kill`` is False), and call off the jobs sent ahead: one that had
+        not started answers QueueCleared (and the engine skips the rest after it)."""
         for job in engine.ahead:
-            if job.seq not in engine.skips:
+            if job.seq not in engine.skips and job.seq not in engine.calling_off:
+                engine.calling_off.add(job.seq)
                 self.order(engine, {"job": job.seq, "off": why})
-        self.skip_ahead(engine, why, ename)
         kept: collections.deque[Job] = collections.deque()
         while engine.queue:
             job = engine.queue.popleft()
