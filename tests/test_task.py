@@ -12,6 +12,7 @@ import pytest
 from pympec import client
 from pympec.errors import TaskAborted, TaskRejectError, TaskTimeout
 from pympec.client.tasks import TaskResult
+from pympec.client.taskclient import LEASE_MAX, SUBMIT_BATCH
 
 from conftest import ENGINES, wait_for
 
@@ -353,6 +354,19 @@ def test_tasks_and_direct_commands_share_engines(tc, mec):
     tc.barrier(ids)
     assert [tc.get_task_result(t) for t in ids] == [i * i for i in range(300)]
     mec.reset()
+
+
+def test_more_tasks_than_one_submission_holds(cluster):
+    """run_many past SUBMIT_BATCH within one lease of ids (as a long-lived client has):
+    the tasks go in several messages, each once."""
+    with cluster.task_client() as tc:
+        tc._lease = LEASE_MAX   # (as after a few runs)
+        n = SUBMIT_BATCH + 5
+        ids = tc.run_many([client.MapTask(abs, (-i,)) for i in range(n)])
+        tc._settle_submits()   # the controller's answers: none refused
+        assert not [t for t in ids if t in tc._results]
+        tc.barrier(ids, timeout=120)
+        assert [tc.get_task_result(t) for t in ids] == list(range(n))
 
 
 def test_another_client_can_fetch(tc, cluster):

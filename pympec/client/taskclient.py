@@ -125,17 +125,20 @@ class TaskClient:
     def _submit_pending(self) -> None:
         """Queue the tasks not sent yet, one message per run of consecutive ids (the
         session calls it, locked, before each write)."""
-        pending = self._pending
-        while pending:
-            run = 1
-            while run < len(pending) and pending[run][0] == pending[0][0] + run:
-                run += 1
-            batch = pending[:run]
-            header = {"verb": "task_submit", "first": batch[0][0],
-                      "tasks": [spec for _, spec, _ in batch]}
-            self._session.queue(header, [f for _, _, frames in batch for f in frames])
-            del pending[:run]   # (only once queued: a failure loses no task)
-            self._submits[header["id"]] = [tid for tid, _, _ in batch]
+        pending, self._pending = self._pending, []   # (queue() calls this again)
+        try:
+            while pending:
+                run = 1
+                while run < len(pending) and pending[run][0] == pending[0][0] + run:
+                    run += 1
+                batch = pending[:run]
+                header = {"verb": "task_submit", "first": batch[0][0],
+                          "tasks": [spec for _, spec, _ in batch]}
+                self._session.queue(header, [f for _, _, frames in batch for f in frames])
+                del pending[:run]
+                self._submits[header["id"]] = [tid for tid, _, _ in batch]
+        finally:   # what could not be queued stays, first: a failure loses no task
+            self._pending[:0] = pending
 
     def _settle_submits(self) -> None:
         """Wait for the submissions' answers (given at once): a refused one makes its
