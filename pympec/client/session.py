@@ -44,19 +44,23 @@ class Outbox(threading.Thread):
     was armed, so requests made in a burst (``tc.run`` in a loop, ``block=False`` calls)
     go out together instead of one write and one controller wake-up each.
 
-    It holds its session weakly: a session dropped without ``close()`` is collected
-    (its socket closes) and the thread ends.  An error while writing (a bug, or work a
+    It holds its session strongly only while it has something to write (``holding``),
+    so a call made just before its client is dropped still goes out; after that, a
+    session dropped without ``close()`` is collected (its socket closes) and the
+    thread ends.  An error while writing (a bug, or work a
     batcher could not encode) is kept in ``session.outbox_error`` for the caller's
     next write to raise; the thread goes on."""
 
     def __init__(self, session: "Session") -> None:
         super().__init__(name="pympec-outbox", daemon=True)
         self.session = weakref.ref(session)
+        self.holding: Session | None = None   # set by later(): there is work to write
         self.armed = threading.Event()
         self.closed = False
 
     def close(self) -> None:
         self.closed = True
+        self.holding = None
         self.armed.set()
 
     def run(self) -> None:
@@ -71,6 +75,8 @@ class Outbox(threading.Thread):
                 session.flush_later()
             except Exception as e:
                 session.outbox_error = e
+            if not self.armed.is_set():   # (flush_later re-arms while bytes remain)
+                self.holding = None
             del session   # (no strong reference while waiting)
 
 # A connection lost this close to the job's end time (or after) was the scheduler's kill: the
@@ -180,21 +186,31 @@ class Session:
     def close(self) -> None:
         """Close the connection for good, once what is queued is written (calls sent
         without blocking go on): the socket, the outbox thread, the walltime warning's
-        timer, the tunnel."""
+        timer, the tunnel.  The replies taken are acknowledged, so the controller frees
+        them now.  Raises an error the outbox thread kept, once all is closed."""
         if self.walltime_timer is not None:
             self.walltime_timer.cancel()
-        if self.sock is not None:
-            try:
+        error, self.outbox_error = self.outbox_error, None
+        try:
+            if self.sock is not None:
+                with self.lock:
+                    for start in range(0, len(self.pending_acks), MAX_IDS):
+                        self.writer.queue({"verb": "ack",
+                                           "acks": self.pending_acks[start:start + MAX_IDS]})
+                    self.pending_acks = []
                 self.write_out()
-            except ClusterError:
-                pass
-        self.disconnect()
-        if self.outbox is not None:
-            self.outbox.close()
-            self.outbox = None
-        if self.tunnel is not None:
-            self.tunnel.process.terminate()
-            self.tunnel = None
+        except ClusterError:
+            pass
+        finally:
+            self.disconnect()
+            if self.outbox is not None:
+                self.outbox.close()
+                self.outbox = None
+            if self.tunnel is not None:
+                self.tunnel.process.terminate()
+                self.tunnel = None
+        if error is not None:
+            raise error
 
     def broken(self, error: Exception) -> ClusterError:
         self.disconnect()
@@ -258,6 +274,7 @@ class Session:
             self.outbox = Outbox(self)
             self.outbox.start()
             weakref.finalize(self, self.outbox.close)   # dropped unclosed: the thread ends
+        self.outbox.holding = self
         self.outbox.armed.set()
 
     def write_out(self) -> None:

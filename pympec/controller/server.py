@@ -246,8 +246,8 @@ class Controller:
         limit = settings.CONTROLLER_TIMEOUT.get()
         for key in list(self.selector.get_map().values()):
             conn = key.data
-            if isinstance(conn, Connection) and conn.reader is not None \
-                    and conn.reader.midway and now - conn.heard > limit:
+            if isinstance(conn, Connection) and conn.reader is not None and not \
+                    conn.paused and conn.reader.midway and now - conn.heard > limit:
                 self.close(conn, f"stopped mid-message for {now - conn.heard:.0f} s")
 
     def on_readable(self, conn: Connection) -> None:
@@ -257,7 +257,8 @@ class Controller:
                 if conn.sock.fileno() < 0:
                     return   # an earlier request of this read closed it
                 self.handle(conn, message)
-            self.pace(conn)
+            if conn.writer.backlog > BACKLOG:   # (else flush() sets what to watch)
+                self.pace(conn)
         except (ClusterError, OSError) as e:
             self.close(conn, str(e))
         except ProtocolError as e:
@@ -388,31 +389,30 @@ class Controller:
             self.store.ack(header["acks"])
         if command.reply == NONE:   # an ack alone
             return
+        if header["id"] in self.store.results:
+            raise ValueError(f"a request with id {header['id']!r} was already answered")
         if command.runs == ENGINES:
             self.store.check_room()
-            if header["id"] in self.store.results:
-                raise ValueError(f"a request with id {header['id']!r} was already answered")
             self.dispatcher.submit(request)
             return
         value = self.handlers[command.name](request)
-        if value is LATER:
-            return
-        if command.kept:
-            self.reply(conn.client, header["id"], value)
-        else:
-            self.send(conn, {"id": header["id"], "value": value})
+        if value is not LATER:
+            self.reply(conn.client, header["id"], value, keep=command.kept)
 
-    def reply(self, client: str, request_id: str, value: Any, frames: list = ()) -> bool:
-        """Send a value to a client if it is connected, and keep it until the client
-        acknowledges it, as results are kept: a reply lost with the connection (the
-        ids a task submission took, the results a fetch took) comes again when the
-        client reconnects or asks for it by id.  True if the client was connected."""
+    def reply(self, client: str, request_id: str, value: Any, frames: list = (),
+              keep: bool = True) -> bool:
+        """Send a value to a client if it is connected; with ``keep``, keep it until
+        the client acknowledges it, as results are kept: a reply lost with the
+        connection (the ids a task submission took, the results a fetch took) comes
+        again when the client reconnects or asks for it by id.  Past the store's cap
+        it is sent, not kept.  True if the client was connected."""
         conn = self.clients.get(client)
         if conn is None:
             return False
         header = {"id": request_id, "value": value}
         head = headers.dumps(header)   # (once: its size is what the store counts)
-        self.store.keep(client, header, frames, len(head) + sum(len(f) for f in frames))
+        if keep and self.store.used <= self.store.cap:
+            self.store.keep(client, header, frames, len(head) + sum(len(f) for f in frames))
         conn.writer.queue(head, frames)
         self.dirty[conn] = None
         return True
@@ -468,7 +468,7 @@ class Controller:
                 found["unknown"][result_id] = self.store.why_released(result_id) or (
                     "the controller never received it: it was lost with its connection, "
                     "or it belongs to another cluster")
-        self.reply(client, request.header["id"], found)
+        self.reply(client, request.header["id"], found, keep=False)
         if request.header.get("resend", True):   # (a reconnect's hello has sent them)
             for result_id in found["resent"]:
                 self.resend(client, result_id)

@@ -173,7 +173,8 @@ class Command:
     they may be left out (``payload_optional``); ``reply`` how its answer is made;
     ``ends_engine``: the engine stops serving afterwards; ``kept``: the controller
     keeps its reply until the client acknowledges it (a reply lost with the
-    connection comes again)."""
+    connection comes again), as for every verb that changes something; a question
+    (``kept=False``) can simply be asked again."""
 
     name: str
     runs: str
@@ -200,15 +201,15 @@ COMMANDS: dict[str, Command] = _commands(
     Command("hello", CONTROLLER, fields={"client": text(MAX_ID, 1)}, required=("client",),
             kept=False),
     Command("ack", CONTROLLER, reply=NONE),
-    Command("get_ids", CONTROLLER),
-    Command("status", CONTROLLER),
-    Command("queue_status", CONTROLLER, fields={"targets": targets}),
+    Command("get_ids", CONTROLLER, kept=False),
+    Command("status", CONTROLLER, kept=False),
+    Command("queue_status", CONTROLLER, fields={"targets": targets}, kept=False),
     Command("clear_queue", CONTROLLER, fields={"targets": targets}),
     Command("shutdown", CONTROLLER),
     Command("ping", CONTROLLER, kept=False),
     Command("interrupt", CONTROLLER, fields={"targets": targets, "request": text(MAX_ID)}),
     Command("result", CONTROLLER, fields={"ids": list_of(text(MAX_ID), 1 << 16),
-                                          "resend": flag}, required=("ids",)),
+                                          "resend": flag}, required=("ids",), kept=False),
     # the task farm
     Command("task_lease", TASKS, fields={"count": integer(1, 1 << 20)}, required=("count",)),
     Command("task_submit", TASKS, fields={"tasks": list_of(_task_spec(), 1 << 20),
@@ -219,7 +220,7 @@ COMMANDS: dict[str, Command] = _commands(
     Command("task_abort", TASKS, fields={"tid": integer(-(1 << 62))}, required=("tid",)),
     Command("task_clear", TASKS, fields={"ids": optional(list_of(integer(-(1 << 62)))),
                                          "forget": list_of(integer(-(1 << 62)))}),
-    Command("task_status", TASKS, fields={"verbose": flag}),
+    Command("task_status", TASKS, fields={"verbose": flag}, kept=False),
     Command("task_config", TASKS, fields={"result_cap": optional(integer())}),
     # the engines': fields travel in ``args``
     Command("execute", ENGINES, fields={"code": text(), "stream": flag}, payload=("same",),

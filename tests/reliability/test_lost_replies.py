@@ -8,7 +8,9 @@ Against one private cluster of 2 engines for the module:
 - a ``stream=`` callback that raises loses no reply;
 - work the outbox thread cannot write (a bug, a value JSON cannot hold) comes out as an
   error of the caller's next write, and the thread and the queued tasks survive;
-- a client dropped without ``close()`` leaves no thread, socket or connection behind.
+- a client dropped without ``close()`` leaves no thread, socket or connection behind,
+  and a call it made just before still runs;
+- ``close()`` closes all, even after an outbox error, and frees what was kept for it.
 """
 from __future__ import annotations
 
@@ -182,3 +184,47 @@ def test_a_client_dropped_without_close_leaves_nothing_behind(cluster):
         assert not outbox.is_alive()
         wait_for(lambda: observer.status()["clients"] == before,
                  "the controller to see the connection go", timeout=LIMIT)
+
+
+def test_a_call_made_just_before_its_client_is_dropped_still_runs(cluster):
+    """block=False, then the client is dropped at once: the outbox holds the session
+    until the call is written (then lets it go)."""
+    with cluster.client() as observer:
+        observer.execute("fired = 0")
+
+        def fire_and_forget() -> None:
+            mec = cluster.client()
+            mec.execute("fired += 1", block=False)
+
+        with warnings.catch_warnings():   # (ResourceWarning: sockets never closed)
+            warnings.simplefilter("ignore")
+            for _ in range(5):
+                fire_and_forget()
+            gc.collect()
+        wait_for(lambda: observer.pull("fired") == [5, 5], "the five calls to run",
+                 timeout=LIMIT)
+
+
+def test_close_closes_even_after_an_outbox_error_and_frees_what_it_held(cluster):
+    with cluster.client() as observer:
+        before = observer.status()
+        tc = cluster.task_client()
+        # ids leased, a result fetched: kept replies, which close() acknowledges
+        tc.barrier([tc.run(client.MapTask(abs, (-1,)))], timeout=LIMIT)
+        session = tc._session
+
+        def broken():
+            session.batchers.remove(broken)
+            raise RuntimeError("the batcher broke")
+
+        session.batchers.insert(0, broken)
+        session.later()   # the outbox's turn, with nothing else to write
+        wait_for(lambda: session.outbox_error is not None, "the outbox to fail",
+                 timeout=LIMIT)
+        with pytest.raises(RuntimeError, match="the batcher broke"):
+            tc.close()
+        assert session.sock is None and session.outbox is None
+        wait_for(lambda: observer.status()["clients"] == before["clients"],
+                 "the controller to see the client go", timeout=LIMIT)
+        held = observer.status()["held"]
+        assert held["clients"].get(session.client_id) is None, held   # nothing kept
