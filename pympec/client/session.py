@@ -18,7 +18,6 @@ broken network as silence.
 """
 from __future__ import annotations
 
-import collections
 import os
 import select
 import socket
@@ -97,9 +96,6 @@ class Session:
         self.sshserver = sshserver or self.info.sshserver
         self.client_id = new_id()
         self.replies: dict[str, wire.Message] = {}
-        self.taken: collections.OrderedDict[str, None] = collections.OrderedDict()
-        # (the last MAX_IDS replies taken: one sent again after a reconnect, its
-        # acknowledgement lost with the link, is acknowledged again, not kept)
         self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
         self.pending_acks: list[str] = []     # results received, to acknowledge
         self.outstanding: dict[str, None] = {}   # requests sent, not answered yet
@@ -374,9 +370,6 @@ class Session:
                 if listener is not None:
                     output.append((listener, message.header["stream"]))
                 continue
-            if message.header.get("id") in self.taken:   # (see Session.taken)
-                self.pending_acks.append(message.header["id"])
-                continue
             self.replies[message.header.get("id")] = message
             if "error" not in message.header:   # kept by the controller until acked:
                 if len(message.payload) >= ACK_NOW:   # a large one is acked at once,
@@ -448,9 +441,6 @@ class Session:
         if message is None:
             return None
         self.outstanding.pop(request_id, None)
-        self.taken[request_id] = None
-        if len(self.taken) > MAX_IDS:
-            self.taken.popitem(last=False)
         if "error" in message.header:
             error = message.header["error"]
             raise CONTROLLER_ERRORS.get(error["ename"], KernelError)(error["evalue"])
