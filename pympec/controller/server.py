@@ -271,7 +271,7 @@ class Controller:
     def on_writable(self, conn: Connection) -> None:
         self.flush(conn)
 
-    def send(self, conn: Connection, header: dict, frames: list = ()) -> None:
+    def send(self, conn: Connection, header: dict | bytes, frames: list = ()) -> None:
         """Queue a message to a client; it is written at the end of this pass of the
         loop, with whatever else the pass queued for that client (one write for many
         replies), the rest when the socket is writable, and a result still landing
@@ -314,7 +314,7 @@ class Controller:
             selectors.EVENT_WRITE if writer.pending and not writer.stalled else 0)
         key = self.selector.get_map().get(conn.sock)
         if key is None:
-            if events and conn.sock.fileno() >= 0:
+            if events:
                 self.selector.register(conn.sock, events, conn)
         elif not events:   # paused, and waiting on a result to land (pump writes it)
             self.selector.unregister(conn.sock)
@@ -413,8 +413,7 @@ class Controller:
         head = headers.dumps(header)   # (once: its size is what the store counts)
         if keep and self.store.used <= self.store.cap:
             self.store.keep(client, header, frames, len(head) + sum(len(f) for f in frames))
-        conn.writer.queue(head, frames)
-        self.dirty[conn] = None
+        self.send(conn, head, frames)
         return True
 
     def hello(self, conn: Connection, request: dict) -> None:
