@@ -408,7 +408,10 @@ class Session:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         # Poll without sleeping at first: a short call's reply then costs no wake-up.
-        spin_until = now + settings.CLIENT_SPIN.get()
+        # Not while others are in flight: replies then come in a stream, and a spinning
+        # client takes a core from the ranks that make them.
+        spin = settings.CLIENT_SPIN.get() if len(self.outstanding) <= 1 else 0.0
+        spin_until = now + spin
         while request_id not in self.replies:
             if request_id in self.lost:
                 self.outstanding.pop(request_id, None)
