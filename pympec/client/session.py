@@ -179,9 +179,11 @@ class Session:
     def disconnect(self) -> None:
         """Close the socket (the next request or wait connects again)."""
         with self.lock:
-            if self.sock is not None:
-                self.sock.close()
-                self.sock = None
+            # forgotten before it is closed: an interrupt in between leaves no closed
+            # socket in use (the dropped one is closed when collected)
+            sock, self.sock = self.sock, None
+            if sock is not None:
+                sock.close()
 
     def close(self) -> None:
         """Close the connection for good, once what is queued is written (calls sent
@@ -195,8 +197,8 @@ class Session:
             if self.sock is not None:
                 with self.lock:
                     for start in range(0, len(self.pending_acks), MAX_IDS):
-                        self.writer.queue({"verb": "ack",
-                                           "acks": self.pending_acks[start:start + MAX_IDS]})
+                        self.put({"verb": "ack",
+                                  "acks": self.pending_acks[start:start + MAX_IDS]})
                     self.pending_acks = []
                 self.write_out()
         except ClusterError:
@@ -250,13 +252,24 @@ class Session:
         if acks:
             header["acks"] = acks
         try:
-            self.writer.queue(header, frames)
+            self.put(header, frames)
         except BaseException:
             header.pop("acks", None)
             raise
         del self.pending_acks[:len(acks)]
         if header["verb"] != "ack":
             self.outstanding[header["id"]] = None
+
+    def put(self, header: dict, frames: list = ()) -> None:
+        """Sign and queue one message as it is.  A header JSON cannot hold raises and
+        changes nothing; an interrupt (Ctrl-C) may land as the writer counts the message
+        in, so the link is dropped and the next call reconnects, with a fresh count."""
+        try:
+            self.writer.queue(header, frames)
+        except BaseException as e:
+            if not isinstance(e, Exception):
+                self.disconnect()
+            raise
 
     def run_batchers(self) -> None:
         """Let the batchers queue the work they hold (once: they queue through here)."""
@@ -378,7 +391,7 @@ class Session:
                     self.pending_acks.append(message.header["id"])
         if now:
             with self.lock:
-                self.writer.queue({"verb": "ack", "acks": now})
+                self.put({"verb": "ack", "acks": now})
                 self.flush_quietly()
         for listener, stream in output:
             listener(stream)
@@ -478,7 +491,7 @@ class Session:
             ping = f"ping-{new_id()}"
             self.pings.add(ping)
             with self.lock:
-                self.writer.queue({"verb": "ping", "id": ping})
+                self.put({"verb": "ping", "id": ping})
                 self.flush_quietly()
 
     def _select(self, write: bool, timeout: float) -> bool:

@@ -491,7 +491,9 @@ class MessageWriter:
 
     def queue(self, header: dict | bytes, frames: Iterable[Any] = ()) -> None:
         """Queue a message (see the module doc for its layout): ``header`` is a dict,
-        or already its JSON text, as bytes."""
+        or already its JSON text, as bytes.  The message is built aside and added in
+        one step at the end, so a failure while it is built (a header JSON cannot
+        hold, an interrupt) changes nothing."""
         frames = list(frames)
         fillings = [f if isinstance(f, Filling) else None for f in frames]
         views = [as_bytes_view(f) if filling is None else filling.view
@@ -502,13 +504,9 @@ class MessageWriter:
         lead = b"".join([PREFIX.pack(MAGIC, len(head), len(views)),
                          *(LENGTH.pack(n) for n in lengths), head])
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
-        self._seq += 1
         mac = message_mac(kind, self._key, seq, 0)
-        tag = tag_size(kind)
-        tagged = tag > 0   # (NO_TAGS: no pieces for empty tags)
-        self.queued += len(lead) + sum(lengths) + tag
-        pieces = self._pieces
-        pieces.append(_Piece(memoryview(lead), mac))
+        tagged = tag_size(kind) > 0   # (NO_TAGS: no pieces for empty tags)
+        pieces = [_Piece(memoryview(lead), mac)]
         if tagged:
             pieces.append(_Piece(None, mac))
         part, mac = 0, None
@@ -519,9 +517,11 @@ class MessageWriter:
             pieces.append(_Piece(views[frame][start:stop], mac, fillings[frame], stop))
             if last and tagged:
                 pieces.append(_Piece(None, mac))
-                self.queued += tag
             if last:
                 mac = None
+        self._pieces.extend(pieces)
+        self._seq = seq + 1
+        self.queued += len(lead) + sum(lengths) + tag_size(kind) * (1 + part)
 
     def _batch(self) -> list[memoryview]:
         """The next pieces to send (about _BATCH bytes, only those landed), each signed
