@@ -1126,3 +1126,37 @@ def test_filling_frame_goes_out_only_as_it_lands(pair):
     assert not writer.pending and bytes(out) == whole
     message, = feed(wire.MessageReader(KEY), bytes(out))
     assert bytes(message.frames[0]) == data.tobytes()
+
+
+# -- a read or write cut short ------------------------------------------------------
+
+def test_a_read_cut_short_leaves_the_reader_interrupted(pair):
+    """An exception inside a read (here from the ``early`` callback, as a Ctrl-C would
+    land anywhere) leaves the reader between two steps: it says so, and refuses to go
+    on from there (going on once misplaced the next segment's bytes: bug 23 of
+    docs/reliability.md)."""
+    a, b = pair
+    writer = wire.MessageWriter(KEY)
+
+    def cut(message: wire.Message) -> bool:
+        raise KeyboardInterrupt
+
+    reader = wire.MessageReader(KEY, writer._kind, early=cut)
+    writer.queue({"id": "big"}, [np.arange(1 << 18, dtype=np.float64)])
+    deadline = time.monotonic() + LIMIT
+    with pytest.raises(KeyboardInterrupt):
+        while time.monotonic() < deadline:
+            writer.flush(a)
+            reader.read(b)
+            select.select([b], [], [], 0.05)
+    assert reader.interrupted
+    with pytest.raises(ClusterError, match="interrupted read"):
+        reader.read(b)
+
+
+def test_a_whole_read_leaves_the_reader_usable(pair):
+    a, b = pair
+    writer, reader = wire.MessageWriter(KEY), wire.MessageReader(KEY)
+    writer.queue({"id": 1})
+    assert [m.header for m in pump(writer, a, reader, b, 1)] == [{"id": 1}]
+    assert not reader.interrupted and not writer.interrupted

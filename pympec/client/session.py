@@ -18,6 +18,7 @@ broken network as silence.
 """
 from __future__ import annotations
 
+import collections
 import os
 import select
 import socket
@@ -96,6 +97,9 @@ class Session:
         self.sshserver = sshserver or self.info.sshserver
         self.client_id = new_id()
         self.replies: dict[str, wire.Message] = {}
+        self.taken: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # (the last MAX_IDS replies taken: one sent again after a reconnect, its
+        # acknowledgement lost with the link, is acknowledged again, not kept)
         self.listeners: dict[str, Any] = {}   # request id -> called with streamed output
         self.pending_acks: list[str] = []     # results received, to acknowledge
         self.outstanding: dict[str, None] = {}   # requests sent, not answered yet
@@ -176,6 +180,16 @@ class Session:
             self.disconnect()
             raise
 
+    def usable(self) -> bool:
+        """Whether the link is up and its stream whole.  A read or write that an
+        interrupt (Ctrl-C) cut short leaves the stream in an unknown state, even when a
+        second interrupt kept the handler from dropping it: then it is dropped here, and
+        the caller reconnects (what the controller kept comes again).  Only the thread
+        that reads may ask (to any other, a read in progress looks unfinished)."""
+        if self.sock is not None and (self.reader.interrupted or self.writer.interrupted):
+            self.disconnect()
+        return self.sock is not None
+
     def disconnect(self) -> None:
         """Close the socket (the next request or wait connects again)."""
         with self.lock:
@@ -197,8 +211,8 @@ class Session:
             if self.sock is not None:
                 with self.lock:
                     for start in range(0, len(self.pending_acks), MAX_IDS):
-                        self.put({"verb": "ack",
-                                  "acks": self.pending_acks[start:start + MAX_IDS]})
+                        self.writer.queue({"verb": "ack",
+                                           "acks": self.pending_acks[start:start + MAX_IDS]})
                     self.pending_acks = []
                 self.write_out()
         except ClusterError:
@@ -231,7 +245,7 @@ class Session:
         ClusterError when the controller does neither for PYMPEC_CONTROLLER_TIMEOUT
         seconds, or the link breaks."""
         with self.lock:
-            if self.sock is None:
+            if not self.usable():
                 self.reconnect()
             self.queue(header, frames)
             if now:
@@ -252,24 +266,13 @@ class Session:
         if acks:
             header["acks"] = acks
         try:
-            self.put(header, frames)
+            self.writer.queue(header, frames)
         except BaseException:
             header.pop("acks", None)
             raise
         del self.pending_acks[:len(acks)]
         if header["verb"] != "ack":
             self.outstanding[header["id"]] = None
-
-    def put(self, header: dict, frames: list = ()) -> None:
-        """Sign and queue one message as it is.  A header JSON cannot hold raises and
-        changes nothing; an interrupt (Ctrl-C) may land as the writer counts the message
-        in, so the link is dropped and the next call reconnects, with a fresh count."""
-        try:
-            self.writer.queue(header, frames)
-        except BaseException as e:
-            if not isinstance(e, Exception):
-                self.disconnect()
-            raise
 
     def run_batchers(self) -> None:
         """Let the batchers queue the work they hold (once: they queue through here)."""
@@ -296,7 +299,7 @@ class Session:
             if self.outbox_error is not None:
                 error, self.outbox_error = self.outbox_error, None
                 raise error
-            if self.sock is None:
+            if not self.usable():
                 self.reconnect()
             self.fresh_silence()
             self.run_batchers()
@@ -319,7 +322,9 @@ class Session:
         socket takes now; the rest at the next turn or the next write.  A broken link
         is left for the caller's next wait to find and report."""
         with self.lock:
-            if self.sock is None:
+            # (not usable(): the caller's thread may be inside a read, which counts as
+            # unfinished until it returns; that thread drops a stream cut short)
+            if self.sock is None or self.writer.interrupted:
                 return
             try:
                 self.run_batchers()
@@ -383,6 +388,9 @@ class Session:
                 if listener is not None:
                     output.append((listener, message.header["stream"]))
                 continue
+            if message.header.get("id") in self.taken:   # (see Session.taken)
+                self.pending_acks.append(message.header["id"])
+                continue
             self.replies[message.header.get("id")] = message
             if "error" not in message.header:   # kept by the controller until acked:
                 if len(message.payload) >= ACK_NOW:   # a large one is acked at once,
@@ -391,7 +399,7 @@ class Session:
                     self.pending_acks.append(message.header["id"])
         if now:
             with self.lock:
-                self.put({"verb": "ack", "acks": now})
+                self.writer.queue({"verb": "ack", "acks": now})
                 self.flush_quietly()
         for listener, stream in output:
             listener(stream)
@@ -431,7 +439,7 @@ class Session:
                 raise RequestLost(f"request {request_id} was lost with the connection "
                                   f"before the controller read it; it did not run "
                                   f"({self.lost.pop(request_id)})")
-            if self.sock is None:
+            if not self.usable():
                 self.reconnect()   # the controller kept our results while we were away
                 continue
             now = time.monotonic()
@@ -457,6 +465,9 @@ class Session:
         if message is None:
             return None
         self.outstanding.pop(request_id, None)
+        self.taken[request_id] = None
+        if len(self.taken) > MAX_IDS:
+            self.taken.popitem(last=False)
         if "error" in message.header:
             error = message.header["error"]
             raise CONTROLLER_ERRORS.get(error["ename"], KernelError)(error["evalue"])
@@ -491,7 +502,7 @@ class Session:
             ping = f"ping-{new_id()}"
             self.pings.add(ping)
             with self.lock:
-                self.put({"verb": "ping", "id": ping})
+                self.writer.queue({"verb": "ping", "id": ping})
                 self.flush_quietly()
 
     def _select(self, write: bool, timeout: float) -> bool:

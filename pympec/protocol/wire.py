@@ -210,7 +210,10 @@ class MessageReader:
     """Parses a stream into Messages, checking each tag before the bytes it covers are used.
 
     ``read(sock)`` works on non-blocking sockets and keeps its state between calls, so a
-    message may arrive over many calls (and a KeyboardInterrupt never loses the place).
+    message may arrive over many calls.  An exception or an interrupt (Ctrl-C) inside a
+    read may leave it between two steps, with bytes taken from the socket and not yet
+    counted: it then stays ``interrupted``, and its owner must drop the stream (every
+    later read raises ClusterError), however many more interrupts land meanwhile.
     A message is handed out once complete or, if ``early(message)`` says so, as
     soon as its header is checked; it then fills in as later reads check its segments.
     """
@@ -223,6 +226,7 @@ class MessageReader:
         self._seq = 0
         self._stage = bytearray(_STAGE)
         self._staged = memoryview(b"")
+        self.interrupted = False   # a read did not finish: the stream is unusable
         self._begin_message()
 
     @property
@@ -250,8 +254,17 @@ class MessageReader:
     def read(self, sock: socket.socket) -> list[Message]:
         """Read what the socket has now; returns the messages completed (or begun early).
 
-        Raises ClusterError on end of stream, ProtocolError on a bad frame or tag.
+        Raises ClusterError on end of stream or after an unfinished read, ProtocolError
+        on a bad frame or tag.
         """
+        if self.interrupted:
+            raise ClusterError("an interrupted read left the stream in an unknown state")
+        self.interrupted = True   # (until this read ends normally)
+        messages = self._read(sock)
+        self.interrupted = False
+        return messages
+
+    def _read(self, sock: socket.socket) -> list[Message]:
         messages: list[Message] = []
         budget = _READ_BUDGET
         while budget > 0 or buffered(sock):
@@ -459,7 +472,10 @@ class MessageWriter:
     """Signs messages and writes them with ``sendmsg``, never joining frames in memory.
 
     ``queue()`` appends a message; ``flush(sock)`` writes what the socket takes now and
-    says whether everything is out.  Bytes are signed as they go out, a segment at a
+    says whether everything is out.  One that an exception or an interrupt cut short
+    leaves the writer ``interrupted`` (bytes may have gone out uncounted, or a message
+    half counted in): its owner must drop the stream, and both raise ClusterError from
+    then on.  Bytes are signed as they go out, a segment at a
     time, so the peer checks one segment while this side signs the next: signing and
     checking a large message overlap instead of adding up.  A frame may be a
     :class:`Filling`: its segments wait until they have landed (``stalled`` says the
@@ -472,6 +488,7 @@ class MessageWriter:
         self._seq = 0
         self._pieces: collections.deque[_Piece] = collections.deque()
         self._offered: bytes | memoryview | None = None   # TLS: to send again, as it was
+        self.interrupted = False   # a flush or a queue did not finish: stream unusable
         self.sent = 0   # bytes written so far: progress, for whoever watches the peer
         self.queued = 0   # bytes queued so far (``backlog``: queued, not written yet)
 
@@ -491,9 +508,10 @@ class MessageWriter:
 
     def queue(self, header: dict | bytes, frames: Iterable[Any] = ()) -> None:
         """Queue a message (see the module doc for its layout): ``header`` is a dict,
-        or already its JSON text, as bytes.  The message is built aside and added in
-        one step at the end, so a failure while it is built (a header JSON cannot
-        hold, an interrupt) changes nothing."""
+        or already its JSON text, as bytes.  The message is built aside and counted in
+        at the end, so a failure while it is built (a header JSON cannot hold) changes
+        nothing.  Raises ClusterError once the writer is ``interrupted``."""
+        self.check()
         frames = list(frames)
         fillings = [f if isinstance(f, Filling) else None for f in frames]
         views = [as_bytes_view(f) if filling is None else filling.view
@@ -519,9 +537,15 @@ class MessageWriter:
                 pieces.append(_Piece(None, mac))
             if last:
                 mac = None
+        self.interrupted = True   # (the three go together)
         self._pieces.extend(pieces)
         self._seq = seq + 1
         self.queued += len(lead) + sum(lengths) + tag_size(kind) * (1 + part)
+        self.interrupted = False
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise ClusterError("an interrupted write left the stream in an unknown state")
 
     def _batch(self) -> list[memoryview]:
         """The next pieces to send (about _BATCH bytes, only those landed), each signed
@@ -546,8 +570,16 @@ class MessageWriter:
         """Write as much as the socket takes now (and as has landed); True when
         nothing is left.
 
-        Raises ClusterError when the peer has gone.
+        Raises ClusterError when the peer has gone, or once the writer is
+        ``interrupted``.
         """
+        self.check()
+        self.interrupted = True   # (until this flush ends normally)
+        done = self._flush(sock)
+        self.interrupted = False
+        return done
+
+    def _flush(self, sock: socket.socket) -> bool:
         pieces = self._pieces
         tls = isinstance(sock, ssl.SSLSocket)
         while pieces:

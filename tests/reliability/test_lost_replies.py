@@ -10,7 +10,8 @@ Against one private cluster of 2 engines for the module:
   error of the caller's next write, and the thread and the queued tasks survive;
 - a client dropped without ``close()`` leaves no thread, socket or connection behind,
   and a call it made just before still runs;
-- ``close()`` closes all, even after an outbox error, and frees what was kept for it.
+- ``close()`` closes all, even after an outbox error, and frees what was kept for it;
+- a reply taken, then sent again after a reconnect, is acknowledged again, not kept.
 """
 from __future__ import annotations
 
@@ -228,3 +229,46 @@ def test_close_closes_even_after_an_outbox_error_and_frees_what_it_held(cluster)
                  "the controller to see the client go", timeout=LIMIT)
         held = observer.status()["held"]
         assert held["clients"].get(session.client_id) is None, held   # nothing kept
+
+
+def test_a_reply_taken_then_sent_again_is_not_kept(cluster):
+    """The acknowledgement of a fetch reply rides on a request lost with the link: on
+    reconnect the controller sends the reply again; the client acknowledges it again
+    instead of keeping it for ever."""
+    with cluster.task_client() as tc:
+        session = tc._session
+        tids = [tc.run(client.MapTask(abs, (-i,))) for i in range(20)]
+        tc.barrier(tids, timeout=LIMIT)
+        assert [tc.get_task_result(t) for t in tids] == list(range(20))
+        assert session.pending_acks   # the fetch reply, acknowledged with the next request
+        with session.lock:   # that request is queued, then the link breaks
+            session.queue({"verb": "task_status"})
+        lost = list(session.outstanding)[-1]
+        session.disconnect()
+        with pytest.raises(RequestLost):
+            session.wait(lost, timeout=LIMIT)
+        time.sleep(0.5)   # the reply sent again on reconnect has arrived
+        session.receive()
+        assert session.replies == {}
+        tc.queue_status()   # (carries the acknowledgements)
+        wait_for(lambda: session.client_id not in session.call("status")["held"]["clients"],
+                 "the controller to free the reply", timeout=LIMIT)
+
+
+@pytest.mark.parametrize("end", ["reader", "writer"])
+def test_a_stream_left_interrupted_is_dropped_and_the_next_call_works(cluster, end):
+    """A second Ctrl-C can land in the handler that drops a link whose read or write
+    the first one cut short (bug 23 of docs/reliability.md): the session then finds
+    the stream marked at its next use, drops it, and the call goes on a fresh one."""
+    mec = cluster.client(timeout=LIMIT)
+    try:
+        assert mec.pull("id") == list(range(len(mec.get_ids())))
+        session = mec._session
+        before = session.sock
+        setattr(getattr(session, end), "interrupted", True)   # as a cut-short read leaves it
+        assert mec.pull("id", block=False).get_result(timeout=LIMIT) == \
+            list(range(len(mec.get_ids())))
+        assert session.sock is not before and session.sock is not None
+        assert not session.reader.interrupted and not session.writer.interrupted
+    finally:
+        mec.close()
