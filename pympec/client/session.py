@@ -429,9 +429,10 @@ class Session:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         # Poll without sleeping at first: a short call's reply then costs no wake-up.
-        # Not while others are in flight: replies then come in a stream, and a spinning
-        # client takes a core from the ranks that make them.
-        spin = settings.CLIENT_SPIN.get() if len(self.outstanding) <= 1 else 0.0
+        # Not while many others are in flight: replies then come in a stream, and a
+        # spinning client takes a core from the ranks that make them.
+        in_flight = len(self.outstanding) - len(self.replies)
+        spin = settings.CLIENT_SPIN.get() if in_flight <= SPIN_IN_FLIGHT else 0.0
         spin_until = now + spin
         while request_id not in self.replies:
             if request_id in self.lost:
@@ -529,6 +530,9 @@ def _warn_later(session_ref: "weakref.ref[Session]") -> None:
     if session is not None and session.sock is not None:
         session.walltime_timer = None
         session.warn_walltime()
+
+
+SPIN_IN_FLIGHT = 8   # requests awaited at most, for a wait to spin first (see wait)
 
 
 def new_id() -> str:
