@@ -128,6 +128,11 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def rank_pids(cluster: Any) -> list[int]:
+    """The pids of a running ``pympec.Cluster``'s ranks (controller and engines)."""
+    return [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` so far, in seconds."""
     with open(f"/proc/{pid}/stat") as f:

@@ -15,7 +15,7 @@ import time
 
 from pympec import settings
 
-from .common import Result, children, cmdline, cpu_seconds
+from .common import Result, cpu_seconds, rank_pids
 from .context import Context
 
 WINDOW = 5.0
@@ -30,7 +30,7 @@ def run(ctx: Context) -> list[Result]:
     finally:
         mec.close()
     time.sleep(settings.BUFFER_KEEP.get() + 1.0)   # idle regime: long sleeps, buffers given back
-    ranks = [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
+    ranks = rank_pids(cluster)
     before = {p: cpu_seconds(p) for p in ranks}
     t0 = time.monotonic()
     time.sleep(WINDOW)

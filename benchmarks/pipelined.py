@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import Result, children, cmdline, cpu_seconds
+from .common import Result, cpu_seconds, rank_pids
 from .context import CALLS, Context
 from .tasks import checked, identity, note, rates
 
@@ -87,7 +87,7 @@ def cpu_per_call(cluster, mec, burst, calls: int) -> str:
     """CPU time one ``burst`` of ``calls`` takes, per call, in all processes and by
     process: the client (this one), the controller, the engines (mean)."""
     controller = mec._session.welcome["pid"]
-    ranks = [p for p in children(cluster.process.pid) if "pympec.engine" in cmdline(p)]
+    ranks = rank_pids(cluster)
     before, mine = {p: cpu_seconds(p) for p in ranks}, os.times()
     t0 = time.perf_counter()
     burst()

@@ -206,6 +206,13 @@ class Message:
 _EMPTY = memoryview(b"")   # the payload of a message without frames
 
 
+def _refuse_if_interrupted(end: "MessageReader | MessageWriter", what: str) -> None:
+    """Raise ClusterError if a read or write of ``end`` did not finish (see
+    ``interrupted``): the stream is in an unknown state."""
+    if end.interrupted:
+        raise ClusterError(f"an interrupted {what} left the stream in an unknown state")
+
+
 class MessageReader:
     """Parses a stream into Messages, checking each tag before the bytes it covers are used.
 
@@ -257,8 +264,7 @@ class MessageReader:
         Raises ClusterError on end of stream or after an unfinished read, ProtocolError
         on a bad frame or tag.
         """
-        if self.interrupted:
-            raise ClusterError("an interrupted read left the stream in an unknown state")
+        _refuse_if_interrupted(self, "read")
         self.interrupted = True   # (until this read ends normally)
         messages = self._read(sock)
         self.interrupted = False
@@ -511,7 +517,7 @@ class MessageWriter:
         or already its JSON text, as bytes.  The message is built aside and counted in
         at the end, so a failure while it is built (a header JSON cannot hold) changes
         nothing.  Raises ClusterError once the writer is ``interrupted``."""
-        self.check()
+        _refuse_if_interrupted(self, "write")
         frames = list(frames)
         fillings = [f if isinstance(f, Filling) else None for f in frames]
         views = [as_bytes_view(f) if filling is None else filling.view
@@ -523,7 +529,8 @@ class MessageWriter:
                          *(LENGTH.pack(n) for n in lengths), head])
         kind, seq = mac_for(self._kind, sum(lengths)), self._seq
         mac = message_mac(kind, self._key, seq, 0)
-        tagged = tag_size(kind) > 0   # (NO_TAGS: no pieces for empty tags)
+        tag = tag_size(kind)
+        tagged = tag > 0   # (NO_TAGS: no pieces for empty tags)
         pieces = [_Piece(memoryview(lead), mac)]
         if tagged:
             pieces.append(_Piece(None, mac))
@@ -540,12 +547,8 @@ class MessageWriter:
         self.interrupted = True   # (the three go together)
         self._pieces.extend(pieces)
         self._seq = seq + 1
-        self.queued += len(lead) + sum(lengths) + tag_size(kind) * (1 + part)
+        self.queued += len(lead) + sum(lengths) + tag * (1 + part)   # (a tag per part)
         self.interrupted = False
-
-    def check(self) -> None:
-        if self.interrupted:
-            raise ClusterError("an interrupted write left the stream in an unknown state")
 
     def _batch(self) -> list[memoryview]:
         """The next pieces to send (about _BATCH bytes, only those landed), each signed
@@ -573,7 +576,7 @@ class MessageWriter:
         Raises ClusterError when the peer has gone, or once the writer is
         ``interrupted``.
         """
-        self.check()
+        _refuse_if_interrupted(self, "write")
         self.interrupted = True   # (until this flush ends normally)
         done = self._flush(sock)
         self.interrupted = False
