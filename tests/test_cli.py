@@ -46,6 +46,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_while_idle(pids: list[int], window: float = 2.0, windows: int = 3) -> dict:
+    """The processes that used 5% of a core or more in each of ``windows`` idle windows in a
+    row, with their CPU seconds per window.  A rank that polls without sleeping is busy in
+    every window; a shared host can charge a passing hiccup to any process (CI saw one idle
+    rank charged 0.2 s in 2 s, once), which the next window clears."""
+    busy = {p: [] for p in pids}
+    for _ in range(windows):
+        before = {p: cpu_seconds(p) for p in busy}
+        time.sleep(window)                           # not a wait: the idle time being measured
+        busy = {p: used + [round(cpu_seconds(p) - before[p], 2)] for p, used in busy.items()
+                if cpu_seconds(p) - before[p] >= 0.05 * window}
+        if not busy:
+            return {}
+    return busy
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True).stdout
@@ -102,13 +118,10 @@ def test_daemon_status_stop(pympec_dir):
         cluster_id = json.loads(path.read_text())["cluster_id"]
         logs = sorted(p.name for p in (pympec_dir / "log").glob(f"pympec-{cluster_id}-rank*.log"))
         assert logs == [f"pympec-{cluster_id}-rank{r}.log" for r in range(3)]
-        # idle ranks sleep: under 5% of a core each over two seconds
+        # idle ranks sleep: each uses under 5% of a core over two seconds
         ranks = [c for c in children(record["pid"])]
         ranks = [g for c in ranks for g in children(c)] or ranks
-        before = {p: cpu_seconds(p) for p in ranks}
-        time.sleep(2.0)                              # not a wait: the idle time being measured
-        for p in ranks:
-            assert cpu_seconds(p) - before[p] < 0.1, f"rank process {p} is busy while idle"
+        assert not busy_while_idle(ranks), f"rank processes busy while idle: {busy_while_idle(ranks)}"
     finally:
         stop = run("cluster", "stop", "--profile", "cli")
     assert stop.returncode == 0, stop.stderr
