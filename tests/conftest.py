@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -113,6 +114,12 @@ def hello_behind_the_answer(sock, key: bytes) -> dict | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process ``pid`` (of this host) has used so far, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def running_on(mec, engine: int) -> str | None:
     """What ``engine`` runs now (the call's description), or None when it is idle."""
     pending = dict(mec.queue_status(targets=engine))[engine]["pending"]
@@ -163,5 +170,5 @@ def default_profile(cluster, pympec_dir):
     return pympec_dir
 
 
-__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on", "hung_up",
+__all__ = ["client", "ENGINES", "wait_for", "first_line", "running_on", "cpu_seconds", "hung_up",
            "hello_behind_the_answer"]

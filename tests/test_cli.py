@@ -16,7 +16,7 @@ from pympec import client
 from pympec.cluster import mpi
 from pympec.cluster.local import find_mpiexec, launch_record
 
-from conftest import first_line, wait_for
+from conftest import cpu_seconds, first_line, wait_for
 
 PYMPEC = [sys.executable, "-m", "pympec.cluster.cli"]
 
@@ -39,11 +39,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def busy_while_idle(pids: list[int], window: float = 2.0, windows: int = 3) -> dict:

@@ -139,7 +139,8 @@ class Engine:
         """``rung``: the controller's doorbell rings reach this engine (same host).
         ``oversubscribed``: ranks outnumber cores here, so a spinning rank takes CPU
         from ranks with work; then, where rung, the engine sleeps right after each
-        reply and during streamed payloads, until the controller rings."""
+        reply and during streamed payloads, until the controller rings, and waits for a
+        reply of one message to be taken with short sleeps, not a spin."""
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
@@ -150,6 +151,10 @@ class Engine:
         # a streamed payload comes piece by piece, each with a ring: spin only while
         # one piece moves, sleep between pieces
         self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
+        # a reply of one message, past MPI's eager size, completes once the controller
+        # takes it; spinning for that takes the core the controller needs
+        self.handed = self.transfer if self.spin_after_reply else \
+            Backoff(spin=PIECE_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
         self.groups: dict[str, Any] = {}   # collective communicators, by key
         self.fault_tolerant = settings.FAULT_TOLERANT.get()   # a member of one may die
         self.failed: int | None = None   # the last job, if it failed or was skipped
@@ -299,12 +304,14 @@ class Engine:
             reply["inline"] = True
             sends = [self.comm.Isend(bytes_spec(encode_header(reply, views)), CONTROLLER,
                                      TAG_REPLY)]
+            backoff = self.handed
         else:
             sends = [self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)]
             sends += [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
                       for v in views for at in pieces(len(v))]
+            backoff = self.transfer
         self.doorbell.ring(CONTROLLER)
-        self.wait_all(sends, self.transfer)
+        self.wait_all(sends, backoff)
 
     def send_gathered(self, header: dict, reply: dict, buf: memoryview) -> None:
         """This engine's part of a gather: the reply header, then the rounds.  Every

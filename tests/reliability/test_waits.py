@@ -2,6 +2,7 @@
 
 Against private clusters of 2 engines (some tests freeze or fill them):
 - a frozen (SIGSTOPped) controller is reported within PYMPEC_CONTROLLER_TIMEOUT;
+- an engine whose reply waits for the controller sleeps, not spins, where cores are few;
 - a blocking wait takes timeout= and raises TimeoutError, and the call goes on;
 - unknown ids raise InvalidDeferredID at once; known ones can be fetched by id from
   another client; a request lost with its connection raises RequestLost;
@@ -25,7 +26,7 @@ import pympec
 from pympec import client, connection
 from pympec.errors import (ClusterError, InvalidDeferredID, RequestLost, TaskAborted)
 
-from conftest import running_on, wait_for
+from conftest import cpu_seconds, running_on, wait_for
 
 
 @pytest.fixture
@@ -55,6 +56,31 @@ def test_frozen_controller_is_reported_then_recovers(private_cluster, monkeypatc
     finally:
         os.kill(pid, signal.SIGCONT)
     assert mec.pull("x") in ([0, 0], [1, 1])   # reconnected; the call may have run meanwhile
+
+
+def test_an_engine_whose_reply_waits_for_the_controller_sleeps(private_cluster):
+    """A reply past MPI's eager size (a few KB) is done only once the controller takes it.
+    With more ranks than cores, an engine waiting for that in a spin took the core the
+    controller needed (a loop of tc.run: 4 engines spent 20 us of CPU per task waiting)."""
+    if (os.cpu_count() or 1) >= 3:
+        pytest.skip("with a core for every rank, engines spin for a quick hand-over")
+    mec = private_cluster.client()
+    engine = mec.execute("import os; pid = os.getpid()", targets=0) and \
+        mec.pull("pid", targets=0)[0]
+    controller = connection.load(private_cluster.connection_file).pid
+    # its record holds its 30 KB source: one reply message of 30 KB
+    pending = mec.execute("import time; time.sleep(0.6)  #" + "x" * 30_000, targets=0,
+                          block=False)
+    wait_for(lambda: running_on(mec, 0) is not None, "the execute to start")
+    os.kill(controller, signal.SIGSTOP)
+    try:
+        before = cpu_seconds(engine)
+        time.sleep(1.6)    # not a wait: the sleep ends at 0.6 s, then the reply waits
+        used = cpu_seconds(engine) - before
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    assert used < 0.1, f"the engine used {used:.2f} s of CPU while its reply waited 1 s"
+    assert len(pending.get_result(timeout=30)[0]["input"]["raw"]) > 30_000
 
 
 def test_blocking_wait_times_out_and_the_call_goes_on(private_cluster):
