@@ -56,6 +56,8 @@ from .tasks import TaskFarm
 log = logging.getLogger("pympec.controller")
 
 BACKLOG = 64 << 20   # bytes of replies a client has not read, past which its requests wait
+STALLED = 0.05       # seconds without progress after which pending MPI requests are
+STALLED_POLL = 1e-3  # polled this often, not in a spin (a 4 MB piece moves in far less)
 
 class Controller:
     """Serves clients on one socket and drives the engines over MPI."""
@@ -102,10 +104,15 @@ class Controller:
 
     def serve(self) -> None:
         """Run until a client asks for shutdown (or KeyboardInterrupt)."""
+        moved = time.monotonic()   # when the loop last did something
         while self.running:
             delay = self.backoff.delay()
             if self.dispatcher.requests:
-                delay = 0.0     # MPI transfers advance only while we call into MPI
+                # MPI transfers advance only while we call into MPI: spin while things
+                # move; once they wait on a busy engine (a command sent ahead of a long
+                # one), poll often, but leave the core to that engine
+                stalled = time.monotonic() - moved > STALLED
+                delay = min(delay, STALLED_POLL) if stalled else 0.0
             elif self.dispatcher.busy():
                 delay = min(delay, self.backoff.max)    # a reply may come any moment
             events = self.selector.select(delay)
@@ -120,11 +127,12 @@ class Controller:
             active |= self.watch_engines()
             self.dispatcher.ring_unrung()
             self.write_dirty()
+            now = time.monotonic()
             if active:
                 self.backoff.reset()
+                moved = now
             elif delay == 0:
                 os.sched_yield()   # spinning: let a woken engine have this core first
-            now = time.monotonic()
             self.door.tick(now)
             if now >= self.next_check:
                 self.next_check = now + 1.0

@@ -3,6 +3,7 @@
 Against private clusters of 2 engines (some tests freeze or fill them):
 - a frozen (SIGSTOPped) controller is reported within PYMPEC_CONTROLLER_TIMEOUT;
 - an engine whose reply waits for the controller sleeps, not spins, where cores are few;
+  nor does the controller spin while a command it sent ahead waits for a busy engine;
 - a blocking wait takes timeout= and raises TimeoutError, and the call goes on;
 - unknown ids raise InvalidDeferredID at once; known ones can be fetched by id from
   another client; a request lost with its connection raises RequestLost;
@@ -81,6 +82,24 @@ def test_an_engine_whose_reply_waits_for_the_controller_sleeps(private_cluster):
         os.kill(controller, signal.SIGCONT)
     assert used < 0.1, f"the engine used {used:.2f} s of CPU while its reply waited 1 s"
     assert len(pending.get_result(timeout=30)[0]["input"]["raw"]) > 30_000
+
+
+def test_the_controller_waits_for_a_busy_engine_without_spinning(private_cluster):
+    """A command sent ahead to an engine that runs a long one (a 40 KB push behind a
+    sleep) is an MPI send that completes only once the engine takes it.  The controller
+    waited for that in a spin: a whole core (2.0 s of CPU in 2 s), taken from the
+    engines."""
+    mec = private_cluster.client()
+    controller = connection.load(private_cluster.connection_file).pid
+    slept = mec.execute("import time; time.sleep(2.5)", targets=0, block=False)
+    pushed = mec.push({"a": np.zeros(5000)}, targets=0, block=False)
+    wait_for(lambda: running_on(mec, 0) is not None, "the sleep to start")
+    before = cpu_seconds(controller)
+    time.sleep(1.5)        # not a wait: the time the push waits, measured
+    used = cpu_seconds(controller) - before
+    assert used < 0.4, f"the controller used {used:.2f} s of CPU in 1.5 s of waiting"
+    assert slept.get_result(timeout=30) and pushed.get_result(timeout=30) == [None]
+    assert mec.pull("a", targets=0)[0].shape == (5000,)
 
 
 def test_blocking_wait_times_out_and_the_call_goes_on(private_cluster):
