@@ -140,7 +140,7 @@ class Engine:
         ``oversubscribed``: ranks outnumber cores here, so a spinning rank takes CPU
         from ranks with work; then, where rung, the engine sleeps right after each
         reply and during streamed payloads, until the controller rings, and waits for a
-        reply of one message to be taken with short sleeps, not a spin."""
+        reply or output of one message to be taken with short sleeps, not a spin."""
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
@@ -151,8 +151,8 @@ class Engine:
         # a streamed payload comes piece by piece, each with a ring: spin only while
         # one piece moves, sleep between pieces
         self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
-        # a reply of one message, past MPI's eager size, completes once the controller
-        # takes it; spinning for that takes the core the controller needs
+        # a reply or output of one message, past MPI's eager size, completes once the
+        # controller takes it; spinning for that takes the core the controller needs
         self.handed = self.transfer if self.spin_after_reply else \
             Backoff(spin=PIECE_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
         self.groups: dict[str, Any] = {}   # collective communicators, by key
@@ -331,7 +331,7 @@ class Engine:
         message = encode_header({"job": job, "name": name, "text": text})
         request = self.comm.Isend(bytes_spec(message), CONTROLLER, TAG_OUTPUT)
         self.doorbell.ring(CONTROLLER)
-        self.wait(request)
+        self.wait_all([request], self.handed)
 
     def wait(self, request, group: str | None = None) -> None:
         """Wait for one request (see :meth:`wait_all`)."""

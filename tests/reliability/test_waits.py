@@ -59,19 +59,25 @@ def test_frozen_controller_is_reported_then_recovers(private_cluster, monkeypatc
     assert mec.pull("x") in ([0, 0], [1, 1])   # reconnected; the call may have run meanwhile
 
 
-def test_an_engine_whose_reply_waits_for_the_controller_sleeps(private_cluster):
-    """A reply past MPI's eager size (a few KB) is done only once the controller takes it.
-    With more ranks than cores, an engine waiting for that in a spin took the core the
-    controller needed (a loop of tc.run: 4 engines spent 20 us of CPU per task waiting)."""
+@pytest.mark.parametrize("what", ["reply", "output"])
+def test_an_engine_whose_message_waits_for_the_controller_sleeps(private_cluster, what):
+    """A reply or live output past MPI's eager size (a few KB) is sent only once the
+    controller takes it.  With more ranks than cores, an engine waiting for that in a
+    spin took the core the controller needed (a loop of tc.run: 4 engines spent 20 us
+    of CPU per task waiting)."""
     if (os.cpu_count() or 1) >= 3:
         pytest.skip("with a core for every rank, engines spin for a quick hand-over")
     mec = private_cluster.client()
     engine = mec.execute("import os; pid = os.getpid()", targets=0) and \
         mec.pull("pid", targets=0)[0]
     controller = connection.load(private_cluster.connection_file).pid
-    # its record holds its 30 KB source: one reply message of 30 KB
-    pending = mec.execute("import time; time.sleep(0.6)  #" + "x" * 30_000, targets=0,
-                          block=False)
+    # a record holding its 30 KB source is one reply message of 30 KB; streamed, a
+    # print of 30 KB is one output message
+    code = "import time; time.sleep(0.6)  #" + "x" * 30_000 if what == "reply" else \
+        "import time; time.sleep(0.6); print('x' * 30_000)"
+    printed = []
+    pending = mec.execute(code, targets=0, block=False,
+                          stream=what == "output" and (lambda *out: printed.append(out)))
     wait_for(lambda: running_on(mec, 0) is not None, "the execute to start")
     os.kill(controller, signal.SIGSTOP)
     try:
@@ -80,8 +86,10 @@ def test_an_engine_whose_reply_waits_for_the_controller_sleeps(private_cluster):
         used = cpu_seconds(engine) - before
     finally:
         os.kill(controller, signal.SIGCONT)
-    assert used < 0.1, f"the engine used {used:.2f} s of CPU while its reply waited 1 s"
-    assert len(pending.get_result(timeout=30)[0]["input"]["raw"]) > 30_000
+    assert used < 0.1, f"the engine used {used:.2f} s of CPU while its {what} waited 1 s"
+    record = pending.get_result(timeout=30)[0]
+    assert len(record["input"]["raw"] if what == "reply" else record["stdout"]) > 30_000
+    assert len("".join(text for _, _, text in printed)) == (30_001 if what == "output" else 0)
 
 
 def test_the_controller_waits_for_a_busy_engine_without_spinning(private_cluster):
