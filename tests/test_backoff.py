@@ -47,7 +47,7 @@ def test_spin_phase_returns_zero_delays_for_spin_seconds(clock):
 def test_reset_without_spin_sleeps_at_once(clock):
     b = Backoff(spin=60, start=1e-4, max=1e-3, idle=60, clock=clock)
     assert b.delay() == 0.0
-    b.reset(spin=False)
+    b.reset(spin=0)
     assert b.delay() == pytest.approx(1e-4)
     b.reset()
     assert b.delay() == 0.0

@@ -158,7 +158,8 @@ class TaskExecutor(concurrent.futures.Executor):
     def _receive(self) -> None:
         client = self._client
         client._fetch(None, FETCH_WAIT)
-        for tid in [t for t in self._running if t in client._results]:
+        # (the fetched results, not every task in flight: those are up to max_outstanding)
+        for tid in [t for t in client._results if t in self._running]:
             future = self._running.pop(tid)
             outcome = client._results.pop(tid)
             client._mine.discard(tid)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable
 
 from mpi4py import MPI
@@ -45,6 +46,7 @@ INLINE_RECORD = 64 << 10   # larger execute records travel as a frame, not in th
 TRANSFER_SPIN = 0.5   # seconds a transfer is polled without sleeping (see Engine.wait)
 TRANSFER_MAX = 1e-3   # then at least this often, so a long transfer keeps advancing
 PIECE_SPIN = 5e-4     # seconds a rung engine polls for one piece of a streamed payload
+BURST = 3e-4          # a command this soon after the last reply: a burst (see Engine.serve)
 
 
 # -- the commands: header args and payload frames in, the reply and its frames out ----
@@ -163,12 +165,14 @@ class Engine:
         """Serve until the controller says shutdown; returns whether it said to leave
         without MPI_Finalize (an engine died: see ``pympec.boot``)."""
         status = MPI.Status()
+        replied = float("-inf")
         while True:
             if not self.comm.Iprobe(CONTROLLER, TAG_COMMAND, status):
                 buffers.trim()   # idle: free buffers nobody reused go back to the system
                 if self.doorbell.wait(self.backoff.delay()):
                     self.backoff.reset()   # rung: poll until the command shows in Iprobe
                 continue
+            burst = time.monotonic() - replied < BURST
             header, tail = recv_header(self.comm, status)
             verb = header.get("verb")
             if verb == "_shutdown":
@@ -181,7 +185,12 @@ class Engine:
                 self.answer(header, tail)
             except BaseException as e:   # answer() makes every failure a reply, but this
                 return self.out_of_service(e)
-            self.backoff.reset(spin=self.spin_after_reply)
+            replied = time.monotonic()
+            # Where ranks outnumber cores an engine sleeps after a reply, unless its
+            # commands come in a burst (a loop of block=False calls): then the next is
+            # likely to come within BURST, and waiting for it in a spin costs less CPU
+            # than a sleep, a ring and a wake-up.
+            self.backoff.reset(spin=None if self.spin_after_reply else BURST if burst else 0)
 
     def join_group(self, header: dict) -> None:
         """Join the communicator of a collective's controller and targets.  If a member

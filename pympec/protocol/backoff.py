@@ -61,12 +61,12 @@ class Backoff:
         """
         return cls(**{**defaults, **settings.BACKOFF.get()})
 
-    def reset(self, spin: bool = True) -> None:
+    def reset(self, spin: float | None = None) -> None:
         """Note activity: polls come quickly again, without sleeping for ``spin`` seconds
-        unless ``spin`` is False (for a rank that something else will wake)."""
+        (None: this Backoff's own ``spin``; 0 for a rank that something else will wake)."""
         self._delay = 0.0
         self._active_at = self.clock()
-        self._spin_until = self._active_at + (self.spin if spin else 0.0)
+        self._spin_until = self._active_at + (self.spin if spin is None else spin)
 
     def delay(self) -> float:
         """The next sleep, in seconds; each call advances the backoff."""
