@@ -53,6 +53,17 @@ def test_reset_without_spin_sleeps_at_once(clock):
     assert b.delay() == 0.0
 
 
+def test_reset_with_a_spin_of_its_own(clock):
+    """An engine in a burst spins a short while after a reply, whatever its own spin."""
+    b = Backoff(spin=60, start=1e-4, max=1e-3, idle=60, clock=clock)
+    b.reset(spin=3e-4)
+    assert b.delay() == 0.0
+    clock.advance(2.9e-4)
+    assert b.delay() == 0.0
+    clock.advance(2e-5)
+    assert b.delay() == pytest.approx(1e-4)
+
+
 def test_no_spin(clock):
     b = Backoff(spin=0, start=1e-4, max=1e-3, idle=60, clock=clock)
     assert b.delay() == pytest.approx(1e-4)
