@@ -141,8 +141,8 @@ class Engine:
         """``rung``: the controller's doorbell rings reach this engine (same host).
         ``oversubscribed``: ranks outnumber cores here, so a spinning rank takes CPU
         from ranks with work; then, where rung, the engine sleeps right after each
-        reply and during streamed payloads, until the controller rings, and waits for a
-        reply or output of one message to be taken with short sleeps, not a spin."""
+        reply and during streamed payloads, until the controller rings, and waits for
+        its sends to the controller to be taken with short sleeps, not a spin."""
         self.comm = comm
         self.interp = interp
         self.backoff = backoff
@@ -153,9 +153,11 @@ class Engine:
         # a streamed payload comes piece by piece, each with a ring: spin only while
         # one piece moves, sleep between pieces
         self.pieces = Backoff(spin=PIECE_SPIN, **RUNG) if rung else self.transfer
-        # a reply or output of one message, past MPI's eager size, completes once the
-        # controller takes it; spinning for that takes the core the controller needs
-        self.handed = self.transfer if self.spin_after_reply else \
+        # A send the controller takes in one go (a reply or output of one message, past
+        # MPI's eager size) or from every engine at once (a gather's rounds) moves only
+        # as the controller takes it, which it does when rung; where cores are few,
+        # spinning for it takes the core the controller needs.
+        self.send_wait = self.transfer if self.spin_after_reply else \
             Backoff(spin=PIECE_SPIN, max=TRANSFER_MAX, idle_max=TRANSFER_MAX)
         self.groups: dict[str, Any] = {}   # collective communicators, by key
         self.fault_tolerant = settings.FAULT_TOLERANT.get()   # a member of one may die
@@ -313,12 +315,12 @@ class Engine:
             reply["inline"] = True
             sends = [self.comm.Isend(bytes_spec(encode_header(reply, views)), CONTROLLER,
                                      TAG_REPLY)]
-            backoff = self.handed
+            backoff = self.send_wait
         else:
             sends = [self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)]
             sends += [self.comm.Isend(bytes_spec(v[at:at + CHUNK]), CONTROLLER, TAG_DATA)
                       for v in views for at in pieces(len(v))]
-            backoff = self.transfer
+            backoff = self.transfer   # (one engine's pieces: its spin helps them along)
         self.doorbell.ring(CONTROLLER)
         self.wait_all(sends, backoff)
 
@@ -331,16 +333,16 @@ class Engine:
         sent = self.comm.Isend(bytes_spec(encode_header(reply)), CONTROLLER, TAG_REPLY)
         request, agreed = agree_largest(group, buf.nbytes)
         self.doorbell.ring(CONTROLLER)
-        self.wait_all([sent, request], self.transfer, header["group"])
+        self.wait_all([sent, request], self.send_wait, header["group"])
         self.wait_all([group.Igatherv(bytes_spec(buf[at:at + CHUNK]), None, root=0)
-                       for at in pieces(agreed[1])], self.transfer, header["group"])
+                       for at in pieces(agreed[1])], self.send_wait, header["group"])
 
     def send_output(self, job: int, name: str, text: str) -> None:
         """Pass on output of a running execute (the controller forwards it)."""
         message = encode_header({"job": job, "name": name, "text": text})
         request = self.comm.Isend(bytes_spec(message), CONTROLLER, TAG_OUTPUT)
         self.doorbell.ring(CONTROLLER)
-        self.wait_all([request], self.handed)
+        self.wait_all([request], self.send_wait)
 
     def wait(self, request, group: str | None = None) -> None:
         """Wait for one request (see :meth:`wait_all`)."""
