@@ -86,7 +86,8 @@ def test_an_engine_whose_message_waits_for_the_controller_sleeps(private_cluster
         used = cpu_seconds(engine) - before
     finally:
         os.kill(controller, signal.SIGCONT)
-    assert used < 0.1, f"the engine used {used:.2f} s of CPU while its {what} waited 1 s"
+    # (a spin uses 0.5 s; polls every ms cost up to 0.11 s on a busy shared host)
+    assert used < 0.25, f"the engine used {used:.2f} s of CPU while its {what} waited 1 s"
     record = pending.get_result(timeout=30)[0]
     assert len(record["input"]["raw"] if what == "reply" else record["stdout"]) > 30_000
     assert len("".join(text for _, _, text in printed)) == (30_001 if what == "output" else 0)
