@@ -13,10 +13,10 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -26,6 +26,8 @@ SESSION_DIR = tempfile.mkdtemp(prefix="pympec-tests-")
 os.environ["PYMPEC_DIR"] = SESSION_DIR      # before pympec is imported
 
 import pympec  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repository root
+from benchmarks.common import cpu_seconds  # noqa: E402  (one /proc reader, the benchmarks')
 from pympec import client  # noqa: E402
 from pympec.protocol import handshake, wire  # noqa: E402
 
@@ -112,12 +114,6 @@ def hello_behind_the_answer(sock, key: bytes) -> dict | None:
         for reply in reader.read(sock):
             return reply.header
     return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time process ``pid`` (of this host) has used so far, user and system."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def running_on(mec, engine: int) -> str | None:

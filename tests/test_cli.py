@@ -50,8 +50,9 @@ def busy_while_idle(pids: list[int], window: float = 2.0, windows: int = 3) -> d
     for _ in range(windows):
         before = {p: cpu_seconds(p) for p in busy}
         time.sleep(window)                           # not a wait: the idle time being measured
-        busy = {p: used + [round(cpu_seconds(p) - before[p], 2)] for p, used in busy.items()
-                if cpu_seconds(p) - before[p] >= 0.05 * window}
+        spent = {p: cpu_seconds(p) - before[p] for p in busy}
+        busy = {p: used + [round(spent[p], 2)] for p, used in busy.items()
+                if spent[p] >= 0.05 * window}
         if not busy:
             return {}
     return busy
@@ -116,7 +117,8 @@ def test_daemon_status_stop(pympec_dir):
         # idle ranks sleep: each uses under 5% of a core over two seconds
         ranks = [c for c in children(record["pid"])]
         ranks = [g for c in ranks for g in children(c)] or ranks
-        assert not busy_while_idle(ranks), f"rank processes busy while idle: {busy_while_idle(ranks)}"
+        busy = busy_while_idle(ranks)
+        assert not busy, f"rank processes busy while idle (CPU s per window): {busy}"
     finally:
         stop = run("cluster", "stop", "--profile", "cli")
     assert stop.returncode == 0, stop.stderr
